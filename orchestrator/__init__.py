@@ -1,0 +1,1 @@
+"""lance-autoresearch: the daemon and command line that drive the autoresearch loop."""

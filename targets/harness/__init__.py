@@ -1,0 +1,1 @@
+"""Shared target plumbing: functions targets call, not a framework they inherit."""

@@ -1,0 +1,586 @@
+"""The trusted trial runner: correctness against an oracle, then timing, in worker processes.
+
+The runner never imports a kernel. It starts one worker per kernel (``targets.harness.worker``),
+sends each inputs and requests over pipes, times each request from its side, rebuilds outputs
+from raw bytes and judges them with the target's own check functions. In paired mode it
+alternates the incumbent's and the candidate's workers query by query (random order per pair,
+same queries), over several fresh worker pairs, and reports incumbent/candidate speedups.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.metadata
+import math
+import os
+import platform
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+
+from targets import PROJECT_ROOT
+from targets.harness import stats, wire
+from targets.harness.prng import Stream, mix_seeds
+from targets.harness.resources import DEFAULT_BUDGET_SECONDS, peak_rss_mb
+from targets.harness.result import (EXIT_INCORRECT, EXIT_INTERNAL, EXIT_OK, EXIT_TIMEOUT, Measured,
+                                    TrialResult)
+
+# Kernels run single-threaded: every threading knob a numeric library reads, pinned to 1.
+THREAD_ENV = {name: "1" for name in (
+    "NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")}
+# The only variables a worker inherits. OPENBLAS_CORETYPE/L2_SIZE work around CPU detection bugs
+# on some hosts; without them OpenBLAS may crash or compute wrong results.
+PASSTHROUGH_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+BOOT = ("import sys; sys.path.insert(0, sys.argv[1]); "
+        "from targets.harness.worker import main; sys.exit(main(sys.argv[2:]))")
+
+
+# ----------------------------------------------------------------------------- what a target gives
+
+@dataclass(frozen=True)
+class Case:
+    """One correctness case: inputs to build a kernel, then one request per call."""
+
+    name: str
+    params: dict[str, Any]
+    arrays: dict[str, np.ndarray]
+    calls: list[dict[str, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One speed combo (shape x distribution)."""
+
+    shape: str
+    distribution: str
+    params: dict[str, Any]
+    arrays: dict[str, np.ndarray]
+    queries: Callable[[int, int], list[dict[str, np.ndarray]]]        # (seed, count) -> calls
+    # (call, outputs per arm) -> failure message or None; checks timed outputs against the oracle.
+    verify: Callable[[dict[str, np.ndarray], list[dict[str, np.ndarray]]], str | None]
+
+    @property
+    def combo(self) -> str:
+        return f"{self.shape}/{self.distribution}"
+
+
+@dataclass(frozen=True)
+class TargetPlan:
+    """Everything the runner needs from a target: plain data and functions, no base class."""
+
+    name: str
+    ops_module: str                                        # imported by workers: build(), OPS
+    cases: Callable[[int], list[Case]]                     # trial seed -> battery + fresh cases
+    check: Callable[[Case, int, dict[str, np.ndarray]], str | None]
+    workloads: Callable[[], list[Workload]]
+    queries_per_combo: int = 8
+    warmup_calls: int = 2
+    replicates: int = 8                        # fresh worker pairs (paired mode)
+    sessions: int = 2                          # timing blocks per pair, each over every combo
+    verify_fraction: float = 0.25              # share of timed calls re-checked against the oracle
+    # Trimming (20%, within and across blocks) halved the A/A spread: see docs/robustness.md.
+    trim: float = 0.2
+
+
+@dataclass(frozen=True)
+class TrialOptions:
+    kernel: Path
+    against: Path | None = None
+    mode: str = "single"                                   # single | baseline | paired
+    budget_seconds: float = DEFAULT_BUDGET_SECONDS
+    seed: int | None = None                                # per-trial query seed; secret if None
+    replicates: int | None = None
+    sessions: int | None = None
+    queries_per_combo: int | None = None
+    log_dir: Path | None = None
+
+
+# ----------------------------------------------------------------------------- failures
+
+class TrialFailure(Exception):
+    kind = "internal"
+    exit_code = EXIT_INTERNAL
+
+
+class KernelCrash(TrialFailure):
+    kind = "crash"
+
+
+class KernelIncorrect(TrialFailure):
+    kind = "incorrect"
+    exit_code = EXIT_INCORRECT
+
+
+class TrialTimeout(TrialFailure):
+    kind = "timeout"
+    exit_code = EXIT_TIMEOUT
+
+
+# ----------------------------------------------------------------------------- workers
+
+def worker_env(home: Path, numba_cache: Path) -> dict[str, str]:
+    """A minimal, explicit environment: no API keys or other secrets reach kernel code."""
+    env = {k: os.environ[k] for k in PASSTHROUGH_ENV if k in os.environ}
+    env.update(THREAD_ENV)
+    env.update(HOME=str(home), TMPDIR=str(home), NUMBA_CACHE_DIR=str(numba_cache),
+               PYTHONHASHSEED="0", PYTHONDONTWRITEBYTECODE="1")
+    return env
+
+
+def kill_tree(pid: int, timeout: float = 3.0) -> list[int]:
+    """Kill a process and all its descendants; return the pids still alive afterwards."""
+    try:
+        root = psutil.Process(pid)
+        procs = root.children(recursive=True) + [root]
+    except psutil.NoSuchProcess:
+        return []
+    for proc in procs:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    return [p.pid for p in alive]
+
+
+def _cpus() -> tuple[int | None, int | None]:
+    """(runner cpu, worker cpu): separate cores when there are two, so the active worker never
+    shares one with the runner; both workers of a pair share a core so they see the same caches."""
+    try:
+        allowed = sorted(psutil.Process().cpu_affinity())
+    except (AttributeError, psutil.Error):
+        return None, None
+    if len(allowed) < 2:
+        return None, None
+    return allowed[0], allowed[-1]
+
+
+class Worker:
+    """One worker process and its two pipes; every request has the trial's deadline."""
+
+    def __init__(self, label: str, kernel: Path, ops_module: str, scratch: Path, log_dir: Path,
+                 deadline: float, cpu: int | None, spin: bool = False) -> None:
+        self.label, self.kernel, self.deadline, self.spin = label, kernel, deadline, spin
+        home = Path(tempfile.mkdtemp(prefix=f"{label}-", dir=scratch))
+        # One numba cache per arm and trial: a replicate's fresh worker reuses its arm's machine code.
+        numba_cache = scratch / f"numba-{label}"
+        self.log_path = log_dir / f"{home.name}.log"
+        req_r, self._req_w = os.pipe()
+        self._rep_r, rep_w = os.pipe()
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-I", "-c", BOOT, str(PROJECT_ROOT), str(req_r), str(rep_w), ops_module,
+                 str(kernel)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=worker_env(home, numba_cache),
+                cwd=home, pass_fds=(req_r, rep_w), start_new_session=True)
+        os.close(req_r)
+        os.close(rep_w)
+        if cpu is not None:
+            try:
+                psutil.Process(self.proc.pid).cpu_affinity([cpu])
+            except psutil.Error:
+                pass
+        self.import_seconds = 0.0
+        self.first_call_ns: dict[str, int] = {}
+
+    def hello(self) -> None:
+        reply, _ = self._recv("starting")
+        self.import_seconds = float(reply.get("import_seconds", 0.0))
+
+    def _recv(self, what: str, timed: bool = False) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        try:
+            reply, arrays = wire.recv(self._rep_r, self.deadline, spin=timed and self.spin)
+        except wire.WireTimeout as exc:
+            raise TrialTimeout(f"{self.label} kernel: time budget exceeded while {what}") from exc
+        except wire.WireError as exc:
+            raise KernelCrash(f"{self.label} kernel: worker died while {what} ({exc}; "
+                              f"exit status {self.proc.poll()})\n{self.log_tail()}") from exc
+        if reply.get("ok") is not True:
+            raise KernelCrash(f"{self.label} kernel raised while {what}:\n{reply.get('error', reply)}")
+        return reply, arrays
+
+    def request(self, message: dict[str, Any], arrays: dict[str, np.ndarray] | None = None,
+                what: str = "", timed: bool = False) -> tuple[dict[str, Any], dict[str, np.ndarray], int]:
+        what = what or str(message.get("cmd"))
+        start = time.perf_counter_ns()
+        try:
+            wire.send(self._req_w, message, arrays, self.deadline)
+        except wire.WireTimeout as exc:
+            raise TrialTimeout(f"{self.label} kernel: time budget exceeded while {what}") from exc
+        except wire.WireError as exc:
+            raise KernelCrash(f"{self.label} kernel: worker died while {what} (exit status "
+                              f"{self.proc.poll()})\n{self.log_tail()}") from exc
+        reply, out = self._recv(what, timed)
+        return reply, out, time.perf_counter_ns() - start
+
+    def log_tail(self, limit: int = 2000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-limit:]
+        except OSError:
+            return ""
+
+    def peak_mb(self) -> float:
+        try:
+            return peak_rss_mb(self.proc.pid)
+        except (psutil.Error, OSError):
+            return 0.0
+
+    def close(self) -> list[int]:
+        """Stop the worker and its whole process tree; returns survivors (should be none)."""
+        for fd in (self._req_w, self._rep_r):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        survivors = kill_tree(self.proc.pid)
+        try:
+            self.proc.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            pass
+        return survivors
+
+
+# ----------------------------------------------------------------------------- phases
+
+def run_correctness(worker: Worker, cases: Sequence[Case],
+                    check: Callable[[Case, int, dict[str, np.ndarray]], str | None]) -> int:
+    """Run every case; raise KernelIncorrect naming the first failing case. Returns calls checked."""
+    checked = 0
+    for case in cases:
+        inst = f"check:{case.name}"
+        worker.request({"cmd": "setup", "instance": inst, "params": case.params}, case.arrays,
+                       f"building case {case.name}")
+        for i, call in enumerate(case.calls):
+            _, out, _ = worker.request({"cmd": "call", "instance": inst, "op": "check"}, call,
+                                       f"running case {case.name} call {i}")
+            problem = check(case, i, out)
+            if problem is not None:
+                raise KernelIncorrect(f"{worker.label} kernel, case {case.name}, call {i}: {problem}")
+            checked += 1
+        worker.request({"cmd": "drop", "instance": inst})
+    return checked
+
+
+@dataclass
+class SpeedSamples:
+    """ns per op for each arm, combo and block, plus the timed calls picked for verification."""
+
+    ns: list[dict[str, list[np.ndarray]]]                      # [arm][combo][block] -> ns array
+    to_verify: list[tuple[str, dict[str, np.ndarray], list[dict[str, np.ndarray]]]] = field(
+        default_factory=list)                                   # (combo, call, outputs per arm)
+    jit_seconds: list[float] = field(default_factory=list)     # per arm
+    verified: int = 0
+
+
+def _call(worker: Worker, inst: str, call: dict[str, np.ndarray], what: str) -> tuple[dict[str, np.ndarray], int]:
+    _, out, ns = worker.request({"cmd": "call", "instance": inst, "op": "speed"}, call, what, timed=True)
+    return out, ns
+
+
+def measure_block(workers: Sequence[Worker], workloads: Sequence[Workload], seed: int, block: int,
+                  queries_per_combo: int, warmup_calls: int, verify_fraction: float,
+                  samples: SpeedSamples) -> None:
+    """One block: a pass over every combo (in random order) with one set of workers, alternating
+    arms query by query in a random order per query. A secret-seeded subset of timed calls is
+    kept for verification."""
+    stream = Stream(mix_seeds(seed, "order", block))
+    combo_order = [workloads[i] for i in np.argsort(stream.f32(len(workloads)), kind="stable")]
+    for w in combo_order:
+        # Queries never repeat for a kernel within a trial: each block draws its own.
+        calls = w.queries(mix_seeds(seed, "block", block), warmup_calls + queries_per_combo)
+        inst = f"speed:{w.combo}"
+        # Which arm is built and warmed first is random too: any first-mover effect becomes noise.
+        first_movers = list(workers)[::-1] if stream.integers(2, 1)[0] else list(workers)
+        for worker in first_movers:
+            worker.request({"cmd": "setup", "instance": inst, "params": w.params}, w.arrays,
+                           f"building workload {w.combo}")
+        for worker in first_movers:
+            for i, call in enumerate(calls[:warmup_calls]):       # untimed; numba compiles here
+                _, ns = _call(worker, inst, call, f"warming up {w.combo}")
+                if i == 0:
+                    worker.first_call_ns.setdefault(w.combo, ns)
+        timed = np.zeros((len(workers), queries_per_combo), dtype=np.int64)
+        flips = stream.integers(2, queries_per_combo)
+        check = stream.f32(queries_per_combo) < np.float32(verify_fraction)
+        check[stream.integers(queries_per_combo, 1)[0]] = True       # at least one per combo
+        for q, call in enumerate(calls[warmup_calls:]):
+            arms = list(range(len(workers)))
+            if flips[q]:
+                arms.reverse()
+            outs: list[dict[str, np.ndarray]] = [{} for _ in workers]
+            for arm in arms:
+                outs[arm], timed[arm, q] = _call(workers[arm], inst, call, f"timing {w.combo}")
+            if check[q]:
+                samples.to_verify.append((w.combo, call, outs))
+        for arm, worker in enumerate(workers):
+            worker.request({"cmd": "drop", "instance": inst})
+            samples.ns[arm].setdefault(w.combo, []).append(timed[arm])
+
+
+def jit_seconds(worker: Worker, ns: dict[str, list[np.ndarray]]) -> float:
+    """Import time plus each combo's first call in excess of its steady-state median: numba's
+    compile (or cache load) cost, paid once per worker process."""
+    extra = sum(max(0.0, first - float(np.median(ns[c][-1]))) for c, first in worker.first_call_ns.items())
+    return worker.import_seconds + extra / 1e9
+
+
+def verify_pending(workloads: Sequence[Workload], samples: SpeedSamples) -> None:
+    """Check the picked timed calls against the oracle, so a kernel cannot be honest when checked
+    and fast when timed (it cannot tell which calls are picked)."""
+    by_combo = {w.combo: w for w in workloads}
+    while samples.to_verify:
+        combo, call, outs = samples.to_verify.pop()
+        problem = by_combo[combo].verify(call, outs)
+        if problem is not None:
+            raise KernelIncorrect(f"timed call on {combo}: {problem}")
+        samples.verified += len(outs)
+
+
+# ----------------------------------------------------------------------------- the trial
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _affinity() -> list[int] | None:
+    try:
+        return psutil.Process().cpu_affinity()
+    except (AttributeError, psutil.Error):
+        return None
+
+
+def _set_affinity(cpus: list[int] | None) -> None:
+    if cpus:
+        try:
+            psutil.Process().cpu_affinity(cpus)
+        except (AttributeError, psutil.Error):
+            pass
+
+
+def _r(x: float, digits: int) -> float:
+    return float(round(x, digits))
+
+
+def run_trial(plan: TargetPlan, options: TrialOptions) -> TrialResult:
+    """Run one trial and return its result; failures become results with exit codes, not raises."""
+    started = time.monotonic()
+    deadline = started + options.budget_seconds
+    paired = options.against is not None
+    mode = "paired" if paired else options.mode
+    seed = options.seed if options.seed is not None else secrets.randbits(64)
+    runner_cpu, worker_cpu = _cpus()
+    result = TrialResult(
+        target=plan.name, mode=mode, exit_code=EXIT_INTERNAL, correctness="not_run",
+        arch=platform.machine(), cpu=_cpu_model(), python=platform.python_version(),
+        numpy=_version("numpy"), numba=_version("numba"),
+        threads={**THREAD_ENV, "worker_cpu": str(worker_cpu), "runner_cpu": str(runner_cpu)},
+        passes=3 if mode == "baseline" else 1,
+        replicates=(options.replicates or plan.replicates) if paired else 1,
+        sessions=(options.sessions or plan.sessions) if paired else 1,
+        queries_per_combo=options.queries_per_combo or plan.queries_per_combo,
+        query_seed=f"{seed:016x}", kernel_sha256=_sha256(options.kernel),
+        against_sha256=_sha256(options.against) if options.against else "")
+    if runner_cpu is not None:
+        _set_affinity([runner_cpu])
+    original_affinity = _affinity()
+    with tempfile.TemporaryDirectory(prefix="lar-trial-") as tmp:
+        scratch = Path(tmp)
+        log_dir = options.log_dir or scratch
+        log_dir.mkdir(parents=True, exist_ok=True)
+        workers: list[Worker] = []
+        try:
+            _run_phases(plan, options, result, seed, deadline, (scratch, log_dir), workers,
+                        (runner_cpu, worker_cpu))
+            result.exit_code, result.correctness = EXIT_OK, "pass"
+        except TrialFailure as exc:
+            result.exit_code, result.failure_kind, result.failure = exc.exit_code, exc.kind, str(exc)
+            if exc.kind == "incorrect":
+                result.correctness = "fail"
+        except Exception as exc:  # noqa: BLE001 - a harness bug is reported, never a pass
+            result.exit_code, result.failure_kind = EXIT_INTERNAL, "internal"
+            result.failure = "".join(traceback.format_exception(exc)).strip()
+        finally:
+            peaks = [peak_rss_mb()] + [w.peak_mb() for w in workers]
+            survivors = [pid for w in workers for pid in w.close()]
+            _set_affinity(original_affinity)
+    if survivors:
+        result.exit_code, result.failure_kind = EXIT_INTERNAL, "internal"
+        result.failure = f"worker processes survived the kill: {survivors}"
+    result.peak_mem_mb = _r(max(peaks), 1)
+    result.total_seconds = _r(time.monotonic() - started, 3)
+    if result.ok and result.total_seconds > options.budget_seconds:
+        result.exit_code, result.failure_kind = EXIT_TIMEOUT, "timeout"
+        result.failure = f"trial took {result.total_seconds} s, over its budget of {options.budget_seconds:g} s"
+    return result
+
+
+def _run_phases(plan: TargetPlan, options: TrialOptions, result: TrialResult, seed: int, deadline: float,
+                dirs: tuple[Path, Path], workers: list[Worker], cpus: tuple[int | None, int | None]) -> None:
+    arms = [("incumbent", options.against), ("candidate", options.kernel)] if options.against else [
+        ("kernel", options.kernel)]
+    runner_cpu, worker_cpu = cpus
+    spin = runner_cpu is not None and runner_cpu != worker_cpu
+
+    start_order = Stream(mix_seeds(seed, "start-order"))
+
+    def start_workers() -> list[Worker]:
+        """A fresh process per arm, started in random order; returned in arm order."""
+        order = list(range(len(arms)))
+        if start_order.integers(2, 1)[0]:
+            order.reverse()
+        fresh: dict[int, Worker] = {}
+        for i in order:
+            label, path = arms[i]
+            fresh[i] = Worker(label, path, plan.ops_module, *dirs, deadline, worker_cpu, spin)
+            workers.append(fresh[i])
+        return [fresh[i] for i in range(len(arms))]
+
+    current = start_workers()                 # workers import while the runner builds fixtures
+    t0 = time.monotonic()
+    cases = plan.cases(seed)
+    workloads = plan.workloads()
+    result.fixture_seconds = _r(time.monotonic() - t0, 3)
+    result.shapes_tested = sorted({w.shape for w in workloads}, key=lambda s: [int(x) for x in s.split("x")])
+    result.distributions_tested = list(dict.fromkeys(w.distribution for w in workloads))
+    for w in current:
+        w.hello()
+    # Correctness first, candidate first: a wrong kernel costs no timing.
+    for w in reversed(current):
+        result.correctness_cases = run_correctness(w, cases, plan.check)
+    result.correctness = "pass"
+
+    passes = result.replicates if options.against else result.passes
+    samples = SpeedSamples(ns=[{} for _ in arms], jit_seconds=[0.0 for _ in arms])
+    block = 0
+    for rep in range(passes):
+        for _ in range(result.sessions):
+            measure_block(current, workloads, seed, block, result.queries_per_combo, plan.warmup_calls,
+                          plan.verify_fraction, samples)
+            block += 1
+        for arm, w in enumerate(current):
+            samples.jit_seconds[arm] += jit_seconds(w, samples.ns[arm])
+        if rep + 1 < passes:
+            for w in current:
+                w.close()
+            current = start_workers()         # the next pair boots while this one's calls are verified
+        verify_pending(workloads, samples)
+        if rep + 1 < passes:
+            for w in current:
+                w.hello()
+    result.verified_calls = samples.verified
+    summarise(result, samples, [w.combo for w in workloads], paired=options.against is not None,
+              trim=plan.trim)
+
+
+def summarise(result: TrialResult, samples: SpeedSamples, combos: Sequence[str], paired: bool,
+              trim: float) -> None:
+    """Fill the timing fields of ``result`` from raw samples."""
+    cand = samples.ns[-1]
+    per_combo = {c: stats.geomean(np.concatenate(cand[c])) for c in combos}
+    result.per_combo_geomean_ns = {c: _r(v, 1) for c, v in per_combo.items()}
+    result.geomean_ns_per_query = _r(stats.geomean(list(per_combo.values())), 1)
+    lo, hi = stats.bootstrap_geomean_ci([np.concatenate(cand[c]) for c in combos])
+    result.geomean_ns_ci_90pct = (_r(lo, 1), _r(hi, 1))
+    result.median_ns_per_query = _r(stats.median(np.concatenate([np.concatenate(cand[c]) for c in combos])), 1)
+    worst = max(per_combo, key=per_combo.__getitem__)
+    best = min(per_combo, key=per_combo.__getitem__)
+    result.worst_ns_per_query = Measured(_r(per_combo[worst], 1), worst)
+    result.best_ns_per_query = Measured(_r(per_combo[best], 1), best)
+    result.jit_seconds = _r(samples.jit_seconds[-1], 3)
+    if not paired:
+        return
+    inc = samples.ns[0]
+    result.incumbent_per_combo_geomean_ns = {c: _r(stats.geomean(np.concatenate(inc[c])), 1) for c in combos}
+    # blocks[b][c]: per-pair log(t_incumbent / t_candidate) for combo c in timing block b. Blocks,
+    # not single pairs, are the bootstrap's unit: pairs within a block are correlated.
+    n_blocks = len(cand[combos[0]])
+    replicates = [[np.log(inc[c][b] / cand[c][b]) for c in combos] for b in range(n_blocks)]
+    logs = stats.block_log_speedups(replicates, trim)
+    per_combo_speedup = {c: math.exp(x) for c, x in zip(combos, logs)}
+    result.per_combo_speedup = {c: _r(v, 4) for c, v in per_combo_speedup.items()}
+    result.speedup_geomean = _r(math.exp(float(np.mean(logs))), 4)
+    lo, hi = stats.block_bootstrap_ci(replicates, trim)
+    result.speedup_ci_90pct = (_r(lo, 4), _r(hi, 4))
+    worst_c = min(per_combo_speedup, key=per_combo_speedup.__getitem__)
+    result.worst_combo_speedup = Measured(_r(per_combo_speedup[worst_c], 4), worst_c)
+
+
+# ----------------------------------------------------------------------------- command line
+
+def parse_args(argv: Sequence[str] | None, target: str, default_kernel: Path) -> TrialOptions:
+    parser = argparse.ArgumentParser(prog=f"run_experiment ({target})",
+                                     description=f"Run one {target} trial: correctness, then timing.")
+    parser.add_argument("--kernel", type=Path, default=default_kernel, help="kernel file under test")
+    parser.add_argument("--against", type=Path, help="incumbent kernel: paired, interleaved timing")
+    parser.add_argument("--mode", choices=("single", "baseline"), default="single",
+                        help="single: 1 pass; baseline: 3 passes (ignored with --against)")
+    parser.add_argument("--budget-seconds", type=float, default=DEFAULT_BUDGET_SECONDS)
+    parser.add_argument("--seed", type=lambda s: int(s, 0), help="query seed (default: secret, random)")
+    parser.add_argument("--replicates", type=int, help="fresh worker pairs in paired mode")
+    parser.add_argument("--sessions", type=int, help="timing blocks per worker pair in paired mode")
+    parser.add_argument("--queries", type=int, dest="queries_per_combo", help="timed queries per combo")
+    parser.add_argument("--log-dir", type=Path, help="keep worker logs here")
+    parser.add_argument("--result-json", type=Path, help="also write the result as JSON here")
+    args = parser.parse_args(argv)
+    for path in filter(None, (args.kernel, args.against)):
+        if not path.is_file():
+            parser.error(f"kernel file not found: {path}")
+    if args.budget_seconds <= 0:
+        parser.error("--budget-seconds must be positive")
+    for name in ("replicates", "sessions", "queries_per_combo"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_per_combo', '').replace('_', '-')} must be at least 1")
+    options = TrialOptions(kernel=args.kernel.resolve(), against=args.against.resolve() if args.against else None,
+                           mode=args.mode, budget_seconds=args.budget_seconds, seed=args.seed,
+                           replicates=args.replicates, sessions=args.sessions,
+                           queries_per_combo=args.queries_per_combo,
+                           log_dir=args.log_dir)
+    return options, args.result_json  # type: ignore[return-value]
+
+
+def main(plan: TargetPlan, argv: Sequence[str] | None, default_kernel: Path) -> int:
+    """Entry point for a target's run_experiment.py: prints the result block, exits with its code."""
+    options, result_json = parse_args(argv, plan.name, default_kernel)  # type: ignore[misc]
+    result = run_trial(plan, options)
+    if result_json is not None:
+        write_atomic(result_json, result.to_json())
+    sys.stdout.write(result.to_block())
+    sys.stdout.flush()
+    return result.exit_code
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

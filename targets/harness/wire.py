@@ -1,0 +1,131 @@
+"""Framing for runner <-> worker pipes: a JSON header followed by raw array bytes.
+
+The runner never unpickles anything a worker sends: arrays come back as bytes plus a declared
+dtype (from a small allowlist) and shape, and are rebuilt as plain, read-only ndarrays.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import struct
+import time
+from typing import Any
+
+import numpy as np
+
+MAGIC = b"LAR1"
+_PREFIX = struct.Struct("<4sI")
+MAX_HEADER_BYTES = 1 << 20
+MAX_PAYLOAD_BYTES = 1 << 29
+ALLOWED_DTYPES = frozenset(np.dtype(t).str for t in (
+    np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
+    np.float32, np.float64))
+
+
+class WireError(Exception):
+    """A malformed frame, a closed pipe or a missed deadline."""
+
+
+class WireTimeout(WireError):
+    pass
+
+
+def _wait(fd: int, event: int, deadline: float | None, spin: bool = False) -> None:
+    if deadline is None:
+        return
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise WireTimeout("deadline passed")
+    poller = select.poll()
+    poller.register(fd, event)
+    if spin:
+        # Busy-wait: halves the wake-up latency a blocking poll adds to every timed reply.
+        while not poller.poll(0):
+            if time.monotonic() > deadline:
+                raise WireTimeout("deadline passed")
+        return
+    if not poller.poll(remaining * 1000.0):
+        raise WireTimeout("deadline passed")
+
+
+def _write_all(fd: int, data: bytes | memoryview, deadline: float | None) -> None:
+    view = memoryview(data).cast("B")
+    while view:
+        _wait(fd, select.POLLOUT, deadline)
+        try:
+            written = os.write(fd, view)
+        except BrokenPipeError as exc:
+            raise WireError("peer closed the pipe") from exc
+        view = view[written:]
+
+
+def _read_exact(fd: int, n: int, deadline: float | None, spin: bool = False) -> bytearray:
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        _wait(fd, select.POLLIN, deadline, spin)
+        chunk = os.readv(fd, [view[got:]])
+        if chunk == 0:
+            raise WireError("peer closed the pipe")
+        got += chunk
+    return buf
+
+
+def send(fd: int, message: dict[str, Any], arrays: dict[str, np.ndarray] | None = None,
+         deadline: float | None = None) -> None:
+    arrays = arrays or {}
+    specs, payloads = [], []
+    for name, arr in arrays.items():
+        arr = np.ascontiguousarray(arr)
+        dtype = arr.dtype.newbyteorder("<") if arr.dtype.byteorder == ">" else arr.dtype
+        specs.append({"name": name, "dtype": dtype.str, "shape": list(arr.shape)})
+        payloads.append(arr.astype(dtype, copy=False).data)
+    header = json.dumps({"message": message, "arrays": specs}).encode()
+    _write_all(fd, _PREFIX.pack(MAGIC, len(header)) + header, deadline)
+    for payload in payloads:
+        if payload.nbytes:
+            _write_all(fd, payload, deadline)
+
+
+def recv(fd: int, deadline: float | None = None,
+         spin: bool = False) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Read one frame; with ``spin`` the wait for its first byte busy-polls (timed calls only)."""
+    magic, length = _PREFIX.unpack(_read_exact(fd, _PREFIX.size, deadline, spin))
+    if magic != MAGIC:
+        raise WireError(f"bad frame magic {magic!r}")
+    if length > MAX_HEADER_BYTES:
+        raise WireError(f"frame header of {length} bytes is over the limit")
+    try:
+        header = json.loads(_read_exact(fd, length, deadline))
+        message, specs = header["message"], header["arrays"]
+        if not isinstance(message, dict) or not isinstance(specs, list):
+            raise TypeError("message must be an object and arrays a list")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise WireError(f"malformed frame header: {exc}") from exc
+    arrays: dict[str, np.ndarray] = {}
+    total = 0
+    for spec in specs:
+        name, dtype, shape = _parse_spec(spec)
+        nbytes = dtype.itemsize * int(np.prod(shape, dtype=np.int64))
+        total += nbytes
+        if total > MAX_PAYLOAD_BYTES:
+            raise WireError("frame payload is over the limit")
+        data = bytes(_read_exact(fd, nbytes, deadline))
+        arrays[name] = np.frombuffer(data, dtype=dtype).reshape(shape)   # read-only: backed by bytes
+    return message, arrays
+
+
+def _parse_spec(spec: object) -> tuple[str, np.dtype, tuple[int, ...]]:
+    try:
+        name, dtype_str, shape = spec["name"], spec["dtype"], spec["shape"]  # type: ignore[index]
+    except (TypeError, KeyError) as exc:
+        raise WireError(f"malformed array spec {spec!r}") from exc
+    if not isinstance(name, str) or dtype_str not in ALLOWED_DTYPES:
+        raise WireError(f"array {name!r}: dtype {dtype_str!r} is not allowed")
+    if (not isinstance(shape, list) or len(shape) > 8
+            or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 1 << 40 for d in shape)):
+        raise WireError(f"array {name!r}: bad shape {shape!r}")
+    return name, np.dtype(dtype_str), tuple(shape)

@@ -1,0 +1,171 @@
+"""pq-l2 inputs: the correctness battery and the speed workloads, all from seeded SplitMix64.
+
+Battery: 3 shapes x 5 kinds at N=4,096, each case asked two queries (one from the data's
+distribution, one placed next to a centroid in every sub-space, where the q²+c²−2qc rewrite
+cancels catastrophically). Speed: 3 shapes x 3 distributions at N=20,000. Codebooks are trained
+by random init + 2 Lloyd iterations on 4,096 rows (vectorised; cached on disk by a hash of this
+file, the PRNG and the seed). Fresh per-trial cases use a per-trial seed and skip training (any
+codebook is a codebook), so they cost nothing to make.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from targets.harness import cache
+from targets.harness.prng import CORRECTNESS_SEED, SPEED_SEED, Stream, mix_seeds
+from targets.pq_l2.target import NUM_CENTROIDS, PqShape
+
+SHAPES = (PqShape(128, 16), PqShape(256, 16), PqShape(768, 96))
+SPEED_DISTRIBUTIONS = ("clustered", "uniform", "sparse")
+CORRECTNESS_KINDS = ("gaussian", "uniform", "sparse", "large_dynamic_range", "mostly_zero")
+SPEED_NUM_VECTORS = 20_000
+CORRECTNESS_NUM_VECTORS = 4_096
+TRAIN_ROWS = 4_096
+LLOYD_ITERATIONS = 2
+NUM_CLUSTERS = 32
+CLUSTER_NOISE = 0.1
+
+_SOURCES = (Path(__file__), Path(__file__).with_name("target.py"),
+            Path(__file__).parent.parent / "harness" / "prng.py")
+
+
+def generate(kind: str, seed: int, rows: int, dim: int, centres: np.ndarray | None = None) -> np.ndarray:
+    """``rows`` x ``dim`` float32 vectors of one distribution.
+
+    Each ingredient (noise, mask, cluster pick, scale) has its own sub-stream drawn in row order,
+    so generating in row chunks (to bound memory) gives the same array as generating at once.
+    """
+    out = np.empty((rows, dim), dtype=np.float32)
+    streams = {name: Stream(mix_seeds(seed, name)) for name in ("value", "mask", "pick", "scale")}
+    chunk = max(1, (1 << 20) // dim)
+    for lo in range(0, rows, chunk):
+        out[lo:lo + chunk] = _generate_rows(kind, streams, min(chunk, rows - lo), dim, centres)
+    return out
+
+
+def _generate_rows(kind: str, s: dict[str, Stream], rows: int, dim: int, centres: np.ndarray | None) -> np.ndarray:
+    n = rows * dim
+    if kind == "clustered":
+        assert centres is not None
+        pick = s["pick"].integers(centres.shape[0], rows)
+        return centres[pick] + np.float32(CLUSTER_NOISE) * s["value"].normal(n).reshape(rows, dim)
+    if kind == "uniform":
+        values = s["value"].uniform(-1.0, 1.0, n)
+    elif kind == "sparse":
+        values = s["value"].uniform(-1.0, 1.0, n) * (s["mask"].f32(n) >= np.float32(0.9))
+    elif kind == "gaussian":
+        values = s["value"].normal(n)
+    elif kind == "large_dynamic_range":
+        values = s["value"].normal(n) * np.array([1e-3, 1.0, 1e3], dtype=np.float32)[s["scale"].integers(3, n)]
+    elif kind == "mostly_zero":
+        values = s["value"].normal(n) * (s["mask"].f32(n) >= np.float32(0.99))
+    else:
+        raise ValueError(f"unknown distribution {kind!r}")
+    return values.reshape(rows, dim)
+
+
+def centres_for(seed: int, dim: int) -> np.ndarray:
+    return Stream(mix_seeds(seed, "centres")).uniform(-1.0, 1.0, NUM_CLUSTERS * dim).reshape(NUM_CLUSTERS, dim)
+
+
+def _assign(sub: np.ndarray, cb: np.ndarray) -> np.ndarray:
+    """Nearest centroid per row and sub-space: sub [M, R, sd], cb [M, 256, sd] -> [M, R]."""
+    out = np.empty(sub.shape[:2], dtype=np.int64)
+    block = max(1, (1 << 22) // (sub.shape[1] * NUM_CENTROIDS))   # bounds the [m, R, 256] temporary
+    for lo in range(0, sub.shape[0], block):
+        s, c = sub[lo:lo + block], cb[lo:lo + block]
+        score = np.einsum("mkd,mkd->mk", c, c)[:, None, :] - 2.0 * np.matmul(s, c.transpose(0, 2, 1))
+        out[lo:lo + block] = np.argmin(score, axis=2)
+    return out
+
+
+def train_codebook(shape: PqShape, train: np.ndarray, stream: Stream) -> np.ndarray:
+    """Random init + Lloyd iterations, all sub-spaces at once. Returns f32 [M*256*sd]."""
+    m_count, sd = shape.num_sub_vectors, shape.sub_dim
+    sub = np.ascontiguousarray(train.reshape(-1, m_count, sd).transpose(1, 0, 2))     # [M, R, sd]
+    rows = sub.shape[1]
+    init = stream.integers(rows, m_count * NUM_CENTROIDS).reshape(m_count, NUM_CENTROIDS)
+    cb = np.take_along_axis(sub, init[:, :, None], axis=1).astype(np.float32)       # [M, 256, sd]
+    flat_offset = (np.arange(m_count) * NUM_CENTROIDS)[:, None]
+    for _ in range(LLOYD_ITERATIONS):
+        flat = (_assign(sub, cb) + flat_offset).ravel()
+        counts = np.bincount(flat, minlength=m_count * NUM_CENTROIDS).reshape(m_count, NUM_CENTROIDS)
+        sums = np.stack([np.bincount(flat, weights=sub[:, :, d].ravel(), minlength=m_count * NUM_CENTROIDS)
+                         for d in range(sd)], axis=-1).reshape(m_count, NUM_CENTROIDS, sd)
+        filled = counts > 0                       # an empty cluster keeps its old centroid
+        cb[filled] = (sums[filled] / counts[filled][:, None]).astype(np.float32)
+    return cb.reshape(-1)
+
+
+def encode(shape: PqShape, codebook: np.ndarray, data: np.ndarray) -> np.ndarray:
+    """uint8 codes in AoS layout [N][M], flattened."""
+    m_count, sd = shape.num_sub_vectors, shape.sub_dim
+    sub = np.ascontiguousarray(data.reshape(-1, m_count, sd).transpose(1, 0, 2))
+    codes = _assign(sub, codebook.reshape(m_count, NUM_CENTROIDS, sd))
+    return np.ascontiguousarray(codes.T, dtype=np.uint8).reshape(-1)
+
+
+def near_centroid_query(shape: PqShape, codebook: np.ndarray, stream: Stream) -> np.ndarray:
+    """A query whose every sub-vector sits a relative 1e-3 away from one centroid: distances are
+    tiny next to |q|², so any q²+c²−2qc rewrite loses them to cancellation."""
+    m_count, sd = shape.num_sub_vectors, shape.sub_dim
+    cb = codebook.reshape(m_count, NUM_CENTROIDS, sd)
+    pick = cb[np.arange(m_count), stream.integers(NUM_CENTROIDS, m_count)]            # [M, sd]
+    jitter = np.float32(1e-3) * stream.normal(m_count * sd).reshape(m_count, sd)
+    return np.ascontiguousarray(pick + jitter * (np.abs(pick) + np.float32(1e-3)), dtype=np.float32).reshape(-1)
+
+
+def _case_arrays(shape: PqShape, kind: str, seed: int) -> dict[str, np.ndarray]:
+    base = mix_seeds(seed, shape.label, kind)
+    data = generate(kind, mix_seeds(base, "data"), CORRECTNESS_NUM_VECTORS, shape.dim)
+    codebook = train_codebook(shape, data[:TRAIN_ROWS], Stream(mix_seeds(base, "init")))
+    query = generate(kind, mix_seeds(base, "query"), 1, shape.dim)[0]
+    return {"codebook": codebook, "codes_aos": encode(shape, codebook, data), "query_0": query,
+            "query_1": near_centroid_query(shape, codebook, Stream(mix_seeds(base, "near")))}
+
+
+def _workload_arrays(shape: PqShape, dist: str) -> dict[str, np.ndarray]:
+    base = mix_seeds(SPEED_SEED, shape.label, dist)
+    centres = centres_for(base, shape.dim)
+    data = generate(dist, mix_seeds(base, "data"), SPEED_NUM_VECTORS, shape.dim, centres)
+    codebook = train_codebook(shape, data[:TRAIN_ROWS], Stream(mix_seeds(base, "init")))
+    return {"codebook": codebook, "codes_aos": encode(shape, codebook, data), "centres": centres}
+
+
+def _all_fixtures() -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    for shape in SHAPES:
+        for kind in CORRECTNESS_KINDS:
+            for name, arr in _case_arrays(shape, kind, CORRECTNESS_SEED).items():
+                out[f"battery/{shape.label}/{kind}/{name}"] = arr
+        for dist in SPEED_DISTRIBUTIONS:
+            for name, arr in _workload_arrays(shape, dist).items():
+                out[f"speed/{shape.label}/{dist}/{name}"] = arr
+    return out
+
+
+def fixtures() -> dict[str, np.ndarray]:
+    """Every fixed fixture, from the on-disk cache when it is current."""
+    key = cache.fixture_key(*_SOURCES, CORRECTNESS_SEED, SPEED_SEED, np.__version__)
+    return cache.cached_arrays("pq_l2", key, _all_fixtures)
+
+
+def fresh_case(shape: PqShape, kind: str, seed: int) -> dict[str, np.ndarray]:
+    """An untrained per-trial case: a codebook made of 256 fresh vectors, random codes."""
+    base = mix_seeds(seed, "fresh", shape.label, kind)
+    codebook = generate(kind, mix_seeds(base, "codebook"), NUM_CENTROIDS, shape.dim)
+    m_count, sd = shape.num_sub_vectors, shape.sub_dim
+    # Centroid k of sub-space m is sub-vector m of fresh vector k: layout [M][256][sd].
+    codebook = np.ascontiguousarray(codebook.reshape(NUM_CENTROIDS, m_count, sd).transpose(1, 0, 2)).reshape(-1)
+    codes = Stream(mix_seeds(base, "codes")).integers(NUM_CENTROIDS, CORRECTNESS_NUM_VECTORS * m_count)
+    query = generate(kind, mix_seeds(base, "query"), 1, shape.dim)[0]
+    return {"codebook": codebook, "codes_aos": codes.astype(np.uint8), "query_0": query,
+            "query_1": near_centroid_query(shape, codebook, Stream(mix_seeds(base, "near")))}
+
+
+def speed_queries(shape: PqShape, dist: str, centres: np.ndarray, seed: int, count: int) -> np.ndarray:
+    """``count`` fresh queries of one combo from a per-trial seed: [count, dim] f32."""
+    return generate(dist, mix_seeds(seed, "queries", shape.label, dist), count, shape.dim, centres)

@@ -1,0 +1,55 @@
+"""The pq-l2 oracle: Lance's f32 operations, in Lance's order, written to be trusted by reading.
+
+Upstream (lance-index/src/vector/pq/distance.rs): ``build_distance_table_l2`` computes, per
+sub-vector m, ``l2_distance_batch(q_m, codebook_m)`` with lance-linalg's ``l2_scalar::<f32, 16>``
+(the remainder after 16-wide chunks summed in order, 16 lane sums accumulated over the chunks,
+result = remainder_sum + (lane sums added in order)); ``compute_pq_distance`` adds table entries
+sub-vector by sub-vector, m ascending, into f32 accumulators. Every numpy operation below is an
+element-wise f32 operation, so the rounding is exactly Lance's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from targets.pq_l2.target import NUM_CENTROIDS, PqShape
+
+LANES = 16
+
+
+def l2_batch(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Squared L2 from ``x`` (f32[sd]) to each row of ``centroids`` (f32[256, sd])."""
+    sd = x.size
+    full = sd - sd % LANES
+    diff = centroids - x[None, :]
+    sq = diff * diff                                           # f32, no fused multiply-add
+    remainder = np.zeros(centroids.shape[0], dtype=np.float32)
+    for d in range(full, sd):
+        remainder += sq[:, d]
+    lanes = np.zeros((centroids.shape[0], LANES), dtype=np.float32)
+    for start in range(0, full, LANES):
+        lanes += sq[:, start:start + LANES]
+    lane_total = np.zeros(centroids.shape[0], dtype=np.float32)
+    for lane in range(LANES):
+        lane_total += lanes[:, lane]
+    return remainder + lane_total
+
+
+def distance_table(shape: PqShape, codebook: np.ndarray, query: np.ndarray) -> np.ndarray:
+    m_count, sd = shape.num_sub_vectors, shape.sub_dim
+    cb = codebook.reshape(m_count, NUM_CENTROIDS, sd)
+    q = query.reshape(m_count, sd)
+    table = np.empty((m_count, NUM_CENTROIDS), dtype=np.float32)
+    for m in range(m_count):
+        table[m] = l2_batch(q[m], cb[m])
+    return table.reshape(-1)
+
+
+def distances(shape: PqShape, table: np.ndarray, codes_aos: np.ndarray, num_vectors: int) -> np.ndarray:
+    m_count = shape.num_sub_vectors
+    codes = codes_aos.reshape(num_vectors, m_count)
+    rows = table.reshape(m_count, NUM_CENTROIDS)
+    acc = np.zeros(num_vectors, dtype=np.float32)
+    for m in range(m_count):
+        acc += rows[m][codes[:, m]]
+    return acc

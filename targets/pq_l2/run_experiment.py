@@ -1,0 +1,104 @@
+"""pq-l2 trial entry point: ``python -m targets.pq_l2.run_experiment [--kernel F] [--against F]``.
+
+Composes the shared runner with this target's inputs and oracle. Immutable during a run.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from targets.harness import runner
+from targets.harness.checks import ABS_TOL, PQ_RTOL, check_array, check_topk
+from targets.harness.prng import Stream, mix_seeds
+from targets.pq_l2 import inputs, reference
+from targets.pq_l2.target import TOP_K, PqShape
+
+KERNEL = Path(__file__).with_name("kernels.py")
+
+
+def _shape(params: dict[str, Any]) -> PqShape:
+    return PqShape(int(params["dim"]), int(params["num_sub_vectors"]))
+
+
+def _params(shape: PqShape, n: int) -> dict[str, Any]:
+    return {"dim": shape.dim, "num_sub_vectors": shape.num_sub_vectors, "num_vectors": n}
+
+
+def _case(name: str, shape: PqShape, arrays: dict[str, np.ndarray]) -> runner.Case:
+    return runner.Case(name=name, params=_params(shape, inputs.CORRECTNESS_NUM_VECTORS),
+                       arrays={"codebook": arrays["codebook"], "codes_aos": arrays["codes_aos"]},
+                       calls=[{"query": arrays["query_0"]}, {"query": arrays["query_1"]}])
+
+
+def cases(seed: int) -> list[runner.Case]:
+    """The fixed battery (3 shapes x 5 kinds) plus one fresh case per shape from the trial seed."""
+    fx = inputs.fixtures()
+    out = []
+    for shape in inputs.SHAPES:
+        for kind in inputs.CORRECTNESS_KINDS:
+            prefix = f"battery/{shape.label}/{kind}/"
+            out.append(_case(f"{shape.label}/{kind}", shape,
+                             {k[len(prefix):]: v for k, v in fx.items() if k.startswith(prefix)}))
+    pick = Stream(mix_seeds(seed, "fresh-kinds")).integers(len(inputs.CORRECTNESS_KINDS), len(inputs.SHAPES))
+    for shape, k in zip(inputs.SHAPES, pick):
+        kind = inputs.CORRECTNESS_KINDS[int(k)]
+        out.append(_case(f"{shape.label}/{kind}/fresh", shape, inputs.fresh_case(shape, kind, seed)))
+    return out
+
+
+def check(case: runner.Case, call: int, out: dict[str, np.ndarray]) -> str | None:
+    shape = _shape(case.params)
+    n = int(case.params["num_vectors"])
+    table = reference.distance_table(shape, case.arrays["codebook"], case.calls[call]["query"])
+    dists = reference.distances(shape, table, case.arrays["codes_aos"], n)
+    for name in ("table", "distances", "topk_ids", "topk_dists"):
+        if name not in out:
+            return f"missing output {name!r}"
+    return (check_array("distance_table", out["table"], table, atol=ABS_TOL, rtol=PQ_RTOL)
+            or check_array("distances", out["distances"], dists, atol=ABS_TOL, rtol=PQ_RTOL)
+            or check_topk(out["topk_ids"], out["topk_dists"], dists, TOP_K, atol=ABS_TOL, rtol=PQ_RTOL))
+
+
+def _verifier(shape: PqShape, arrays: dict[str, np.ndarray]):
+    def verify(call: dict[str, np.ndarray], outs: list[dict[str, np.ndarray]]) -> str | None:
+        table = reference.distance_table(shape, arrays["codebook"], call["query"])
+        dists = reference.distances(shape, table, arrays["codes_aos"], inputs.SPEED_NUM_VECTORS)
+        for arm, out in enumerate(outs):
+            if "topk_ids" not in out or "topk_dists" not in out:
+                return f"arm {arm}: missing top-K outputs"
+            problem = check_topk(out["topk_ids"], out["topk_dists"], dists, TOP_K, atol=ABS_TOL, rtol=PQ_RTOL)
+            if problem is not None:
+                return f"{'incumbent' if len(outs) == 2 and arm == 0 else 'candidate'} kernel: {problem}"
+        return None
+    return verify
+
+
+def workloads() -> list[runner.Workload]:
+    fx = inputs.fixtures()
+    out = []
+    for shape in inputs.SHAPES:
+        for dist in inputs.SPEED_DISTRIBUTIONS:
+            prefix = f"speed/{shape.label}/{dist}/"
+            arrays = {"codebook": fx[prefix + "codebook"], "codes_aos": fx[prefix + "codes_aos"]}
+            centres = fx[prefix + "centres"]
+
+            def queries(seed: int, count: int, shape: PqShape = shape, dist: str = dist,
+                        centres: np.ndarray = centres) -> list[dict[str, np.ndarray]]:
+                return [{"query": q} for q in inputs.speed_queries(shape, dist, centres, seed, count)]
+
+            out.append(runner.Workload(shape=shape.label, distribution=dist,
+                                       params=_params(shape, inputs.SPEED_NUM_VECTORS), arrays=arrays,
+                                       queries=queries, verify=_verifier(shape, arrays)))
+    return out
+
+
+PLAN = runner.TargetPlan(name="pq-l2", ops_module="targets.pq_l2.target", cases=cases, check=check,
+                         workloads=workloads)
+
+
+if __name__ == "__main__":
+    sys.exit(runner.main(PLAN, sys.argv[1:], KERNEL))
