@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -39,9 +40,15 @@ def cmd_trial(args: argparse.Namespace) -> int:
     against = _existing_file(args.against, "--against")
     if args.budget_seconds <= 0:
         raise UsageError("--budget-seconds must be positive")
-    out_dir = args.out_dir or Path(__import__("tempfile").mkdtemp(prefix="lar-trial-"))
-    outcome = trial.run(trial.TrialRequest(target=info, kernel=kernel, against=against, mode=args.mode,
-                                           budget_seconds=args.budget_seconds, seed=args.seed), out_dir)
+    out_dir = args.out_dir or Path(tempfile.mkdtemp(prefix="lar-trial-"))
+    for flag in ("replicates", "sessions", "queries"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            raise UsageError(f"--{flag} must be at least 1")
+    request = trial.TrialRequest(target=info, kernel=kernel, against=against, mode=args.mode,
+                                 budget_seconds=args.budget_seconds, seed=args.seed,
+                                 replicates=args.replicates, sessions=args.sessions,
+                                 queries_per_combo=args.queries)
+    outcome = trial.run(request, out_dir)
     if outcome.result is None:
         print(f"trial failed without a result: {outcome.error}", file=sys.stderr)
         return outcome.exit_code
@@ -83,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="without --against: single pass, or baseline (3 passes)")
     p.add_argument("--budget-seconds", type=float, default=DEFAULT_BUDGET_SECONDS)
     p.add_argument("--seed", type=lambda s: int(s, 0), help="query seed (default: secret, random)")
+    p.add_argument("--replicates", type=int, help="fresh worker pairs (paired mode)")
+    p.add_argument("--sessions", type=int, help="timing blocks per worker pair (paired mode)")
+    p.add_argument("--queries", type=int, help="timed queries per combo and block")
     p.add_argument("--out-dir", type=Path, help="keep the trial's logs and result.json here")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_trial)

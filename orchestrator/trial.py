@@ -35,6 +35,7 @@ class TrialRequest:
     budget_seconds: float = DEFAULT_BUDGET_SECONDS
     seed: int | None = None
     replicates: int | None = None
+    sessions: int | None = None
     queries_per_combo: int | None = None
 
 
@@ -70,6 +71,8 @@ def run(request: TrialRequest, out_dir: Path) -> TrialOutcome:
         cmd += ["--seed", str(request.seed)]
     if request.replicates is not None:
         cmd += ["--replicates", str(request.replicates)]
+    if request.sessions is not None:
+        cmd += ["--sessions", str(request.sessions)]
     if request.queries_per_combo is not None:
         cmd += ["--queries", str(request.queries_per_combo)]
     started = time.monotonic()

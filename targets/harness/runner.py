@@ -85,7 +85,8 @@ class TargetPlan:
     cases: Callable[[int], list[Case]]                     # trial seed -> battery + fresh cases
     check: Callable[[Case, int, dict[str, np.ndarray]], str | None]
     workloads: Callable[[], list[Workload]]
-    queries_per_combo: int = 8
+    queries_per_combo: int = 8                 # per block in paired mode
+    single_queries_per_combo: int = 32         # per pass in single/baseline mode (absolute times)
     warmup_calls: int = 2
     replicates: int = 8                        # fresh worker pairs (paired mode)
     sessions: int = 2                          # timing blocks per pair, each over every combo
@@ -406,7 +407,8 @@ def run_trial(plan: TargetPlan, options: TrialOptions) -> TrialResult:
         passes=3 if mode == "baseline" else 1,
         replicates=(options.replicates or plan.replicates) if paired else 1,
         sessions=(options.sessions or plan.sessions) if paired else 1,
-        queries_per_combo=options.queries_per_combo or plan.queries_per_combo,
+        queries_per_combo=options.queries_per_combo or (
+            plan.queries_per_combo if paired else plan.single_queries_per_combo),
         query_seed=f"{seed:016x}", kernel_sha256=_sha256(options.kernel),
         against_sha256=_sha256(options.against) if options.against else "")
     if runner_cpu is not None:

@@ -1,0 +1,100 @@
+"""The command line and the trial stage as the daemon uses them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import BASELINE, FAST, ROOT, processes_mentioning
+from orchestrator import trial
+from targets import TargetInfo, discover
+from targets.harness.result import parse_block
+
+
+def orchestrator(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "orchestrator", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=180, env=env)
+
+
+def test_targets_lists_pq_l2_with_its_capsule_status() -> None:
+    proc = orchestrator("targets")
+    assert proc.returncode == 0
+    line = next(l for l in proc.stdout.splitlines() if l.startswith("pq-l2"))
+    assert "targets/pq_l2" in line and "landed" in line
+
+
+def test_discovery_maps_folder_names_to_dashed_target_names() -> None:
+    found = discover()
+    assert found["pq-l2"].module == "targets.pq_l2"
+    assert "harness" not in found                       # plumbing is not a target
+
+
+def test_trial_json_is_the_runner_result(tmp_path: Path) -> None:
+    proc = orchestrator("trial", "--target", "pq-l2", "--against", str(BASELINE), *FAST, "--json",
+                        "--out-dir", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["mode"] == "paired" and data["exit_code"] == 0
+    assert json.loads((tmp_path / "result.json").read_text()) == data
+    assert (tmp_path / "workers").is_dir()
+
+
+def test_trial_block_output_and_incorrect_exit(write_kernel) -> None:
+    kernel = write_kernel("wrong", replace=("out[:] = 0.0", "out[:] = 1.0"))
+    proc = orchestrator("trial", "--target", "pq-l2", "--kernel", str(kernel))
+    assert proc.returncode == 2
+    assert parse_block(proc.stdout).failure_kind == "incorrect"
+    assert "incorrect:" in proc.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["trial", "--target", "nope"], "unknown target 'nope'; known targets: pq-l2"),
+    (["trial", "--target", "pq-l2", "--kernel", "missing.py"], "--kernel missing.py: no such file"),
+    (["trial", "--target", "pq-l2", "--against", "missing.py"], "--against missing.py: no such file"),
+    (["trial", "--target", "pq-l2", "--budget-seconds", "-1"], "--budget-seconds must be positive"),
+    (["trial", "--target", "pq-l2", "--queries", "0"], "--queries must be at least 1"),
+])
+def test_bad_input_is_exit_2_with_the_fix(args: list[str], message: str) -> None:
+    proc = orchestrator(*args)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert proc.stdout == ""
+
+
+def test_trial_environment_drops_credentials(monkeypatch) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-canary")
+    monkeypatch.setenv("MY_SERVICE_TOKEN", "canary")
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    env = trial.trial_env()
+    assert "ANTHROPIC_API_KEY" not in env and "MY_SERVICE_TOKEN" not in env
+    assert env["LANG"] == "C.UTF-8"
+
+
+def test_outer_budget_kills_a_hung_trial_and_its_children(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(trial, "KILL_GRACE_SECONDS", 0.5)
+    fake = TargetInfo("hang", ROOT / "tests" / "fake_targets" / "hang", "tests.fake_targets.hang")
+    outcome = trial.run(trial.TrialRequest(target=fake, kernel=BASELINE, budget_seconds=1.0), tmp_path)
+    assert outcome.exit_code == 3 and outcome.result is None
+    assert "killed" in outcome.error
+    assert processes_mentioning("hang_target child") == []
+
+
+@pytest.mark.parametrize("result, code, error", [
+    ('{"target": "bogus"}', "0", "no valid result"),                          # missing fields
+    ("not json", "0", "no valid result"),
+    ('{"target": "t", "mode": "single", "exit_code": 2, "correctness": "fail", "failure_kind": "incorrect"}',
+     "0", "exited 0 but its result says 2"),                                   # disagreeing channels
+])
+def test_the_trial_stage_trusts_only_a_valid_consistent_result(tmp_path: Path, monkeypatch, result: str,
+                                                               code: str, error: str) -> None:
+    monkeypatch.setenv("FAKE_RESULT", result)
+    monkeypatch.setenv("FAKE_EXIT", code)
+    fake = TargetInfo("bogus", ROOT / "tests" / "fake_targets" / "bogus", "tests.fake_targets.bogus")
+    outcome = trial.run(trial.TrialRequest(target=fake, kernel=BASELINE, budget_seconds=30), tmp_path)
+    assert outcome.result is None
+    assert outcome.exit_code != 0                       # fail closed: never a pass
+    assert error in outcome.error

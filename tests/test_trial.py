@@ -1,0 +1,148 @@
+"""End-to-end trials of small kernels written here: real runner, real worker processes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import BASELINE, FAST, NUMBA_KERNEL, processes_mentioning, run_experiment
+from targets.harness.result import parse_block, parse_json
+
+
+
+def test_baseline_single_mode_passes_and_reports_every_field(tmp_path: Path) -> None:
+    out = tmp_path / "result.json"
+    proc = run_experiment("--result-json", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    block, data = parse_block(proc.stdout), parse_json(out.read_text())
+    assert block == data                           # one result, two renderings
+    assert data.correctness == "pass" and data.mode == "single"
+    assert data.correctness_cases == 36            # 15 battery + 3 fresh cases, 2 calls each
+    assert data.shapes_tested == ["128x16", "256x16", "768x96"]
+    assert data.distributions_tested == ["clustered", "uniform", "sparse"]
+    assert len(data.per_combo_geomean_ns) == 9
+    assert data.verified_calls >= 9                 # at least one timed call per combo re-checked
+    assert 0 < data.peak_mem_mb < 400
+    assert data.speedup_geomean is None
+
+
+def test_paired_numba_kernel_is_faster_than_baseline() -> None:
+    proc = run_experiment("--kernel", str(NUMBA_KERNEL), "--against", str(BASELINE), *FAST)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = parse_block(proc.stdout)
+    assert result.mode == "paired" and result.replicates == 2
+    # A compiled per-vector loop beats the per-sub-vector numpy gathers by well over 2x.
+    assert result.speedup_ci_90pct[0] > 1.5, result.speedup_ci_90pct
+    assert set(result.per_combo_speedup) == set(result.per_combo_geomean_ns)
+    assert result.jit_seconds > 0
+
+
+def test_wrong_kernel_fails_correctness_naming_the_case(write_kernel) -> None:
+    # Drops the last sub-vector from every distance.
+    kernel = write_kernel("wrong", replace=("for m in range(self.shape.num_sub_vectors):",
+                                            "for m in range(self.shape.num_sub_vectors - 1):"))
+    proc = run_experiment("--kernel", str(kernel))
+    assert proc.returncode == 2, proc.stdout
+    result = parse_block(proc.stdout)
+    assert result.correctness == "fail" and result.failure_kind == "incorrect"
+    assert "case 128x16/gaussian" in result.failure and "distances" in result.failure
+
+
+def test_lossy_expansion_fails_on_large_dynamic_range(write_kernel) -> None:
+    # The q²+c²−2qc rewrite: fast, algebraically equal, numerically lossy.
+    kernel = write_kernel("expansion", replace=(
+        "            diff = self.codebook[m] - query[m * sd:(m + 1) * sd]\n"
+        "            table[m] = (diff * diff).sum(axis=1)",
+        "            q = query[m * sd:(m + 1) * sd]\n"
+        "            c = self.codebook[m]\n"
+        "            table[m] = (q * q).sum() + (c * c).sum(axis=1) - 2 * (c @ q)"))
+    proc = run_experiment("--kernel", str(kernel))
+    assert proc.returncode == 2, proc.stdout
+    assert "large_dynamic_range" in parse_block(proc.stdout).failure
+
+
+def test_nan_output_fails_correctness(write_kernel) -> None:
+    kernel = write_kernel("nan", replace=("            out += table[m * k:(m + 1) * k][self.codes_soa[m]]",
+                                          "            out += table[m * k:(m + 1) * k][self.codes_soa[m]]\n"
+                                          "        out[-1] = np.nan"))
+    proc = run_experiment("--kernel", str(kernel))
+    assert proc.returncode == 2, proc.stdout
+    assert "non-finite" in parse_block(proc.stdout).failure
+
+
+def test_unwritten_output_fails_correctness(write_kernel) -> None:
+    # Leaving part of `out` untouched leaves the harness's NaN fill in place.
+    kernel = write_kernel("partial", replace=("        out[:] = 0.0", "        out[:-1] = 0.0"))
+    proc = run_experiment("--kernel", str(kernel))
+    assert proc.returncode == 2
+    assert "non-finite" in parse_block(proc.stdout).failure
+
+
+def test_kernel_wrong_only_when_timed_is_caught(write_kernel) -> None:
+    # Honest for the correctness battery (N=4096), wrong on the speed workloads (N=20000).
+    kernel = write_kernel("sneaky", replace=("        out[:] = 0.0", "        out[:] = 0.0 if self.num_vectors < 10000 else 1e6"))
+    proc = run_experiment("--kernel", str(kernel), "--against", str(BASELINE), *FAST)
+    assert proc.returncode == 2, proc.stdout
+    result = parse_block(proc.stdout)
+    assert result.correctness == "fail" and "timed call" in result.failure
+
+
+def test_crashing_kernel_exits_1_with_traceback(write_kernel) -> None:
+    kernel = write_kernel("crash", replace=("    def compute_distances(self, table, out):\n",
+                                            "    def compute_distances(self, table, out):\n"
+                                            "        raise RuntimeError('kernel exploded')\n"))
+    proc = run_experiment("--kernel", str(kernel))
+    assert proc.returncode == 1
+    result = parse_block(proc.stdout)
+    assert result.failure_kind == "crash" and "kernel exploded" in result.failure
+
+
+def test_kernel_killing_its_worker_is_a_crash(write_kernel) -> None:
+    kernel = write_kernel("exit", replace=("    def compute_distances(self, table, out):\n",
+                                           "    def compute_distances(self, table, out):\n"
+                                           "        import os; os._exit(0)\n"))
+    proc = run_experiment("--kernel", str(kernel))
+    assert proc.returncode == 1
+    assert parse_block(proc.stdout).failure_kind == "crash"
+
+
+def test_syntax_error_is_a_crash(write_kernel) -> None:
+    kernel = write_kernel("syntax", source="class PqKernel(:\n")
+    proc = run_experiment("--kernel", str(kernel))
+    assert proc.returncode == 1
+    assert "SyntaxError" in parse_block(proc.stdout).failure
+
+
+def test_hanging_kernel_times_out_and_leaves_no_process(write_kernel) -> None:
+    kernel = write_kernel("hang", replace=("    def distance_table(self, query, out):\n",
+                                           "    def distance_table(self, query, out):\n"
+                                           "        while True:\n            pass\n"))
+    proc = run_experiment("--kernel", str(kernel), "--budget-seconds", "4")
+    assert proc.returncode == 3, proc.stdout
+    assert parse_block(proc.stdout).failure_kind == "timeout"
+    assert processes_mentioning(str(kernel)) == []
+
+
+def test_result_json_matches_block_on_failure(write_kernel, tmp_path: Path) -> None:
+    kernel = write_kernel("crash2", replace=("    def __init__(self, shape, codebook, codes_aos, num_vectors):\n",
+                                             "    def __init__(self, shape, codebook, codes_aos, num_vectors):\n"
+                                             "        raise ValueError('no')\n"))
+    out = tmp_path / "r.json"
+    proc = run_experiment("--kernel", str(kernel), "--result-json", str(out))
+    assert proc.returncode == 1
+    assert json.loads(out.read_text())["failure_kind"] == "crash"
+    assert parse_json(out.read_text()) == parse_block(proc.stdout)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--kernel", "/nonexistent/kernels.py"], "kernel file not found"),
+    (["--budget-seconds", "0"], "must be positive"),
+    (["--replicates", "0"], "must be at least 1"),
+])
+def test_bad_arguments_exit_2_with_a_message(args: list[str], message: str) -> None:
+    proc = run_experiment(*args)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert proc.stdout == ""
