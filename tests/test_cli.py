@@ -12,7 +12,7 @@ import pytest
 from conftest import BASELINE, FAST, ROOT, processes_mentioning
 from orchestrator import trial
 from targets import TargetInfo, discover
-from targets.harness.result import parse_block
+from targets.harness.result import TrialResult, parse_block
 
 
 def orchestrator(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -86,8 +86,8 @@ def test_outer_budget_kills_a_hung_trial_and_its_children(tmp_path: Path, monkey
 @pytest.mark.parametrize("result, code, error", [
     ('{"target": "bogus"}', "0", "no valid result"),                          # missing fields
     ("not json", "0", "no valid result"),
-    ('{"target": "t", "mode": "single", "exit_code": 2, "correctness": "fail", "failure_kind": "incorrect"}',
-     "0", "exited 0 but its result says 2"),                                   # disagreeing channels
+    (TrialResult(target="t", mode="single", exit_code=2, correctness="fail", failure_kind="incorrect",
+                 failure="distances differ").to_json(), "0", "exited 0 but its result says 2"),  # disagreeing
 ])
 def test_the_trial_stage_trusts_only_a_valid_consistent_result(tmp_path: Path, monkeypatch, result: str,
                                                                code: str, error: str) -> None:

@@ -7,7 +7,7 @@ import numpy as np
 
 # The original's bound, plus a small relative term: numpy may legally reorder float sums, and at
 # magnitudes of 1e3..1e7 a pure 1e-4 absolute bound rejects reorderings that lose nothing.
-# Lossy rewrites (u8 tables, q²+c²−2qc) miss this bound by orders of magnitude.
+# Lossy rewrites (u8 tables; q²+c²−2qc at large magnitudes) miss it by orders of magnitude.
 ABS_TOL = 1e-4
 PQ_RTOL = 1e-6
 

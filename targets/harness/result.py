@@ -139,8 +139,8 @@ def _fmt(kind: str, value: Any) -> str:
         return f"{value.value!r} ({value.combo})"
     if base == "list":
         return ",".join(value)
-    if base == "str" and ("\n" in str(value)):
-        return json.dumps(value)       # multi-line evidence stays one line, quoted
+    if base == "str" and ("\n" in value or value.startswith('"') or value == "n/a"):
+        return json.dumps(value)       # quoted whenever plain text would read back differently
     return _fmt_scalar(value)
 
 
@@ -230,8 +230,10 @@ def parse_block(text: str) -> TrialResult:
 
 def parse_json(text: str) -> TrialResult:
     try:
-        data = json.loads(text)
-    except ValueError as exc:
+        data = json.loads(text, object_pairs_hook=_no_duplicate_keys)
+    except ValueError as exc:          # ResultParseError is a ValueError too: keep its message
+        if isinstance(exc, ResultParseError):
+            raise
         raise ResultParseError(f"result JSON does not parse: {exc}") from exc
     if not isinstance(data, dict):
         raise ResultParseError("result JSON must be an object")
@@ -242,6 +244,15 @@ def parse_json(text: str) -> TrialResult:
             raise ResultParseError(f"unknown field {key!r}")
         values[key] = _from_json_value(kind, raw, key)
     return _build(values, "JSON")
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ResultParseError(f"duplicate field {key!r}")
+        out[key] = value
+    return out
 
 
 def _from_json_value(kind: str, raw: Any, key: str) -> Any:
@@ -304,6 +315,10 @@ def _build(values: dict[str, Any], source: str) -> TrialResult:
     for key in _REQUIRED_ALWAYS:
         if key not in values:
             raise ResultParseError(f"{source}: missing field {key!r}")
+    if source == "JSON":                      # JSON always carries every field
+        missing = [k for k in _KINDS if k not in values]
+        if missing:
+            raise ResultParseError(f"JSON: missing field {missing[0]!r}")
     result = TrialResult(**values)
     if result.mode not in MODES:
         raise ResultParseError(f"mode: {result.mode!r} is not one of {', '.join(MODES)}")
@@ -314,13 +329,23 @@ def _build(values: dict[str, Any], source: str) -> TrialResult:
     if result.exit_code != EXIT_OK:
         if result.failure_kind not in FAILURE_KINDS:
             raise ResultParseError("a failed trial must name its failure_kind")
+        if not result.failure:
+            raise ResultParseError("a failed trial must carry its failure evidence")
         return result
     if result.correctness != "pass":
         raise ResultParseError("exit_code 0 with correctness other than pass")
+    if result.failure_kind is not None or result.failure is not None:
+        raise ResultParseError("exit_code 0 with a failure")
+    # A passing result states every field (n/a where a value does not apply): none is defaulted.
+    for key, kind in _KINDS.items():
+        if kind != "map" and key not in _OPTIONAL_ABSENT and key not in values:
+            raise ResultParseError(f"{source}: missing field {key!r}")
     required = _REQUIRED_OK + (_REQUIRED_PAIRED if result.mode == "paired" else ())
     for key in required:
         if values.get(key) in (None, [], {}):
             raise ResultParseError(f"{source}: missing field {key!r}")
+    if not result.threads:
+        raise ResultParseError(f"{source}: missing field 'threads'")
     combos = set(result.per_combo_geomean_ns)
     if not combos:
         raise ResultParseError("per_combo_geomean_ns has no combos")

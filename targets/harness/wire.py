@@ -51,11 +51,17 @@ def _wait(fd: int, event: int, deadline: float | None, spin: bool = False) -> No
 
 
 def _write_all(fd: int, data: bytes | memoryview, deadline: float | None) -> None:
+    if deadline is not None and os.get_blocking(fd):
+        # A blocking write of more than the pipe has room for waits for the reader, deadline or
+        # not: with a deadline the fd becomes (and stays) non-blocking.
+        os.set_blocking(fd, False)
     view = memoryview(data).cast("B")
     while view:
         _wait(fd, select.POLLOUT, deadline)
         try:
             written = os.write(fd, view)
+        except BlockingIOError:        # non-blocking fd (the runner's): full again, poll again
+            continue
         except BrokenPipeError as exc:
             raise WireError("peer closed the pipe") from exc
         view = view[written:]
@@ -76,10 +82,11 @@ def _read_exact(fd: int, n: int, deadline: float | None, spin: bool = False) -> 
 
 def send(fd: int, message: dict[str, Any], arrays: dict[str, np.ndarray] | None = None,
          deadline: float | None = None) -> None:
+    """Write one frame; with a deadline, give up (WireTimeout) when the reader stops reading."""
     arrays = arrays or {}
     specs, payloads = [], []
     for name, arr in arrays.items():
-        arr = np.ascontiguousarray(arr)
+        arr = np.asarray(arr, order="C")
         dtype = arr.dtype.newbyteorder("<") if arr.dtype.byteorder == ">" else arr.dtype
         specs.append({"name": name, "dtype": dtype.str, "shape": list(arr.shape)})
         payloads.append(arr.astype(dtype, copy=False).data)

@@ -1,8 +1,8 @@
 """pq-l2 inputs: the correctness battery and the speed workloads, all from seeded SplitMix64.
 
 Battery: 3 shapes x 5 kinds at N=4,096, each case asked two queries (one from the data's
-distribution, one placed next to a centroid in every sub-space, where the q²+c²−2qc rewrite
-cancels catastrophically). Speed: 3 shapes x 3 distributions at N=20,000. Codebooks are trained
+distribution, one placed next to a centroid in every sub-space; at the magnitudes of
+large_dynamic_range the q²+c²−2qc rewrite cancels catastrophically there). Speed: 3 shapes x 3 distributions at N=20,000. Codebooks are trained
 by random init + 2 Lloyd iterations on 4,096 rows (vectorised; cached on disk by a hash of this
 file, the PRNG and the seed). Fresh per-trial cases use a per-trial seed and skip training (any
 codebook is a codebook), so they cost nothing to make.
