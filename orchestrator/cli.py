@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+import json
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import targets
-from orchestrator import trial
+from orchestrator import config as config_mod
+from orchestrator import ledger as ledger_mod
+from orchestrator import loop, trial, workspace
+from orchestrator import provider as provider_mod
 from targets.harness.resources import DEFAULT_BUDGET_SECONDS
 
 EXIT_USAGE = 2
@@ -58,6 +63,49 @@ def cmd_trial(args: argparse.Namespace) -> int:
     return outcome.exit_code
 
 
+def _provider(model: str, info: targets.TargetInfo) -> provider_mod.Provider:
+    if model == "offline":
+        playbook = info.folder / "playbook"
+        try:
+            return provider_mod.OfflineProvider(playbook)
+        except FileNotFoundError:
+            raise UsageError(f"--model offline needs a playbook, and {playbook} has none") from None
+    raise UsageError(f"unknown model {model!r}; this version runs --model offline (the target's curated playbook)")
+
+
+def cmd_loop(args: argparse.Namespace) -> int:
+    overrides = {k: getattr(args, k) for k in ("target", "model", "max_attempts", "max_hours", "max_cost_usd",
+                                                 "stop_after_rejects", "repair_turns", "trial_budget_seconds",
+                                                 "min_effect")}
+    resuming = args.resume is not None
+    try:
+        config = config_mod.load(args.config, overrides)
+        if resuming:
+            # A resumed run keeps its stored config unless --config or a flag changes it.
+            run_dir = loop.find_run(_target(config.target).name, args.resume or None)
+            stored = json.loads((run_dir / "run.json").read_text())["config"]
+            config = config_mod.load(args.config, overrides, config_mod.from_dict(stored))
+    except (config_mod.ConfigError, FileNotFoundError) as exc:
+        raise UsageError(str(exc)) from None
+    info = _target(config.target)
+    try:
+        workspace.find_repo(targets.PROJECT_ROOT)
+    except workspace.WorkspaceError as exc:
+        raise UsageError(str(exc)) from None
+    provider = _provider(config.model, info)
+    api = importlib.import_module(f"{info.module}.target").KERNEL_API
+    try:
+        run = (loop.resume(run_dir, config, info, api, provider) if resuming
+               else loop.start(config, info, api, provider))
+    except ledger_mod.LockHeld as exc:
+        raise UsageError(str(exc)) from None
+    label = "offline playbook (no LLM)" if provider.name == "offline" else provider.model
+    print(f"run {run.run_id}: target {info.name}, model {label}, branch {run.ws.branch}", flush=True)
+    for warning in run.warnings:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
+    return loop.run_loop(run)
+
+
 def _capsule_status(name: str) -> str:
     capsule = targets.PROJECT_ROOT / "docs" / "targets" / f"{name}.md"
     try:
@@ -96,6 +144,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", type=Path, help="keep the trial's logs and result.json here")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_trial)
+
+    p = sub.add_parser("loop", help="run the autoresearch loop until a budget, the playbook or a signal stops it")
+    p.add_argument("--target", help="target name, e.g. pq-l2")
+    p.add_argument("--model", help="offline (replay the target's playbook, no LLM)")
+    p.add_argument("--config", type=Path, help="YAML file with any of the options below")
+    p.add_argument("--max-attempts", type=int)
+    p.add_argument("--max-hours", type=float)
+    p.add_argument("--max-cost-usd", type=float)
+    p.add_argument("--stop-after-rejects", type=int, help="stop after N discards in a row")
+    p.add_argument("--repair-turns", type=int, help="turns to fix a reply that does not apply (default 2)")
+    p.add_argument("--trial-budget-seconds", type=float)
+    p.add_argument("--min-effect", type=float, help="keep only if the CI lower bound beats 1 + this (0.01)")
+    p.add_argument("--resume", nargs="?", const="", metavar="RUN_ID",
+                   help="continue a run (default: the target's latest)")
+    p.set_defaults(func=cmd_loop)
 
     p = sub.add_parser("targets", help="list the targets and their status")
     p.set_defaults(func=cmd_targets)

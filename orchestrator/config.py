@@ -1,0 +1,114 @@
+"""Run configuration: every option of `orchestrator loop`, from YAML and the command line.
+
+A YAML file (``--config run.yaml``) may set any field below; flags override it. Unknown keys,
+wrong types and impossible values are errors naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from orchestrator.gate import GateConfig
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the key and the fix."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    target: str = "pq-l2"
+    model: str = "offline"
+    max_attempts: int | None = None
+    max_hours: float | None = None
+    max_cost_usd: float | None = None
+    stop_after_rejects: int | None = None      # stop after this many discards in a row
+    repair_turns: int = 2                      # extra turns to fix an edit that does not apply
+    trial_budget_seconds: float = 120.0
+    history_rows: int = 40                     # earlier attempts shown in the prompt
+    gate: GateConfig = field(default_factory=GateConfig)
+
+
+_POSITIVE = {"max_attempts", "max_hours", "max_cost_usd", "stop_after_rejects", "trial_budget_seconds",
+             "history_rows", "worst_combo_min", "tradeoff_ratio"}
+_NON_NEGATIVE = {"repair_turns", "min_effect"}
+
+
+def _check_type(key: str, value: Any, annotation: Any) -> Any:
+    hint = typing.get_type_hints(RunConfig).get(key) if annotation is None else annotation
+    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if value is None and type(None) in allowed:
+        return None
+    for kind in allowed:
+        if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if kind in (int, str) and isinstance(value, kind) and not isinstance(value, bool):
+            return value
+    names = " or ".join("null" if k is type(None) else k.__name__ for k in allowed)
+    raise ConfigError(f"{key}: expected {names}, got {value!r}")
+
+
+def _check_value(key: str, value: Any) -> None:
+    if value is None:
+        return
+    if key in _POSITIVE and value <= 0:
+        raise ConfigError(f"{key}: must be positive, got {value!r}")
+    if key in _NON_NEGATIVE and value < 0:
+        raise ConfigError(f"{key}: must be zero or more, got {value!r}")
+
+
+def _apply(base: Any, values: dict[str, Any], where: str) -> Any:
+    known = {f.name: f for f in dataclasses.fields(base)}
+    hints = typing.get_type_hints(type(base))
+    changes: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(f"{where}{key}: unknown key (known: {', '.join(sorted(known))})")
+        if dataclasses.is_dataclass(hints[key]):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}{key}: expected a mapping")
+            changes[key] = _apply(getattr(base, key), value, f"{where}{key}.")
+            continue
+        value = _check_type(f"{where}{key}", value, hints[key])
+        _check_value(key, value)
+        changes[key] = value
+    return dataclasses.replace(base, **changes)
+
+
+def load(path: Path | None, overrides: dict[str, Any], base: RunConfig | None = None) -> RunConfig:
+    """``base`` (defaults, or a resumed run's stored config), then the config file (if any), then
+    command-line ``overrides`` (None values ignored)."""
+    config = base or RunConfig()
+    if path is not None:
+        try:
+            data = yaml.safe_load(path.read_text())
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config {path} is not valid YAML: {exc}") from exc
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"config {path}: expected a mapping of keys to values at the top level")
+        config = _apply(config, data, "")
+    flags = {k: v for k, v in overrides.items() if v is not None}
+    gate_flags = {k: flags.pop(k) for k in [k for k in flags if k in {f.name for f in dataclasses.fields(GateConfig)}]}
+    if gate_flags:
+        flags["gate"] = gate_flags
+    return _apply(config, flags, "")
+
+
+def to_dict(config: RunConfig) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def from_dict(data: dict[str, Any]) -> RunConfig:
+    """A config stored by ``to_dict`` (run.json), validated like a file."""
+    return _apply(RunConfig(), data, "")

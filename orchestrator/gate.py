@@ -1,0 +1,90 @@
+"""The keep gate: the only place a verdict is decided. Rules in code, thresholds in config.
+
+Fails closed: a missing result, a non-paired result, or any missing or malformed field is a
+discard with reason ``parse_error``. Every rule that fails is reported, not just the first.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from targets.harness.result import EXIT_INCORRECT, EXIT_OK, EXIT_TIMEOUT, TrialResult
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    min_effect: float = 0.01            # keep only if the speedup CI lower bound > 1 + min_effect
+    worst_combo_min: float = 0.95       # no combo may slow down by more than 5 %
+    tradeoff_ratio: float = 10.0        # summed per-combo gains >= ratio x summed per-combo losses
+
+
+@dataclass(frozen=True)
+class Verdict:
+    keep: bool
+    reasons: list[str] = field(default_factory=list)   # "<code>: <detail>"; empty when kept
+
+    @property
+    def codes(self) -> list[str]:
+        return [r.split(":", 1)[0] for r in self.reasons]
+
+    @property
+    def primary(self) -> str:
+        return "keep" if self.keep else self.codes[0]
+
+
+def judge_failure(exit_code: int, error: str) -> Verdict:
+    """A trial without a valid result: the exit code names the reason."""
+    if exit_code == EXIT_TIMEOUT:
+        return Verdict(False, [f"timeout: {error}"])
+    return Verdict(False, [f"parse_error: {error}"])
+
+
+def judge(result: TrialResult | None, config: GateConfig, budget_seconds: float,
+          error: str = "no result", exit_code: int = 1) -> Verdict:
+    if result is None:
+        return judge_failure(exit_code, error)
+    if result.exit_code != EXIT_OK:
+        code = {EXIT_INCORRECT: "incorrect", EXIT_TIMEOUT: "timeout"}.get(result.exit_code, "crash")
+        if result.failure_kind == "internal":
+            code = "crash"
+        return Verdict(False, [f"{code}: {result.failure or result.failure_kind}"])
+    problem = _malformed(result)
+    if problem:
+        return Verdict(False, [f"parse_error: {problem}"])
+    reasons = []
+    lo, hi = result.speedup_ci_90pct  # type: ignore[misc]
+    if not lo > 1.0 + config.min_effect:
+        reasons.append(f"not_faster: speedup {result.speedup_geomean:.4f}, CI lower bound {lo:.4f} "
+                       f"is not above {1.0 + config.min_effect:.4f}")
+    worst = result.worst_combo_speedup
+    assert worst is not None
+    if worst.value < config.worst_combo_min:
+        reasons.append(f"worst_combo: {worst.combo} at {worst.value:.4f}x is below {config.worst_combo_min:.4f}x")
+    gains = sum(max(0.0, s - 1.0) for s in result.per_combo_speedup.values())
+    losses = sum(max(0.0, 1.0 - s) for s in result.per_combo_speedup.values())
+    if losses > 0 and gains < config.tradeoff_ratio * losses:
+        reasons.append(f"tradeoff: per-combo gains {gains:.4f} < {config.tradeoff_ratio:g} x losses {losses:.4f}")
+    if result.total_seconds is None or result.total_seconds > budget_seconds:
+        reasons.append(f"over_budget: trial took {result.total_seconds} s, budget {budget_seconds:g} s")
+    return Verdict(not reasons, reasons)
+
+
+def _malformed(result: TrialResult) -> str | None:
+    """Fail-closed checks beyond the parser: the gate's own preconditions."""
+    if result.mode != "paired":
+        return f"mode is {result.mode!r}, the gate needs a paired trial"
+    if result.correctness != "pass":
+        return "correctness is not pass"
+    if result.speedup_ci_90pct is None or result.speedup_geomean is None or result.worst_combo_speedup is None:
+        return "missing speedup fields"
+    combos = set(result.per_combo_geomean_ns)
+    if not result.per_combo_speedup or set(result.per_combo_speedup) != combos:
+        return "per-combo speedups missing or not matching the measured combos"
+    values = [*result.speedup_ci_90pct, result.speedup_geomean, result.worst_combo_speedup.value,
+              *result.per_combo_speedup.values()]
+    if not all(math.isfinite(v) and v > 0 for v in values):
+        return "non-finite or non-positive speedup"
+    if result.worst_combo_speedup.value != min(result.per_combo_speedup.values()):
+        return "worst_combo_speedup is not the minimum per-combo speedup"
+    return None

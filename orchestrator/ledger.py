@@ -1,0 +1,182 @@
+"""The run's ledger under ``runs/<target>/<run-id>/``: crash-safe, append-only, human-readable.
+
+- ``run.json``: config, base commit, branch, machine and library versions (written atomically).
+- ``attempts.jsonl``: one JSON line when an attempt starts (write-ahead) and one when it ends.
+  A SIGKILL at any moment leaves whole lines; an attempt with a start and no end was in flight.
+- ``results.tsv``: the original's columns plus attempt, speedup, CI, provider, cost.
+- ``attempts/<n>/``: prompt, replies, candidate, diff and trial logs of attempt n.
+- ``lock``: the pid owning the run; a lock whose pid is gone is stale and taken over.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+RESULTS_COLUMNS = ("attempt", "commit", "timestamp", "correctness", "geomean_ns", "ci_lo", "ci_hi", "worst_ns",
+                   "worst_combo", "best_ns", "best_combo", "peak_mem_mb", "total_seconds", "keep", "speedup",
+                   "speedup_ci_lo", "speedup_ci_hi", "provider", "cost_usd", "description")
+
+
+class LedgerError(Exception):
+    pass
+
+
+class LockHeld(LedgerError):
+    pass
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _append_line(path: Path, line: str) -> None:
+    # One write of a whole line with O_APPEND: a crash leaves the line whole or absent.
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (line.rstrip("\n") + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class LedgerState:
+    """What a run's ledger says, rebuilt on resume."""
+
+    finished: dict[int, dict[str, Any]] = field(default_factory=dict)   # attempt -> finished record
+    in_flight: dict[int, dict[str, Any]] = field(default_factory=dict)  # started, never finished
+
+    @property
+    def next_attempt(self) -> int:
+        ids = set(self.finished) | set(self.in_flight)
+        return max(ids) + 1 if ids else 1
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        return [self.finished[k] for k in sorted(self.finished)]
+
+
+class Ledger:
+    def __init__(self, run_dir: Path) -> None:
+        self.dir = run_dir
+        self.attempts_path = run_dir / "attempts.jsonl"
+        self.results_path = run_dir / "results.tsv"
+
+    # -- run ---------------------------------------------------------------------------------
+    def create(self, run_info: dict[str, Any]) -> None:
+        self.dir.mkdir(parents=True, exist_ok=False)
+        write_atomic(self.dir / "run.json", json.dumps(run_info, indent=2) + "\n")
+        write_atomic(self.results_path, "\t".join(RESULTS_COLUMNS) + "\n")
+        self.attempts_path.touch()
+
+    def run_info(self) -> dict[str, Any]:
+        try:
+            return json.loads((self.dir / "run.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise LedgerError(f"{self.dir / 'run.json'} is missing or unreadable: {exc}") from exc
+
+    def update_run_info(self, **changes: Any) -> None:
+        info = self.run_info()
+        info.update(changes)
+        write_atomic(self.dir / "run.json", json.dumps(info, indent=2) + "\n")
+
+    # -- attempts ----------------------------------------------------------------------------
+    def attempt_dir(self, attempt: int) -> Path:
+        path = self.dir / "attempts" / f"{attempt:04d}"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def start(self, attempt: int, record: dict[str, Any]) -> None:
+        _append_line(self.attempts_path, json.dumps({"event": "started", "attempt": attempt, **record}))
+
+    def finish(self, attempt: int, record: dict[str, Any]) -> None:
+        _append_line(self.attempts_path, json.dumps({"event": "finished", "attempt": attempt, **record}))
+        _append_line(self.results_path, "\t".join(_tsv(record.get("tsv", {}).get(c, "")) for c in RESULTS_COLUMNS))
+
+    def read(self) -> LedgerState:
+        """Fold the event log; a torn last line (power loss mid-write) is ignored."""
+        state = LedgerState()
+        try:
+            lines = self.attempts_path.read_text().splitlines()
+        except OSError:
+            return state
+        for i, line in enumerate(lines):
+            try:
+                event = json.loads(line)
+                attempt = int(event["attempt"])
+            except (ValueError, KeyError, TypeError):
+                if i == len(lines) - 1:
+                    continue
+                raise LedgerError(f"{self.attempts_path}: line {i + 1} is not a ledger record") from None
+            if event.get("event") == "started":
+                state.in_flight[attempt] = event
+            elif event.get("event") == "finished":
+                state.in_flight.pop(attempt, None)
+                state.finished[attempt] = event
+        return state
+
+    # -- lock --------------------------------------------------------------------------------
+    def acquire_lock(self) -> str | None:
+        """Take the run's lock; return a warning if a stale lock was taken over."""
+        path = self.dir / "lock"
+        payload = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": now(),
+                              "create_time": psutil.Process().create_time()})
+        warning = None
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                holder = self._lock_holder(path)
+                if holder is not None:
+                    raise LockHeld(f"run {self.dir} is locked by a live daemon (pid {holder}); stop it first "
+                                   f"(touch {self.dir / 'STOP'}) or start a new run") from None
+                stale = path.read_text(errors="replace")
+                path.unlink(missing_ok=True)
+                warning = f"took over a stale lock ({stale.strip()})"
+                continue
+            with os.fdopen(fd, "w") as fh:
+                fh.write(payload)
+            return warning
+        raise LockHeld(f"could not take the lock of {self.dir}")
+
+    @staticmethod
+    def _lock_holder(path: Path) -> int | None:
+        """The pid holding the lock if that process is alive and is the one that took it."""
+        try:
+            info = json.loads(path.read_text())
+            pid, created = int(info["pid"]), float(info["create_time"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if info.get("host") != socket.gethostname():
+            return pid                    # another machine's lock: never assume it is stale
+        try:
+            proc = psutil.Process(pid)
+            return pid if abs(proc.create_time() - created) < 1.0 else None
+        except psutil.Error:
+            return None
+
+    def release_lock(self) -> None:
+        path = self.dir / "lock"
+        if self._lock_holder(path) == os.getpid():
+            path.unlink(missing_ok=True)
+
+
+def _tsv(value: Any) -> str:
+    return str(value).replace("\t", " ").replace("\n", " ")

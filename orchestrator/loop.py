@@ -1,0 +1,411 @@
+"""The daemon: one attempt after another, as a state machine written in code.
+
+prompt -> propose (provider) -> edit (+ repair turns) -> workspace -> trial -> gate ->
+keep (commit, cumulative trial) or discard (reset) -> ledger. The LLM only proposes: git, the
+trial, the verdict and the log are this module's. Every attempt is written ahead ("started")
+and finished exactly once, whatever happens in between.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import signal
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from orchestrator import edit, gate, ledger as ledger_mod, prompt as prompt_mod, report, trial, workspace
+from orchestrator.config import RunConfig, to_dict
+from orchestrator.ledger import Ledger
+from orchestrator.provider import OfflineProvider, Provider, ProviderError, Usage
+from targets import PROJECT_ROOT, TargetInfo
+from targets.harness.result import TrialResult
+
+EVIDENCE_CHARS = 4000
+
+
+class Interrupted(BaseException):
+    """SIGINT/SIGTERM: finish the attempt as interrupted, release the lock, exit 0."""
+
+
+class DaemonStop(Exception):
+    """A condition that stops the daemon with a message (e.g. the provider refused our key)."""
+
+
+@dataclass
+class Run:
+    """Everything one run needs, built by ``start`` or ``resume``."""
+
+    config: RunConfig
+    target: TargetInfo
+    api: dict[str, dict[str, list[str]]]
+    provider: Provider
+    ledger: Ledger
+    ws: workspace.Workspace
+    files: prompt_mod.PromptFiles
+    run_id: str
+    log: Callable[[str], None] = print
+    stop_reason: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def baseline(self) -> Path:
+        return self.ledger.dir / "baseline.py"
+
+    @property
+    def incumbent(self) -> Path:
+        return self.ledger.dir / "incumbent.py"
+
+
+class Phases:
+    """Wall time per phase of one attempt."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.monotonic() - start, 4)
+
+
+def _add(total: Usage, more: Usage) -> Usage:
+    return Usage(total.input_tokens + more.input_tokens, total.output_tokens + more.output_tokens,
+                 total.cache_read_tokens + more.cache_read_tokens, total.cache_write_tokens + more.cache_write_tokens,
+                 round(total.cost_usd + more.cost_usd, 6), round(total.latency_seconds + more.latency_seconds, 4))
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _last_failure(records: list[dict[str, Any]]) -> str | None:
+    if not records or records[-1].get("verdict") == "keep":
+        return None
+    r = records[-1]
+    return f"attempt {r['attempt']} ({r.get('reason')}): {r.get('evidence') or r.get('reason_detail', '')}"
+
+
+# ---------------------------------------------------------------------------------- one attempt
+
+def run_attempt(run: Run, n: int, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Run attempt ``n`` to its end and return its finished record (already in the ledger)."""
+    phases, usage = Phases(), Usage()
+    started = ledger_mod.now()
+    rec: dict[str, Any] = {"started_at": started, "provider": run.provider.name, "model": run.provider.model,
+                           "hypothesis": None, "lesson": None, "edit_format": None, "repair_turns": 0,
+                           "diff": "", "trial_exit_code": None, "trial": None, "commit": None,
+                           "cumulative_speedup": None, "cumulative_ci": None, "sources": []}
+    run.ledger.start(n, {"started_at": started, "provider": run.provider.name, "model": run.provider.model})
+    adir = run.ledger.attempt_dir(n)
+    t0 = time.monotonic()
+
+    def finish(verdict: str, reason: str, detail: str = "", evidence: str | None = None) -> dict[str, Any]:
+        rec.update(verdict=verdict, reason=reason, reason_detail=_one_line(detail, 500),
+                   evidence=(evidence or detail)[-EVIDENCE_CHARS:], finished_at=ledger_mod.now(),
+                   duration_seconds=round(time.monotonic() - t0, 3), phase_seconds=phases.seconds,
+                   tokens={k: v for k, v in asdict(usage).items() if k != "cost_usd"}, cost_usd=usage.cost_usd)
+        with phases("ledger"):
+            run.ledger.finish(n, rec)
+            if rec.get("lesson") and verdict != "interrupted":
+                _append_lesson(run, n, rec["lesson"], verdict if verdict == "keep" else f"{verdict}: {reason}")
+        tag = f"[{run.provider.name}]" if run.provider.name == "offline" else f"[{run.provider.model}]"
+        speed = f" speedup {rec['speedup']:.3f}x" if rec.get("speedup") else ""
+        run.log(f"{tag} attempt {n}: {verdict} ({reason}){speed} — {_one_line(rec['hypothesis'] or detail, 100)}")
+        return rec
+
+    try:
+        incumbent = run.ws.committed_kernel()
+        with phases("prompt"):
+            prompt = prompt_mod.build(run.files, run.target.name, n, incumbent, records, _last_failure(records),
+                                      run.config.history_rows)
+            rec["prompt_hashes"] = prompt.file_hashes
+            (adir / "prompt.md").write_text(prompt.render())
+        change = None
+        for turn in range(run.config.repair_turns + 1):
+            purpose = "propose" if turn == 0 else "repair"
+            try:
+                with phases("propose"):
+                    reply = run.provider.complete(prompt.messages, purpose)
+            except ProviderError as exc:
+                usage = _add(usage, exc.usage)
+                if exc.kind == "auth":
+                    finish("discard", "provider_error", str(exc))
+                    raise DaemonStop(f"the provider refused the request: {exc}") from exc
+                reason = {"truncated": "truncated", "empty": "empty_reply", "refusal": "refusal",
+                          "no_repair": "edit_failed"}.get(exc.kind, "provider_error")
+                return finish("discard", reason, f"{exc.kind}: {exc}", rec.get("edit_error"))
+            usage = _add(usage, reply.usage)
+            rec["sources"].append(reply.source or reply.model)
+            (adir / f"reply-{turn}.md").write_text(reply.text)
+            with phases("edit"):
+                try:
+                    change = edit.parse_and_apply(reply.text, incumbent)
+                    edit.validate(change.new_text, run.api)
+                    break
+                except edit.EditError as exc:
+                    rec["edit_error"] = str(exc)
+                    if rec["hypothesis"] is None:
+                        rec["hypothesis"] = _hypothesis_of(reply.text)
+                    if turn == run.config.repair_turns:
+                        return finish("discard", "edit_failed", str(exc))
+                    rec["repair_turns"] = turn + 1
+                    prompt = prompt_mod.repair(prompt, run.files, reply.text, str(exc))
+        assert change is not None
+        rec.update(hypothesis=_one_line(change.hypothesis, 300), lesson=change.lesson, edit_format=change.format)
+        with phases("workspace"):
+            run.ws.write_candidate(change.new_text)
+            (adir / "candidate.py").write_text(change.new_text)
+            rec["diff"] = run.ws.diff()
+            (adir / "diff.patch").write_text(rec["diff"])
+            changed = run.ws.changed_paths()
+            ledger_mod.write_atomic(run.incumbent, incumbent)
+        if not changed:
+            run.ws.reset()
+            return finish("discard", "no_change", "the edit leaves kernels.py unchanged")
+        if changed != [run.ws.kernel_rel]:
+            run.ws.reset()
+            return finish("discard", "rejected_change", f"files other than {run.ws.kernel_rel} changed: {changed}")
+        with phases("trial"):
+            outcome = trial.run(trial.TrialRequest(run.target, run.ws.kernel_path, against=run.incumbent,
+                                                   budget_seconds=run.config.trial_budget_seconds), adir / "trial")
+        rec["trial_exit_code"] = outcome.exit_code
+        rec["trial"] = asdict(outcome.result) if outcome.result else None
+        _copy_metrics(rec, outcome.result)
+        with phases("gate"):
+            verdict = gate.judge(outcome.result, run.config.gate, run.config.trial_budget_seconds,
+                                 outcome.error or "", outcome.exit_code)
+            rec["reasons"] = verdict.reasons
+        if verdict.keep and _sha256(run.ws.kernel_path) != (outcome.result.kernel_sha256 if outcome.result else ""):
+            verdict = gate.Verdict(False, ["tampered: kernels.py changed between the trial and the commit"])
+            rec["reasons"] = verdict.reasons
+        if not verdict.keep:
+            run.ws.reset()
+            evidence = (outcome.result.failure if outcome.result and outcome.result.failure else outcome.error)
+            return finish("discard", verdict.primary, verdict.reasons[0], evidence)
+        result = outcome.result
+        assert result is not None and result.worst_combo_speedup is not None and result.speedup_ci_90pct
+        lo, hi = result.speedup_ci_90pct
+        message = (f"{_one_line(change.hypothesis, 150)}; speedup {result.speedup_geomean:.2f}x [{lo:.2f}, {hi:.2f}] "
+                   f"(worst combo {result.worst_combo_speedup.value:.2f}x)")
+        with phases("git"):
+            rec["commit"] = run.ws.commit(message)
+        with phases("cumulative"):
+            _measure_cumulative(run, rec, adir)
+        return finish("keep", "keep", message)
+    except Interrupted:
+        run.ws.reset()
+        finish("interrupted", "interrupted", "stopped by a signal")
+        raise
+    except DaemonStop:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a daemon bug still leaves a complete record
+        run.ws.reset()
+        finish("discard", "daemon_error", f"{type(exc).__name__}: {exc}", "".join(traceback.format_exception(exc)))
+        raise DaemonStop(f"internal error in attempt {n}: {exc} (recorded in the ledger)") from exc
+
+
+def _hypothesis_of(text: str) -> str | None:
+    for line in text.splitlines():
+        if line.startswith("HYPOTHESIS:"):
+            return _one_line(line.split(":", 1)[1], 300) or None
+    return None
+
+
+def _copy_metrics(rec: dict[str, Any], result: TrialResult | None) -> None:
+    if result is None or result.speedup_geomean is None:
+        return
+    rec["speedup"] = result.speedup_geomean
+    rec["speedup_ci"] = list(result.speedup_ci_90pct or [])
+    if result.worst_combo_speedup:
+        rec["worst_combo"] = asdict(result.worst_combo_speedup)
+
+
+def _measure_cumulative(run: Run, rec: dict[str, Any], adir: Path) -> None:
+    """After a keep: the new best against the run's original baseline (reported, not gated)."""
+    outcome = trial.run(trial.TrialRequest(run.target, run.ws.kernel_path, against=run.baseline,
+                                           budget_seconds=run.config.trial_budget_seconds), adir / "cumulative")
+    if outcome.result is not None and outcome.result.ok:
+        rec["cumulative_speedup"] = outcome.result.speedup_geomean
+        rec["cumulative_ci"] = list(outcome.result.speedup_ci_90pct or [])
+    else:
+        rec["cumulative_error"] = outcome.error or (outcome.result.failure if outcome.result else "")
+
+
+def _append_lesson(run: Run, n: int, lesson: str, outcome: str) -> None:
+    """lessons.md is append-only, per machine: each lesson with the verdict it came with."""
+    line = (f"- {datetime.now().date()} run {run.run_id} attempt {n} ({outcome}): "
+            f"{_one_line(lesson, 300)}\n")
+    with open(run.files.lessons, "a") as fh:
+        fh.write(line)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# ---------------------------------------------------------------------------------- the loop
+
+def budget_stop(run: Run, records: list[dict[str, Any]]) -> str | None:
+    """Why the loop must stop before the next attempt, or None. Budgets count the whole run,
+    across resumes."""
+    c = run.config
+    done = [r for r in records if r.get("verdict") in ("keep", "discard")]
+    if (run.ledger.dir / "STOP").exists():
+        return "STOP file found"
+    if c.max_attempts is not None and len(done) >= c.max_attempts:
+        return f"reached --max-attempts {c.max_attempts}"
+    hours = sum(r.get("duration_seconds", 0.0) for r in records) / 3600.0
+    if c.max_hours is not None and hours >= c.max_hours:
+        return f"reached --max-hours {c.max_hours:g}"
+    cost = sum(r.get("cost_usd", 0.0) for r in records)
+    if c.max_cost_usd is not None and cost >= c.max_cost_usd:
+        return f"reached --max-cost-usd {c.max_cost_usd:g} (spent ${cost:.4f})"
+    if c.stop_after_rejects is not None:
+        streak = 0
+        for r in reversed(done):
+            if r["verdict"] == "keep":
+                break
+            streak += 1
+        if streak >= c.stop_after_rejects:
+            return f"{streak} discards in a row (--stop-after-rejects {c.stop_after_rejects})"
+    if getattr(run.provider, "exhausted", False):
+        return "offline playbook exhausted"
+    return None
+
+
+def _raise_interrupted(signum: int, frame: Any) -> None:
+    raise Interrupted(signal.Signals(signum).name)
+
+
+def run_loop(run: Run) -> int:
+    """Attempts until a budget, the playbook, a STOP file or a signal ends the run. Returns the
+    exit code (0 for every orderly stop, including signals; 1 if the daemon had to stop)."""
+    previous = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
+    code = 0
+    try:
+        while True:
+            state = run.ledger.read()
+            reason = budget_stop(run, state.records)
+            if reason:
+                run.stop_reason = reason
+                break
+            run_attempt(run, state.next_attempt, state.records)
+    except Interrupted as exc:
+        run.stop_reason = f"interrupted by {exc}"
+    except DaemonStop as exc:
+        run.stop_reason = str(exc)
+        code = 1
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        run.ledger.release_lock()
+    run.log(report.summary(run.ledger, run.ws, run.stop_reason))
+    return code
+
+
+# ---------------------------------------------------------------------------------- start / resume
+
+def machine_info() -> dict[str, Any]:
+    import importlib.metadata as md
+    import os
+
+    def version(dist: str) -> str:
+        try:
+            return md.version(dist)
+        except md.PackageNotFoundError:
+            return "not installed"
+    return {"platform": platform.platform(), "machine": platform.machine(), "cpus": os.cpu_count(),
+            "python": platform.python_version(), **{d: version(d) for d in ("numpy", "numba", "anthropic", "openai")}}
+
+
+def new_run_id(runs_dir: Path) -> str:
+    base = datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_id, i = base, 1
+    while (runs_dir / run_id).exists():
+        i += 1
+        run_id = f"{base}-{i}"
+    return run_id
+
+
+def start(config: RunConfig, target: TargetInfo, api: dict[str, dict[str, list[str]]], provider: Provider,
+          log: Callable[[str], None] = print) -> Run:
+    repo = workspace.find_repo(PROJECT_ROOT)
+    runs_dir = PROJECT_ROOT / "runs" / target.name
+    run_id = new_run_id(runs_dir)
+    branch = f"autoresearch/{target.name}/{run_id}"
+    ledger = Ledger(runs_dir / run_id)
+    dirty = repo.is_dirty(untracked_files=False)
+    ledger.create({"run_id": run_id, "target": target.name, "config": to_dict(config), "branch": branch,
+                   "base_commit": repo.head.commit.hexsha, "worktree": str(ledger.dir / "worktree"),
+                   "provider": provider.name, "model": provider.model, "started_at": ledger_mod.now(),
+                   "user_checkout_dirty": dirty, "machine": machine_info()})
+    warning = ledger.acquire_lock()
+    ws = workspace.create(repo, ledger.dir / "worktree", branch, workspace.relative_kernel(repo, target.kernel_path))
+    ledger_mod.write_atomic(ledger.dir / "baseline.py", ws.committed_kernel())
+    run = Run(config, target, api, provider, ledger, ws, prompt_files(target), run_id, log)
+    if dirty:
+        run.warnings.append(f"your checkout has uncommitted changes; the run starts from HEAD "
+                            f"{repo.head.commit.hexsha[:10]} and never touches them")
+    if warning:
+        run.warnings.append(warning)
+    return run
+
+
+def find_run(target: str, run_id: str | None) -> Path:
+    base = PROJECT_ROOT / "runs" / target
+    if run_id:
+        if not (base / run_id / "run.json").is_file():
+            raise FileNotFoundError(f"no run {run_id!r} of {target} under {base}")
+        return base / run_id
+    candidates = sorted(p.parent for p in base.glob("*/run.json"))
+    if not candidates:
+        raise FileNotFoundError(f"no runs of {target} to resume under {base}; start one without --resume")
+    return candidates[-1]
+
+
+def resume(run_dir: Path, config: RunConfig, target: TargetInfo, api: dict[str, dict[str, list[str]]],
+           provider: Provider, log: Callable[[str], None] = print) -> Run:
+    """Continue a run: same branch and worktree (reset to the last kept commit), attempts
+    numbered on from the ledger, an in-flight attempt recorded as interrupted, budgets kept."""
+    ledger = Ledger(run_dir)
+    info = ledger.run_info()
+    warning = ledger.acquire_lock()
+    repo = workspace.find_repo(PROJECT_ROOT)
+    ws = workspace.attach(repo, Path(info["worktree"]), info["branch"],
+                          workspace.relative_kernel(repo, target.kernel_path))
+    run = Run(config, target, api, provider, ledger, ws, prompt_files(target), info["run_id"], log)
+    state = ledger.read()
+    for n, started in state.in_flight.items():
+        ledger.finish(n, {"started_at": started.get("started_at"), "finished_at": ledger_mod.now(),
+                          "verdict": "interrupted", "reason": "interrupted",
+                          "reason_detail": "the daemon stopped mid-attempt; recorded on resume",
+                          "provider": started.get("provider"), "model": started.get("model"),
+                          "duration_seconds": 0.0, "cost_usd": 0.0, "hypothesis": None, "sources": []})
+        run.warnings.append(f"attempt {n} was in flight when the daemon stopped; recorded as interrupted")
+    (run_dir / "STOP").unlink(missing_ok=True)
+    if isinstance(provider, OfflineProvider):
+        # The playbook goes on after the entries that completed attempts consumed; an
+        # interrupted attempt's entry is replayed.
+        provider.position = sum(1 for r in ledger.read().records if r.get("verdict") in ("keep", "discard")
+                                for src in r.get("sources", []) if not src.endswith(".repair.md"))
+    if warning:
+        run.warnings.append(warning)
+    ledger.update_run_info(resumed_at=ledger_mod.now())
+    return run
+
+
+def prompt_files(target: TargetInfo) -> prompt_mod.PromptFiles:
+    """Read from the user's checkout, not the worktree: edits between attempts take effect."""
+    return prompt_mod.PromptFiles(harness=PROJECT_ROOT / "HARNESS.md", program=target.folder / "program.md",
+                                  lessons=target.folder / "lessons.md", prompts_dir=PROJECT_ROOT / "prompts")

@@ -1,0 +1,99 @@
+"""The run's git workspace: its own branch and worktree; the user's checkout is never touched.
+
+Branch ``autoresearch/<target>/<run-id>`` starts at the checkout's HEAD; the worktree lives in
+``runs/<target>/<run-id>/worktree`` (ignored by the main checkout). Only the target's
+``kernels.py`` may change there; a kept kernel is committed exactly as evaluated, with hooks off.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import git
+
+
+class WorkspaceError(Exception):
+    pass
+
+
+def find_repo(path: Path) -> git.Repo:
+    try:
+        return git.Repo(path, search_parent_directories=True)
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        raise WorkspaceError(f"{path} is not inside a git repository; the loop keeps every kernel as a "
+                             "commit, so run it from a clone of lance-autoresearch (or `git init` and commit)") from None
+
+
+# Hooks never run on the daemon's commits: kernels are committed exactly as evaluated.
+_NO_HOOKS = ("-c", "core.hooksPath=/dev/null", "-c", "commit.gpgsign=false")
+
+
+@dataclass
+class Workspace:
+    repo: git.Repo            # the user's repository
+    worktree: Path
+    branch: str
+    kernel_rel: str           # e.g. "targets/pq_l2/kernels.py"
+
+    @property
+    def kernel_path(self) -> Path:
+        return self.worktree / self.kernel_rel
+
+    @property
+    def wt(self) -> git.Repo:
+        return git.Repo(self.worktree)
+
+    def head(self) -> str:
+        return self.wt.head.commit.hexsha
+
+    def committed_kernel(self, rev: str = "HEAD") -> str:
+        return self.wt.git.show(f"{rev}:{self.kernel_rel}", strip_newline_in_stdout=False)
+
+    def write_candidate(self, text: str) -> None:
+        self.kernel_path.write_text(text)
+
+    def changed_paths(self) -> list[str]:
+        """Every path that differs from HEAD in the worktree, untracked files included."""
+        out = self.wt.git.status("--porcelain", "--untracked-files=all", "--no-renames")
+        return sorted(line[3:] for line in out.splitlines() if line.strip())
+
+    def diff(self) -> str:
+        return self.wt.git.diff("HEAD", "--", self.kernel_rel, strip_newline_in_stdout=False)
+
+    def commit(self, message: str) -> str:
+        """Commit the kernel exactly as it is on disk (the evaluated blob); return the sha."""
+        self.wt.git.add("--", self.kernel_rel)
+        self.wt.git.execute(["git", *_NO_HOOKS, "commit", "-q", "--no-verify", "-m", message])
+        return self.head()
+
+    def reset(self) -> None:
+        """Back to the last kept commit: discard every change, tracked or not."""
+        self.wt.git.reset("--hard", "-q", "HEAD")
+        self.wt.git.clean("-fdq")
+
+
+def create(repo: git.Repo, worktree: Path, branch: str, kernel_rel: str) -> Workspace:
+    if repo.head.is_detached is False and not repo.head.is_valid():
+        raise WorkspaceError("the repository has no commits yet; commit the project first")
+    base = repo.head.commit.hexsha
+    worktree.parent.mkdir(parents=True, exist_ok=True)
+    repo.git.worktree("add", "-q", "-b", branch, str(worktree), base)
+    return Workspace(repo, worktree, branch, kernel_rel)
+
+
+def attach(repo: git.Repo, worktree: Path, branch: str, kernel_rel: str) -> Workspace:
+    """Re-open an existing run's worktree (resume); recreate it from the branch if it vanished."""
+    if not (worktree / ".git").exists():
+        repo.git.worktree("prune")
+        repo.git.worktree("add", "-q", str(worktree), branch)
+    ws = Workspace(repo, worktree, branch, kernel_rel)
+    if ws.wt.active_branch.name != branch:
+        raise WorkspaceError(f"worktree {worktree} is on {ws.wt.active_branch.name}, expected {branch}")
+    ws.reset()
+    return ws
+
+
+def relative_kernel(repo: git.Repo, kernel: Path) -> str:
+    return os.path.relpath(kernel.resolve(), Path(repo.working_tree_dir).resolve())
