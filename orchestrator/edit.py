@@ -50,7 +50,8 @@ def parse_and_apply(reply: str, current: str) -> Edit:
     lesson = _single_line(reply, "LESSON", required=False)
     assert hypothesis is not None
     if _SEARCH in reply or _REPLACE in reply:
-        return Edit(hypothesis, "search_replace", *_apply_blocks(reply, current), lesson=lesson)  # type: ignore[misc]
+        text, count = _apply_blocks(reply, current)
+        return Edit(hypothesis, "search_replace", text, lesson=lesson, blocks=count)
     fences = _FENCE.findall(reply)
     if len(fences) != 1:
         raise EditError(f"found {len(fences)} fenced code blocks and no SEARCH/REPLACE blocks; give either "
