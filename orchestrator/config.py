@@ -30,6 +30,7 @@ class RunConfig:
     max_hours: float | None = None
     max_cost_usd: float | None = None
     stop_after_rejects: int | None = None      # stop after this many discards in a row
+    stop_after_provider_errors: int = 5        # the API keeps failing after its own retries
     repair_turns: int = 2                      # extra turns to fix an edit that does not apply
     trial_budget_seconds: float = 120.0
     history_rows: int = 40                     # earlier attempts shown in the prompt
@@ -37,6 +38,7 @@ class RunConfig:
 
 
 _POSITIVE = {"max_attempts", "max_hours", "max_cost_usd", "stop_after_rejects", "trial_budget_seconds",
+             "stop_after_provider_errors",
              "history_rows", "worst_combo_min", "tradeoff_ratio"}
 _NON_NEGATIVE = {"repair_turns", "min_effect"}
 

@@ -38,6 +38,10 @@ class DaemonStop(Exception):
     """A condition that stops the daemon with a message (e.g. the provider refused our key)."""
 
 
+class RunEnded(Exception):
+    """An orderly end found mid-attempt (the replies ran out): exit 0."""
+
+
 @dataclass
 class Run:
     """Everything one run needs, built by ``start`` or ``resume``."""
@@ -142,6 +146,9 @@ def run_attempt(run: Run, n: int, records: list[dict[str, Any]]) -> dict[str, An
                 if exc.kind == "auth":
                     finish("discard", "provider_error", str(exc))
                     raise DaemonStop(f"the provider refused the request: {exc}") from exc
+                if exc.kind == "exhausted":
+                    finish("discard", "provider_error", str(exc))
+                    raise RunEnded(str(exc)) from exc
                 reason = {"truncated": "truncated", "empty": "empty_reply", "refusal": "refusal",
                           "no_repair": "edit_failed"}.get(exc.kind, "provider_error")
                 return finish("discard", reason, f"{exc.kind}: {exc}", rec.get("edit_error"))
@@ -207,7 +214,7 @@ def run_attempt(run: Run, n: int, records: list[dict[str, Any]]) -> dict[str, An
         run.ws.reset()
         finish("interrupted", "interrupted", "stopped by a signal")
         raise
-    except DaemonStop:
+    except (DaemonStop, RunEnded):
         raise
     except Exception as exc:  # noqa: BLE001 - a daemon bug still leaves a complete record
         run.ws.reset()
@@ -279,8 +286,15 @@ def budget_stop(run: Run, records: list[dict[str, Any]]) -> str | None:
             streak += 1
         if streak >= c.stop_after_rejects:
             return f"{streak} discards in a row (--stop-after-rejects {c.stop_after_rejects})"
+    provider_errors = 0
+    for r in reversed(done):
+        if r.get("reason") != "provider_error":
+            break
+        provider_errors += 1
+    if provider_errors >= c.stop_after_provider_errors:
+        return f"{provider_errors} provider errors in a row; see the last attempts' evidence"
     if getattr(run.provider, "exhausted", False):
-        return "offline playbook exhausted"
+        return f"{run.provider.name} replies exhausted"
     return None
 
 
@@ -303,6 +317,8 @@ def run_loop(run: Run) -> int:
             run_attempt(run, state.next_attempt, state.records)
     except Interrupted as exc:
         run.stop_reason = f"interrupted by {exc}"
+    except RunEnded as exc:
+        run.stop_reason = str(exc)
     except DaemonStop as exc:
         run.stop_reason = str(exc)
         code = 1

@@ -73,6 +73,10 @@ class OfflineProvider:
         self.entries, self.position = entries, start
         self.model = f"playbook:{playbook.parent.name}"
 
+    @property
+    def exhausted(self) -> bool:
+        return self.position >= len(self.entries)
+
     def complete(self, messages: Sequence[Message], purpose: str) -> Reply:
         if purpose == "repair":
             current = self.entries[self.position - 1]
@@ -105,6 +109,10 @@ class ScriptedProvider:
     def __init__(self, steps: Sequence[Scripted | str], model: str = "script") -> None:
         self.steps = [s if isinstance(s, Scripted) else Scripted(text=s) for s in steps]
         self.model, self.calls = model, []  # type: ignore[var-annotated]
+
+    @property
+    def exhausted(self) -> bool:
+        return not self.steps
 
     def complete(self, messages: Sequence[Message], purpose: str) -> Reply:
         self.calls.append((purpose, list(messages)))
