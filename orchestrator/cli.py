@@ -13,7 +13,7 @@ from pathlib import Path
 import targets
 from orchestrator import config as config_mod
 from orchestrator import ledger as ledger_mod
-from orchestrator import loop, trial, workspace
+from orchestrator import gate, loop, trial, workspace
 from orchestrator import provider as provider_mod
 from targets.harness.resources import DEFAULT_BUDGET_SECONDS
 
@@ -45,21 +45,39 @@ def cmd_trial(args: argparse.Namespace) -> int:
     against = _existing_file(args.against, "--against")
     if args.budget_seconds <= 0:
         raise UsageError("--budget-seconds must be positive")
-    out_dir = args.out_dir or Path(tempfile.mkdtemp(prefix="lar-trial-"))
     for flag in ("replicates", "sessions", "queries"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise UsageError(f"--{flag} must be at least 1")
+    try:
+        gate_config = config_mod.load(args.config, {}).gate
+    except config_mod.ConfigError as exc:
+        raise UsageError(str(exc)) from None
     request = trial.TrialRequest(target=info, kernel=kernel, against=against, mode=args.mode,
                                  budget_seconds=args.budget_seconds, seed=args.seed,
                                  replicates=args.replicates, sessions=args.sessions,
                                  queries_per_combo=args.queries)
-    outcome = trial.run(request, out_dir)
+    outcome = trial.run(request, args.out_dir or Path(tempfile.mkdtemp(prefix="lar-trial-")))
+    # Paired trials are judged by the daemon's own gate, so a kernel can be judged by hand exactly
+    # as the loop would judge it.
+    verdict = (gate.judge(outcome.result, gate_config, args.budget_seconds, outcome.error or "", outcome.exit_code)
+               if against is not None else None)
+    if args.json:
+        data = json.loads(outcome.result.to_json()) if outcome.result else {"exit_code": outcome.exit_code,
+                                                                            "error": outcome.error}
+        if verdict is not None:
+            data.update(verdict="keep" if verdict.keep else "discard", reasons=verdict.reasons)
+        print(json.dumps(data, indent=2))
+        return outcome.exit_code
     if outcome.result is None:
         print(f"trial failed without a result: {outcome.error}", file=sys.stderr)
-        return outcome.exit_code
-    sys.stdout.write(outcome.result.to_json() if args.json else outcome.result.to_block())
-    if outcome.result.failure and not args.json:
-        print(f"\n{outcome.result.failure_kind}: {outcome.result.failure}", file=sys.stderr)
+    else:
+        sys.stdout.write(outcome.result.to_block())
+        if outcome.result.failure:
+            print(f"\n{outcome.result.failure_kind}: {outcome.result.failure}", file=sys.stderr)
+    if verdict is not None:
+        print(f"verdict: {'keep' if verdict.keep else 'discard'}")
+        for reason in verdict.reasons:
+            print(f"  {reason}")
     return outcome.exit_code
 
 
@@ -70,7 +88,14 @@ def _provider(model: str, info: targets.TargetInfo) -> provider_mod.Provider:
             return provider_mod.OfflineProvider(playbook)
         except FileNotFoundError:
             raise UsageError(f"--model offline needs a playbook, and {playbook} has none") from None
-    raise UsageError(f"unknown model {model!r}; this version runs --model offline (the target's curated playbook)")
+    if model.startswith("script:"):
+        path = Path(model.split(":", 1)[1])
+        try:
+            return provider_mod.load_script(path)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise UsageError(f"--model {model}: cannot use this script: {exc}") from None
+    raise UsageError(f"unknown model {model!r}; this version runs --model offline (the target's curated playbook)"
+                     " or --model script:FILE (replies from a YAML file)")
 
 
 def cmd_loop(args: argparse.Namespace) -> int:
@@ -141,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replicates", type=int, help="fresh worker pairs (paired mode)")
     p.add_argument("--sessions", type=int, help="timing blocks per worker pair (paired mode)")
     p.add_argument("--queries", type=int, help="timed queries per combo and block")
+    p.add_argument("--config", type=Path, help="run config whose gate thresholds judge a paired trial")
     p.add_argument("--out-dir", type=Path, help="keep the trial's logs and result.json here")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_trial)

@@ -33,12 +33,15 @@ class RunConfig:
     stop_after_provider_errors: int = 5        # the API keeps failing after its own retries
     repair_turns: int = 2                      # extra turns to fix an edit that does not apply
     trial_budget_seconds: float = 120.0
+    trial_replicates: int | None = None        # trial precision knobs; None = the target's defaults
+    trial_sessions: int | None = None
+    trial_queries: int | None = None
     history_rows: int = 40                     # earlier attempts shown in the prompt
     gate: GateConfig = field(default_factory=GateConfig)
 
 
 _POSITIVE = {"max_attempts", "max_hours", "max_cost_usd", "stop_after_rejects", "trial_budget_seconds",
-             "stop_after_provider_errors",
+             "stop_after_provider_errors", "trial_replicates", "trial_sessions", "trial_queries",
              "history_rows", "worst_combo_min", "tradeoff_ratio"}
 _NON_NEGATIVE = {"repair_turns", "min_effect"}
 

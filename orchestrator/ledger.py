@@ -108,7 +108,8 @@ class Ledger:
 
     def finish(self, attempt: int, record: dict[str, Any]) -> None:
         _append_line(self.attempts_path, json.dumps({"event": "finished", "attempt": attempt, **record}))
-        _append_line(self.results_path, "\t".join(_tsv(record.get("tsv", {}).get(c, "")) for c in RESULTS_COLUMNS))
+        row = results_row(attempt, record)
+        _append_line(self.results_path, "\t".join(_tsv(row.get(c, "")) for c in RESULTS_COLUMNS))
 
     def read(self) -> LedgerState:
         """Fold the event log; a torn last line (power loss mid-write) is ignored."""
@@ -178,5 +179,24 @@ class Ledger:
             path.unlink(missing_ok=True)
 
 
+def results_row(attempt: int, record: dict[str, Any]) -> dict[str, Any]:
+    """One results.tsv row: the original harness's columns plus attempt, speedup, provider, cost."""
+    trial = record.get("trial") or {}
+    ci = trial.get("geomean_ns_ci_90pct") or ["", ""]
+    sci = trial.get("speedup_ci_90pct") or ["", ""]
+    worst, best = trial.get("worst_ns_per_query") or {}, trial.get("best_ns_per_query") or {}
+    return {"attempt": attempt, "commit": (record.get("commit") or "")[:10], "timestamp": record.get("finished_at", ""),
+            "correctness": trial.get("correctness", "not_run"), "geomean_ns": trial.get("geomean_ns_per_query", ""),
+            "ci_lo": ci[0], "ci_hi": ci[1], "worst_ns": worst.get("value", ""), "worst_combo": worst.get("combo", ""),
+            "best_ns": best.get("value", ""), "best_combo": best.get("combo", ""),
+            "peak_mem_mb": trial.get("peak_mem_mb", ""), "total_seconds": trial.get("total_seconds", ""),
+            "keep": record.get("verdict", ""), "speedup": trial.get("speedup_geomean", ""),
+            "speedup_ci_lo": sci[0], "speedup_ci_hi": sci[1], "provider": record.get("provider", ""),
+            "cost_usd": record.get("cost_usd", 0.0),
+            "description": record.get("hypothesis") or record.get("reason_detail", "")}
+
+
 def _tsv(value: Any) -> str:
+    if value is None:
+        return ""
     return str(value).replace("\t", " ").replace("\n", " ")

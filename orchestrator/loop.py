@@ -184,8 +184,7 @@ def run_attempt(run: Run, n: int, records: list[dict[str, Any]]) -> dict[str, An
             run.ws.reset()
             return finish("discard", "rejected_change", f"files other than {run.ws.kernel_rel} changed: {changed}")
         with phases("trial"):
-            outcome = trial.run(trial.TrialRequest(run.target, run.ws.kernel_path, against=run.incumbent,
-                                                   budget_seconds=run.config.trial_budget_seconds), adir / "trial")
+            outcome = trial.run(_request(run, run.incumbent), adir / "trial")
         rec["trial_exit_code"] = outcome.exit_code
         rec["trial"] = asdict(outcome.result) if outcome.result else None
         _copy_metrics(rec, outcome.result)
@@ -238,10 +237,15 @@ def _copy_metrics(rec: dict[str, Any], result: TrialResult | None) -> None:
         rec["worst_combo"] = asdict(result.worst_combo_speedup)
 
 
+def _request(run: Run, against: Path) -> trial.TrialRequest:
+    c = run.config
+    return trial.TrialRequest(run.target, run.ws.kernel_path, against=against, budget_seconds=c.trial_budget_seconds,
+                              replicates=c.trial_replicates, sessions=c.trial_sessions, queries_per_combo=c.trial_queries)
+
+
 def _measure_cumulative(run: Run, rec: dict[str, Any], adir: Path) -> None:
     """After a keep: the new best against the run's original baseline (reported, not gated)."""
-    outcome = trial.run(trial.TrialRequest(run.target, run.ws.kernel_path, against=run.baseline,
-                                           budget_seconds=run.config.trial_budget_seconds), adir / "cumulative")
+    outcome = trial.run(_request(run, run.baseline), adir / "cumulative")
     if outcome.result is not None and outcome.result.ok:
         rec["cumulative_speedup"] = outcome.result.speedup_geomean
         rec["cumulative_ci"] = list(outcome.result.speedup_ci_90pct or [])

@@ -124,3 +124,24 @@ class ScriptedProvider:
         if step.error is not None:
             raise step.error
         return Reply(step.text or "", self.name, self.model, usage=step.usage)
+
+
+def load_script(path: Path) -> ScriptedProvider:
+    """``--model script:FILE``: a YAML list of steps, each a reply text or a mapping with
+    ``text``, ``delay`` (seconds) and/or ``error: {kind, message}``. For tests and replays."""
+    import yaml
+
+    data = yaml.safe_load(path.read_text())
+    if not isinstance(data, list) or not data:
+        raise ValueError(f"{path}: expected a non-empty YAML list of replies")
+    steps: list[Scripted | str] = []
+    for i, item in enumerate(data, 1):
+        if isinstance(item, str):
+            steps.append(item)
+        elif isinstance(item, dict) and set(item) <= {"text", "delay", "error"}:
+            err = item.get("error")
+            steps.append(Scripted(text=item.get("text"), delay=float(item.get("delay", 0.0)),
+                                  error=ProviderError(err["kind"], err.get("message", err["kind"])) if err else None))
+        else:
+            raise ValueError(f"{path}: step {i} must be a string or a mapping of text/delay/error")
+    return ScriptedProvider(steps, model=f"script:{path.name}")

@@ -19,7 +19,7 @@ from targets import PROJECT_ROOT, TargetInfo
 from targets.harness.resources import DEFAULT_BUDGET_SECONDS
 from targets.harness.result import (EXIT_INTERNAL, EXIT_TIMEOUT, ResultParseError, TrialResult,
                                     parse_json)
-from targets.harness.runner import kill_tree
+from targets.harness.runner import die_with_parent, kill_tree
 
 # Extra wall time past the in-trial budget before the whole tree is killed from outside.
 KILL_GRACE_SECONDS = 10.0
@@ -78,7 +78,7 @@ def run(request: TrialRequest, out_dir: Path) -> TrialOutcome:
     started = time.monotonic()
     with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
         proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=trial_env(), stdin=subprocess.DEVNULL,
-                                stdout=out, stderr=err, start_new_session=True)
+                                stdout=out, stderr=err, start_new_session=True, preexec_fn=die_with_parent)
         try:
             code = proc.wait(timeout=request.budget_seconds + KILL_GRACE_SECONDS)
         except BaseException as exc:   # timeout, or the daemon itself interrupted: the tree goes

@@ -39,6 +39,8 @@ def test_trial_json_is_the_runner_result(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert data["mode"] == "paired" and data["exit_code"] == 0
+    # The gate's verdict rides along; an A/A trial is never a keep.
+    assert data.pop("verdict") == "discard" and data.pop("reasons")[0].startswith("not_faster")
     assert json.loads((tmp_path / "result.json").read_text()) == data
     assert (tmp_path / "workers").is_dir()
 
@@ -98,3 +100,20 @@ def test_the_trial_stage_trusts_only_a_valid_consistent_result(tmp_path: Path, m
     assert outcome.result is None
     assert outcome.exit_code != 0                       # fail closed: never a pass
     assert error in outcome.error
+
+
+def test_trial_prints_the_gates_verdict_for_a_faster_kernel() -> None:
+    from conftest import NUMBA_KERNEL
+    proc = orchestrator("trial", "--target", "pq-l2", "--kernel", str(NUMBA_KERNEL), "--against", str(BASELINE), *FAST)
+    assert proc.returncode == 0, proc.stderr
+    assert "verdict: keep" in proc.stdout
+
+
+def test_trial_verdict_honours_the_config_thresholds(tmp_path: Path) -> None:
+    from conftest import NUMBA_KERNEL
+    strict = tmp_path / "strict.yaml"
+    strict.write_text("gate: {min_effect: 50.0}\n")          # demand a 51x speedup
+    proc = orchestrator("trial", "--target", "pq-l2", "--kernel", str(NUMBA_KERNEL), "--against", str(BASELINE),
+                        *FAST, "--config", str(strict), "--json")
+    data = json.loads(proc.stdout)
+    assert data["verdict"] == "discard" and data["reasons"][0].startswith("not_faster")

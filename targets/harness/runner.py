@@ -16,6 +16,7 @@ import math
 import os
 import platform
 import secrets
+import signal
 import subprocess
 import sys
 import tempfile
@@ -135,9 +136,16 @@ def worker_env(home: Path, numba_cache: Path) -> dict[str, str]:
     """A minimal, explicit environment: no API keys or other secrets reach kernel code."""
     env = {k: os.environ[k] for k in PASSTHROUGH_ENV if k in os.environ}
     env.update(THREAD_ENV)
-    env.update(HOME=str(home), TMPDIR=str(home), NUMBA_CACHE_DIR=str(numba_cache),
-               PYTHONHASHSEED="0", PYTHONDONTWRITEBYTECODE="1")
+    env.update(HOME=str(home), TMPDIR=str(home), NUMBA_CACHE_DIR=str(numba_cache))
     return env
+
+
+def die_with_parent() -> None:
+    """In a child before exec (Linux): SIGKILL it when the process that started it dies, so a
+    killed daemon or runner leaves no trial or worker behind."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
 
 
 def kill_tree(pid: int, timeout: float = 3.0) -> list[int]:
@@ -182,10 +190,10 @@ class Worker:
         self._rep_r, rep_w = os.pipe()
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-I", "-c", BOOT, str(PROJECT_ROOT), str(req_r), str(rep_w), ops_module,
+                [sys.executable, "-I", "-B", "-c", BOOT, str(PROJECT_ROOT), str(req_r), str(rep_w), ops_module,
                  str(kernel)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=worker_env(home, numba_cache),
-                cwd=home, pass_fds=(req_r, rep_w), start_new_session=True)
+                cwd=home, pass_fds=(req_r, rep_w), start_new_session=True, preexec_fn=die_with_parent)
         os.close(req_r)
         os.close(rep_w)
         if cpu is not None:

@@ -1,0 +1,300 @@
+"""The daemon end to end, on a temporary copy of the repository, with scripted replies."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import git
+import pytest
+import yaml
+
+from conftest import BASELINE, ROOT, processes_mentioning
+
+PLAYBOOK = ROOT / "targets" / "pq_l2" / "playbook"
+FAST_CONFIG = {"trial_replicates": 2, "trial_sessions": 1, "trial_queries": 3, "repair_turns": 1}
+
+
+def whole_file(hypothesis: str, text: str) -> str:
+    return f"HYPOTHESIS: {hypothesis}\n\n```python\n{text}```\n"
+
+
+def baseline_with(old: str, new: str) -> str:
+    text = BASELINE.read_text()
+    assert old in text
+    return text.replace(old, new)
+
+
+KEEP = (PLAYBOOK / "05-numba-per-vector-loop.md").read_text()
+INCORRECT = whole_file("Start the accumulators at one.", baseline_with("out[:] = 0.0", "out[:] = 1.0"))
+CRASH = whole_file("Crash.", baseline_with("    def compute_distances(self, table, out):\n",
+                                           "    def compute_distances(self, table, out):\n        raise MemoryError('boom')\n"))
+SLOWER = whole_file("Accumulate every sub-vector twice.", baseline_with(
+    "            out += table[m * k:(m + 1) * k][self.codes_soa[m]]",
+    "            out += table[m * k:(m + 1) * k][self.codes_soa[m]]\n"
+    "            out -= table[m * k:(m + 1) * k][self.codes_soa[m]]\n"
+    "            out += table[m * k:(m + 1) * k][self.codes_soa[m]]"))
+HANG = whole_file("Think forever.", baseline_with("    def distance_table(self, query, out):\n",
+                                                  "    def distance_table(self, query, out):\n        while True:\n            pass\n"))
+MALFORMED = "I would vectorise the loop.\n"
+BAD_SEARCH = ("HYPOTHESIS: Tweak a line that is not there.\n\n<<<<<<< SEARCH\nthis line is not in the file\n"
+              "=======\nx = 1\n>>>>>>> REPLACE\n")
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A committed copy of the project's working tree (tracked and new files, nothing ignored)."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True,
+                           check=True).stdout.decode().split("\0")
+    dest = tmp_path / "repo"
+    for name in filter(None, files):
+        src = ROOT / name
+        if src.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            (dest / name).write_bytes(src.read_bytes())
+    r = git.Repo.init(dest)
+    r.git.add("-A")
+    r.git.execute(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"])
+    return dest
+
+
+def write_script(repo: Path, name: str, steps: list) -> Path:
+    path = repo.parent / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(steps))
+    return path
+
+
+def write_config(repo: Path, **extra) -> Path:
+    path = repo.parent / "run.yaml"
+    path.write_text(yaml.safe_dump({**FAST_CONFIG, **extra}))
+    return path
+
+
+def daemon_cmd(script: Path | None, *args: str, config: Path | None = None) -> list[str]:
+    cmd = [sys.executable, "-m", "orchestrator", "loop", "--target", "pq-l2"]
+    if script is not None:
+        cmd += ["--model", f"script:{script}"]
+    if config is not None:
+        cmd += ["--config", str(config)]
+    return cmd + list(args)
+
+
+CANARY = f"sk-canary-{os.getpid()}-{time.time_ns()}"     # built at run time: no file contains it
+
+
+def run_daemon(repo: Path, script: Path | None, *args: str, config: Path | None = None,
+               timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "ANTHROPIC_API_KEY": CANARY}
+    return subprocess.run(daemon_cmd(script, *args, config=config), cwd=repo, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def the_run(repo: Path) -> Path:
+    runs = sorted((repo / "runs" / "pq-l2").glob("*/run.json"))
+    assert len(runs) == 1, runs
+    return runs[0].parent
+
+
+def events(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "attempts.jsonl").read_text().splitlines()]
+
+
+def finished(run_dir: Path) -> dict[int, dict]:
+    out: dict[int, dict] = {}
+    for e in events(run_dir):
+        if e["event"] == "finished":
+            assert e["attempt"] not in out, f"attempt {e['attempt']} finished twice"
+            out[e["attempt"]] = e
+    return out
+
+
+def test_one_run_covers_keep_and_every_discard_reason(repo: Path) -> None:
+    script = write_script(repo, "script", [
+        KEEP, INCORRECT, CRASH, SLOWER, MALFORMED,
+        BAD_SEARCH, "HYPOTHESIS: Repaired: leave the kernel as it is.\n\n```python\n"
+                    + (PLAYBOOK / "05-numba-per-vector-loop.md").read_text().split("```python\n")[1].split("```")[0]
+                    + "```\n",
+        {"error": {"kind": "invalid", "message": "400 bad request"}},
+        {"error": {"kind": "truncated", "message": "max_tokens reached"}},
+    ])
+    proc = run_daemon(repo, script, config=write_config(repo))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run_dir = the_run(repo)
+    got = finished(run_dir)
+    reasons = [got[n]["reason"] for n in sorted(got)]
+    # Attempt 5 (malformed) gets a repair turn, which receives BAD_SEARCH and fails again; attempt
+    # 6 is then the repaired no-op reply.
+    assert reasons == ["keep", "incorrect", "crash", "not_faster", "edit_failed", "no_change",
+                       "provider_error", "truncated"], reasons
+    assert got[5]["repair_turns"] == 1 and (run_dir / "attempts" / "0005" / "reply-1.md").is_file()
+    assert "does not occur" in got[5]["reason_detail"]
+    # The keep is a commit of exactly the evaluated file on the run's branch.
+    ws = git.Repo(run_dir / "worktree")
+    assert ws.head.commit.hexsha == got[1]["commit"]
+    assert ws.git.show(f"{got[1]['commit']}:targets/pq_l2/kernels.py") + "\n" == \
+        (run_dir / "attempts" / "0001" / "candidate.py").read_text()
+    assert "speedup" in ws.head.commit.message and "worst combo" in ws.head.commit.message
+    assert got[1]["cumulative_speedup"] > 1.5
+    assert ws.git.status("--porcelain") == ""                       # worktree clean after discards
+    # Every discard keeps its evidence and diff; the trial logs are on disk.
+    assert "boom" in got[3]["evidence"]
+    assert got[2]["diff"] and (run_dir / "attempts" / "0002" / "trial" / "result.json").is_file()
+    # results.tsv: a header and one row per attempt.
+    rows = (run_dir / "results.tsv").read_text().splitlines()
+    assert len(rows) == 1 + len(got)
+    assert all(r["provider"] == "scripted" for r in got.values())
+    # The user's checkout was never touched and the canary key leaked nowhere.
+    assert git.Repo(repo).git.status("--porcelain", "--untracked-files=no") == ""
+    leaked = [p for p in run_dir.rglob("*") if p.is_file() and CANARY.encode() in p.read_bytes()]
+    assert leaked == []
+    assert "run stopped: scripted replies exhausted" in proc.stdout
+
+
+def test_worst_combo_and_tradeoff_reject_a_lopsided_kernel(repo: Path) -> None:
+    lopsided = KEEP.replace(
+        "    def compute_distances(self, table, out):\n",
+        "    def compute_distances(self, table, out):\n"
+        "        if self.num_sub_vectors > 16:\n"
+        "            for _ in range(4):\n"
+        "                _distances(self.codes, table, self.num_vectors, self.num_sub_vectors, out)\n"
+        "            time.sleep(0.01)\n").replace("import numpy as np\n", "import time\n\nimport numpy as np\n")
+    proc = run_daemon(repo, write_script(repo, "s", [lopsided]), config=write_config(repo))
+    assert proc.returncode == 0, proc.stderr
+    record = finished(the_run(repo))[1]
+    assert record["verdict"] == "discard"
+    codes = [r.split(":")[0] for r in record["reasons"]]
+    assert "worst_combo" in codes and "tradeoff" in codes, record["reasons"]
+
+
+def test_hanging_kernel_times_out_and_leaves_no_process(repo: Path) -> None:
+    proc = run_daemon(repo, write_script(repo, "s", [HANG]), config=write_config(repo, trial_budget_seconds=5))
+    assert proc.returncode == 0, proc.stderr
+    run_dir = the_run(repo)
+    assert finished(run_dir)[1]["reason"] == "timeout"
+    assert processes_mentioning(str(run_dir)) == []
+
+
+def wait_for(predicate, timeout: float = 60.0, what: str = "condition") -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def trial_running(repo: Path) -> bool:
+    return bool(list((repo / "runs" / "pq-l2").glob("*/attempts/*/trial/trial.stdout")))
+
+
+def test_sigkill_mid_trial_then_resume_loses_and_duplicates_nothing(repo: Path) -> None:
+    config = write_config(repo, max_attempts=2)
+    first = write_script(repo, "first", [SLOWER, SLOWER, SLOWER])
+    daemon = subprocess.Popen(daemon_cmd(first, config=config), cwd=repo, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: trial_running(repo), what="the first trial")
+        time.sleep(0.5)
+    finally:
+        daemon.send_signal(signal.SIGKILL)
+        daemon.wait()
+    run_dir = the_run(repo)
+    assert [e["event"] for e in events(run_dir)] == ["started"]           # in flight when killed
+    wait_for(lambda: processes_mentioning(str(run_dir)) == [], timeout=10, what="the trial tree to die")
+    # Resume with the stored config: the in-flight attempt becomes "interrupted", numbering goes on,
+    # and --max-attempts 2 counts completed attempts across both sessions.
+    second = write_script(repo, "second", [SLOWER, INCORRECT, SLOWER])
+    proc = run_daemon(repo, second, "--resume")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    got = finished(run_dir)
+    assert sorted(got) == [1, 2, 3]
+    assert got[1]["verdict"] == "interrupted"
+    assert [got[2]["reason"], got[3]["reason"]] == ["not_faster", "incorrect"]
+    assert "reached --max-attempts 2" in proc.stdout
+    assert git.Repo(run_dir / "worktree").git.status("--porcelain") == ""
+    assert not (run_dir / "lock").exists()
+    # A second resume has nothing left to do under the same budget.
+    again = run_daemon(repo, second, "--resume")
+    assert again.returncode == 0 and sorted(finished(run_dir)) == [1, 2, 3]
+
+
+def test_lock_refuses_a_second_daemon_and_stop_file_ends_the_first(repo: Path) -> None:
+    script = write_script(repo, "slow", [{"text": SLOWER, "delay": 4}, SLOWER, SLOWER])
+    daemon = subprocess.Popen(daemon_cmd(script, config=write_config(repo)), cwd=repo, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: list((repo / "runs" / "pq-l2").glob("*/lock")), what="the lock")
+        run_dir = the_run(repo)
+        second = run_daemon(repo, script, "--resume", run_dir.name)
+        assert second.returncode == 2
+        assert "locked by a live daemon" in second.stderr
+        (run_dir / "STOP").touch()
+        out, err = daemon.communicate(timeout=120)
+    finally:
+        daemon.kill()
+    assert daemon.returncode == 0, err
+    assert "STOP file found" in out
+    assert sorted(finished(run_dir)) == [1]
+    assert not (run_dir / "lock").exists()
+
+
+def test_sigterm_records_the_attempt_as_interrupted_and_exits_0(repo: Path) -> None:
+    script = write_script(repo, "slow", [{"text": SLOWER, "delay": 30}])
+    daemon = subprocess.Popen(daemon_cmd(script, config=write_config(repo)), cwd=repo, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: list((repo / "runs" / "pq-l2").glob("*/attempts.jsonl"))
+             and the_run(repo).joinpath("attempts.jsonl").read_text(), what="attempt 1 to start")
+    daemon.send_signal(signal.SIGTERM)
+    out, _ = daemon.communicate(timeout=30)
+    assert daemon.returncode == 0
+    run_dir = the_run(repo)
+    assert finished(run_dir)[1]["verdict"] == "interrupted"
+    assert "interrupted by SIGTERM" in out
+    assert not (run_dir / "lock").exists()
+
+
+def test_offline_playbook_run_is_labelled_and_keeps(repo: Path) -> None:
+    proc = run_daemon(repo, None, "--model", "offline", "--max-attempts", "2", config=write_config(repo))
+    assert proc.returncode == 0, proc.stderr
+    got = finished(the_run(repo))
+    assert all(r["provider"] == "offline" and r["model"] == "playbook:pq_l2" for r in got.values())
+    assert got[1]["verdict"] == "keep" and got[1]["sources"] == ["01-vectorise-numpy.md"]
+    assert "offline playbook (no LLM)" in proc.stdout and "[offline] attempt 1: keep" in proc.stdout
+
+
+@pytest.mark.parametrize("args, config, message", [
+    (["--target", "nope"], None, "unknown target 'nope'; known targets: pq-l2"),
+    (["--model", "script:/nonexistent.yaml"], None, "cannot use this script"),
+    (["--model", "gpt-9"], None, "unknown model 'gpt-9'"),
+    ([], "max_attemps: 3\n", "max_attemps: unknown key"),
+    ([], "max_attempts: -1\n", "max_attempts: must be positive"),
+    ([], "gate: {min_effect: high}\n", "gate.min_effect: expected float"),
+    ([], ": : :\n", "not valid YAML"),
+    (["--max-attempts", "0"], None, "max_attempts: must be positive"),
+    (["--resume", "20990101-000000"], None, "no run '20990101-000000'"),
+])
+def test_bad_input_exits_2_and_writes_nothing(repo: Path, args: list[str], config: str | None, message: str) -> None:
+    cmd = [sys.executable, "-m", "orchestrator", "loop", "--target", "pq-l2", "--model", "offline", *args]
+    if config is not None:
+        path = repo.parent / "bad.yaml"
+        path.write_text(config)
+        cmd += ["--config", str(path)]
+    proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert message in proc.stderr
+    assert not list((repo / "runs").glob("pq-l2/*"))
+
+
+def test_unreadable_config_and_outside_git_exit_2(repo: Path, tmp_path: Path) -> None:
+    proc = run_daemon(repo, None, "--model", "offline", "--config", str(tmp_path / "missing.yaml"))
+    assert proc.returncode == 2 and "cannot read config" in proc.stderr
+    import shutil
+    shutil.rmtree(repo / ".git")
+    proc = run_daemon(repo, None, "--model", "offline")
+    assert proc.returncode == 2 and "not inside a git repository" in proc.stderr
+    assert not (repo / "runs" / "pq-l2").exists()
