@@ -7,6 +7,7 @@ wrong types and impossible values are errors naming the key.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -63,6 +64,8 @@ def _check_type(key: str, value: Any, annotation: Any) -> Any:
 def _check_value(key: str, value: Any) -> None:
     if value is None:
         return
+    if isinstance(value, float) and math.isnan(value):
+        raise ConfigError(f"{key}: must be a number, got nan")   # nan compares false: it would disable a rule
     if key in _POSITIVE and value <= 0:
         raise ConfigError(f"{key}: must be positive, got {value!r}")
     if key in _NON_NEGATIVE and value < 0:

@@ -47,9 +47,14 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def _append_line(path: Path, line: str) -> None:
-    # One write of a whole line with O_APPEND: a crash leaves the line whole or absent.
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    # One write of a whole line with O_APPEND: a crash leaves the line whole or torn at the end.
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            # A torn last line (crash mid-write; `read` ignores it): drop it, or the new line
+            # would be glued to it and lost.
+            os.ftruncate(fd, os.pread(fd, size, 0).rfind(b"\n") + 1)
         os.write(fd, (line.rstrip("\n") + "\n").encode())
         os.fsync(fd)
     finally:
