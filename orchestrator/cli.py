@@ -15,7 +15,7 @@ from orchestrator import config as config_mod
 from orchestrator import ledger as ledger_mod
 from orchestrator import gate, loop, trial, workspace
 from orchestrator import provider as provider_mod
-from targets.harness.resources import DEFAULT_BUDGET_SECONDS
+from targets.harness import runner
 
 EXIT_USAGE = 2
 
@@ -31,23 +31,13 @@ def _target(name: str) -> targets.TargetInfo:
         raise UsageError(str(exc)) from None
 
 
-def _existing_file(path: Path | None, flag: str) -> Path | None:
-    if path is None:
-        return None
-    if not path.is_file():
-        raise UsageError(f"{flag} {path}: no such file (give the path of a kernels.py to measure)")
-    return path.resolve()
-
-
 def cmd_trial(args: argparse.Namespace) -> int:
     info = _target(args.target)
-    kernel = _existing_file(args.kernel, "--kernel") or info.kernel_path
-    against = _existing_file(args.against, "--against")
-    if args.budget_seconds <= 0:
-        raise UsageError("--budget-seconds must be positive")
-    for flag in ("replicates", "sessions", "queries"):
-        if getattr(args, flag) is not None and getattr(args, flag) < 1:
-            raise UsageError(f"--{flag} must be at least 1")
+    problem = runner.trial_argument_problem(args)
+    if problem:
+        raise UsageError(problem)
+    kernel = (args.kernel or info.kernel_path).resolve()
+    against = args.against.resolve() if args.against else None
     try:
         gate_config = config_mod.load(args.config, {}).gate
     except config_mod.ConfigError as exc:
@@ -157,15 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("trial", help="measure a kernel: correctness, then (paired) timing")
     p.add_argument("--target", required=True, help="target name, e.g. pq-l2 (see `orchestrator targets`)")
-    p.add_argument("--kernel", type=Path, help="kernel under test (default: the target's kernels.py)")
-    p.add_argument("--against", type=Path, help="incumbent kernel: paired, interleaved speedup")
-    p.add_argument("--mode", choices=("single", "baseline"), default="single",
-                   help="without --against: single pass, or baseline (3 passes)")
-    p.add_argument("--budget-seconds", type=float, default=DEFAULT_BUDGET_SECONDS)
-    p.add_argument("--seed", type=lambda s: int(s, 0), help="query seed (default: secret, random)")
-    p.add_argument("--replicates", type=int, help="fresh worker pairs (paired mode)")
-    p.add_argument("--sessions", type=int, help="timing blocks per worker pair (paired mode)")
-    p.add_argument("--queries", type=int, help="timed queries per combo and block")
+    runner.add_trial_arguments(p, None)
     p.add_argument("--config", type=Path, help="run config whose gate thresholds judge a paired trial")
     p.add_argument("--out-dir", type=Path, help="keep the trial's logs and result.json here")
     p.add_argument("--json", action="store_true", help="print the result as JSON")

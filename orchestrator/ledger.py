@@ -20,6 +20,8 @@ from typing import Any
 
 import psutil
 
+from targets.harness.files import write_atomic
+
 RESULTS_COLUMNS = ("attempt", "commit", "timestamp", "correctness", "geomean_ns", "ci_lo", "ci_hi", "worst_ns",
                    "worst_combo", "best_ns", "best_combo", "peak_mem_mb", "total_seconds", "keep", "speedup",
                    "speedup_ci_lo", "speedup_ci_hi", "provider", "cost_usd", "description")
@@ -35,15 +37,6 @@ class LockHeld(LedgerError):
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-
-
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _append_line(path: Path, line: str) -> None:

@@ -25,6 +25,7 @@ from orchestrator.config import RunConfig, to_dict
 from orchestrator.ledger import Ledger
 from orchestrator.provider import OfflineProvider, Provider, ProviderError, Usage
 from targets import PROJECT_ROOT, TargetInfo
+from targets.harness.files import write_atomic
 from targets.harness.result import TrialResult
 
 EVIDENCE_CHARS = 4000
@@ -176,7 +177,7 @@ def run_attempt(run: Run, n: int, records: list[dict[str, Any]]) -> dict[str, An
             rec["diff"] = run.ws.diff()
             (adir / "diff.patch").write_text(rec["diff"])
             changed = run.ws.changed_paths()
-            ledger_mod.write_atomic(run.incumbent, incumbent)
+            write_atomic(run.incumbent, incumbent)
         if not changed:
             run.ws.reset()
             return finish("discard", "no_change", "the edit leaves kernels.py unchanged")
@@ -372,7 +373,7 @@ def start(config: RunConfig, target: TargetInfo, api: dict[str, dict[str, list[s
                    "user_checkout_dirty": dirty, "machine": machine_info()})
     warning = ledger.acquire_lock()
     ws = workspace.create(repo, ledger.dir / "worktree", branch, workspace.relative_kernel(repo, target.kernel_path))
-    ledger_mod.write_atomic(ledger.dir / "baseline.py", ws.committed_kernel())
+    write_atomic(ledger.dir / "baseline.py", ws.committed_kernel())
     run = Run(config, target, api, provider, ledger, ws, prompt_files(target), run_id, log)
     if dirty:
         run.warnings.append(f"your checkout has uncommitted changes; the run starts from HEAD "

@@ -137,7 +137,7 @@ def test_result_json_matches_block_on_failure(write_kernel, tmp_path: Path) -> N
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--kernel", "/nonexistent/kernels.py"], "kernel file not found"),
+    (["--kernel", "/nonexistent/kernels.py"], "--kernel /nonexistent/kernels.py: no such file"),
     (["--budget-seconds", "0"], "must be positive"),
     (["--replicates", "0"], "must be at least 1"),
 ])

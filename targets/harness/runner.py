@@ -32,6 +32,7 @@ import psutil
 
 from targets import PROJECT_ROOT
 from targets.harness import stats, wire
+from targets.harness.files import write_atomic
 from targets.harness.prng import Stream, mix_seeds
 from targets.harness.resources import DEFAULT_BUDGET_SECONDS, peak_rss_mb
 from targets.harness.result import (EXIT_INCORRECT, EXIT_INTERNAL, EXIT_OK, EXIT_TIMEOUT, Measured,
@@ -546,51 +547,57 @@ def summarise(result: TrialResult, samples: SpeedSamples, combos: Sequence[str],
 
 # ----------------------------------------------------------------------------- command line
 
-def parse_args(argv: Sequence[str] | None, target: str, default_kernel: Path) -> TrialOptions:
-    parser = argparse.ArgumentParser(prog=f"run_experiment ({target})",
-                                     description=f"Run one {target} trial: correctness, then timing.")
-    parser.add_argument("--kernel", type=Path, default=default_kernel, help="kernel file under test")
-    parser.add_argument("--against", type=Path, help="incumbent kernel: paired, interleaved timing")
+def add_trial_arguments(parser: argparse.ArgumentParser, default_kernel: Path | None) -> None:
+    """The options every trial front end shares (run_experiment.py and `orchestrator trial`)."""
+    parser.add_argument("--kernel", type=Path, default=default_kernel,
+                        help="kernel file under test (default: the target's kernels.py)")
+    parser.add_argument("--against", type=Path, help="incumbent kernel: paired, interleaved speedup")
     parser.add_argument("--mode", choices=("single", "baseline"), default="single",
-                        help="single: 1 pass; baseline: 3 passes (ignored with --against)")
+                        help="without --against: single pass, or baseline (3 passes)")
     parser.add_argument("--budget-seconds", type=float, default=DEFAULT_BUDGET_SECONDS)
     parser.add_argument("--seed", type=lambda s: int(s, 0), help="query seed (default: secret, random)")
-    parser.add_argument("--replicates", type=int, help="fresh worker pairs in paired mode")
-    parser.add_argument("--sessions", type=int, help="timing blocks per worker pair in paired mode")
-    parser.add_argument("--queries", type=int, dest="queries_per_combo", help="timed queries per combo")
+    parser.add_argument("--replicates", type=int, help="fresh worker pairs (paired mode)")
+    parser.add_argument("--sessions", type=int, help="timing blocks per worker pair (paired mode)")
+    parser.add_argument("--queries", type=int, help="timed queries per combo and block")
+
+
+def trial_argument_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the shared trial options, as a message naming the flag, or None."""
+    for flag in ("kernel", "against"):
+        path = getattr(args, flag)
+        if path is not None and not path.is_file():
+            return f"--{flag} {path}: no such file (give the path of a kernels.py to measure)"
+    if args.budget_seconds <= 0:
+        return "--budget-seconds must be positive"
+    for flag in ("replicates", "sessions", "queries"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            return f"--{flag} must be at least 1"
+    return None
+
+
+def parse_args(argv: Sequence[str] | None, target: str, default_kernel: Path) -> tuple[TrialOptions, Path | None]:
+    parser = argparse.ArgumentParser(prog=f"run_experiment ({target})",
+                                     description=f"Run one {target} trial: correctness, then timing.")
+    add_trial_arguments(parser, default_kernel)
     parser.add_argument("--log-dir", type=Path, help="keep worker logs here")
     parser.add_argument("--result-json", type=Path, help="also write the result as JSON here")
     args = parser.parse_args(argv)
-    for path in filter(None, (args.kernel, args.against)):
-        if not path.is_file():
-            parser.error(f"kernel file not found: {path}")
-    if args.budget_seconds <= 0:
-        parser.error("--budget-seconds must be positive")
-    for name in ("replicates", "sessions", "queries_per_combo"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            parser.error(f"--{name.replace('_per_combo', '').replace('_', '-')} must be at least 1")
+    problem = trial_argument_problem(args)
+    if problem:
+        parser.error(problem)
     options = TrialOptions(kernel=args.kernel.resolve(), against=args.against.resolve() if args.against else None,
                            mode=args.mode, budget_seconds=args.budget_seconds, seed=args.seed,
-                           replicates=args.replicates, sessions=args.sessions,
-                           queries_per_combo=args.queries_per_combo,
+                           replicates=args.replicates, sessions=args.sessions, queries_per_combo=args.queries,
                            log_dir=args.log_dir)
-    return options, args.result_json  # type: ignore[return-value]
+    return options, args.result_json
 
 
 def main(plan: TargetPlan, argv: Sequence[str] | None, default_kernel: Path) -> int:
     """Entry point for a target's run_experiment.py: prints the result block, exits with its code."""
-    options, result_json = parse_args(argv, plan.name, default_kernel)  # type: ignore[misc]
+    options, result_json = parse_args(argv, plan.name, default_kernel)
     result = run_trial(plan, options)
     if result_json is not None:
         write_atomic(result_json, result.to_json())
     sys.stdout.write(result.to_block())
     sys.stdout.flush()
     return result.exit_code
-
-
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
