@@ -71,7 +71,8 @@ def cmd_trial(args: argparse.Namespace) -> int:
     return outcome.exit_code
 
 
-def _provider(model: str, info: targets.TargetInfo) -> provider_mod.Provider:
+def _provider(config: config_mod.RunConfig, info: targets.TargetInfo) -> provider_mod.Provider:
+    model = config.model
     if model == "offline":
         playbook = info.folder / "playbook"
         try:
@@ -84,12 +85,21 @@ def _provider(model: str, info: targets.TargetInfo) -> provider_mod.Provider:
             return provider_mod.load_script(path)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise UsageError(f"--model {model}: cannot use this script: {exc}") from None
-    raise UsageError(f"unknown model {model!r}; this version runs --model offline (the target's curated playbook)"
-                     " or --model script:FILE (replies from a YAML file)")
+    try:
+        spec = provider_mod.resolve(model, provider_mod.load_models(config.models))
+        if spec.price is None and config.max_cost_usd is not None:
+            raise provider_mod.ModelError(
+                f"{spec.name} has no known price and --max-cost-usd is set; add its price under "
+                f"models: {{models: {{'{spec.name}': {{price: {{input: ..., output: ...}}}}}}}} in the run config")
+        retry = provider_mod.RetryPolicy(attempts=config.provider_retries + 1,
+                                         max_total_wait=config.provider_retry_wait_seconds)
+        return provider_mod.make_sdk_provider(spec, config.base_url, config.provider_timeout_seconds, retry)
+    except provider_mod.ModelError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def cmd_loop(args: argparse.Namespace) -> int:
-    overrides = {k: getattr(args, k) for k in ("target", "model", "max_attempts", "max_hours", "max_cost_usd",
+    overrides = {k: getattr(args, k) for k in ("target", "model", "base_url", "max_attempts", "max_hours", "max_cost_usd",
                                                  "stop_after_rejects", "repair_turns", "trial_budget_seconds",
                                                  "min_effect")}
     resuming = args.resume is not None
@@ -107,7 +117,7 @@ def cmd_loop(args: argparse.Namespace) -> int:
         workspace.find_repo(targets.PROJECT_ROOT)
     except workspace.WorkspaceError as exc:
         raise UsageError(str(exc)) from None
-    provider = _provider(config.model, info)
+    provider = _provider(config, info)
     api = importlib.import_module(f"{info.module}.target").KERNEL_API
     try:
         run = (loop.resume(run_dir, config, info, api, provider) if resuming
@@ -155,7 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("loop", help="run the autoresearch loop until a budget, the playbook or a signal stops it")
     p.add_argument("--target", help="target name, e.g. pq-l2")
-    p.add_argument("--model", help="offline (replay the target's playbook, no LLM)")
+    p.add_argument("--model", help="claude, gpt, anthropic:<id>, openai:<id>, openai-compatible:<id>, "
+                                   "offline (the target's playbook, no LLM) or script:FILE")
+    p.add_argument("--base-url", help="API base URL (e.g. a local vLLM/Ollama server for openai-compatible:<id>)")
     p.add_argument("--config", type=Path, help="YAML file with any of the options below")
     p.add_argument("--max-attempts", type=int)
     p.add_argument("--max-hours", type=float)

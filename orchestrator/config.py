@@ -38,13 +38,19 @@ class RunConfig:
     trial_sessions: int | None = None
     trial_queries: int | None = None
     history_rows: int = 40                     # earlier attempts shown in the prompt
+    base_url: str | None = None                # e.g. a local vLLM/Ollama server for openai-compatible:<id>
+    provider_timeout_seconds: float = 300.0    # per call: a stalled connection can't freeze the daemon
+    provider_retries: int = 5                  # retries after the first call (429, 5xx, timeouts)
+    provider_retry_wait_seconds: float = 600.0 # total sleep across one call's retries
+    models: dict[str, Any] | None = None       # overrides of orchestrator/models.yaml (aliases, prices, ...)
     gate: GateConfig = field(default_factory=GateConfig)
 
 
 _POSITIVE = {"max_attempts", "max_hours", "max_cost_usd", "stop_after_rejects", "trial_budget_seconds",
              "stop_after_provider_errors", "trial_replicates", "trial_sessions", "trial_queries",
+             "provider_timeout_seconds", "provider_retry_wait_seconds",
              "history_rows", "worst_combo_min", "tradeoff_ratio"}
-_NON_NEGATIVE = {"repair_turns", "min_effect"}
+_NON_NEGATIVE = {"repair_turns", "min_effect", "provider_retries"}
 
 
 def _check_type(key: str, value: Any, annotation: Any) -> Any:
@@ -53,11 +59,14 @@ def _check_type(key: str, value: Any, annotation: Any) -> Any:
     if value is None and type(None) in allowed:
         return None
     for kind in allowed:
+        if typing.get_origin(kind) is dict and isinstance(value, dict):
+            return value
         if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
         if kind in (int, str) and isinstance(value, kind) and not isinstance(value, bool):
             return value
-    names = " or ".join("null" if k is type(None) else k.__name__ for k in allowed)
+    names = " or ".join("null" if k is type(None) else "mapping" if typing.get_origin(k) is dict else k.__name__
+                        for k in allowed)
     raise ConfigError(f"{key}: expected {names}, got {value!r}")
 
 

@@ -56,6 +56,7 @@ class Run:
     files: prompt_mod.PromptFiles
     run_id: str
     log: Callable[[str], None] = print
+    history_rows: int = 0                 # shrinks when a prompt was too long for the model
     stop_reason: str = ""
     warnings: list[str] = field(default_factory=list)
 
@@ -107,7 +108,9 @@ def run_attempt(run: Run, n: int, records: list[dict[str, Any]]) -> dict[str, An
     """Run attempt ``n`` to its end and return its finished record (already in the ledger)."""
     phases, usage = Phases(), Usage()
     started = ledger_mod.now()
+    spec = getattr(run.provider, "spec", None)
     rec: dict[str, Any] = {"started_at": started, "provider": run.provider.name, "model": run.provider.model,
+                           "price": asdict(spec.price) if spec is not None and spec.price else None,
                            "hypothesis": None, "lesson": None, "edit_format": None, "repair_turns": 0,
                            "diff": "", "trial_exit_code": None, "trial": None, "commit": None,
                            "cumulative_speedup": None, "cumulative_ci": None, "sources": []}
@@ -133,12 +136,16 @@ def run_attempt(run: Run, n: int, records: list[dict[str, Any]]) -> dict[str, An
         incumbent = run.ws.committed_kernel()
         with phases("prompt"):
             prompt = prompt_mod.build(run.files, run.target.name, n, incumbent, records, _last_failure(records),
-                                      run.config.history_rows)
+                                      run.history_rows or run.config.history_rows)
             rec["prompt_hashes"] = prompt.file_hashes
             (adir / "prompt.md").write_text(prompt.render())
         change = None
         for turn in range(run.config.repair_turns + 1):
             purpose = "propose" if turn == 0 else "repair"
+            refusal = _over_cost_budget(run, records, usage, prompt.messages)
+            if refusal:
+                finish("not_run", "cost_budget", refusal)
+                raise RunEnded(refusal)
             try:
                 with phases("propose"):
                     reply = run.provider.complete(prompt.messages, purpose)
@@ -150,6 +157,10 @@ def run_attempt(run: Run, n: int, records: list[dict[str, Any]]) -> dict[str, An
                 if exc.kind == "exhausted":
                     finish("discard", "provider_error", str(exc))
                     raise RunEnded(str(exc)) from exc
+                if exc.kind == "context":
+                    run.history_rows = max(1, (run.history_rows or run.config.history_rows) // 2)
+                    run.log(f"the prompt was too long for the model; next attempts show {run.history_rows} "
+                            "earlier attempts")
                 reason = {"truncated": "truncated", "empty": "empty_reply", "refusal": "refusal",
                           "no_repair": "edit_failed"}.get(exc.kind, "provider_error")
                 return finish("discard", reason, f"{exc.kind}: {exc}", rec.get("edit_error"))
@@ -220,6 +231,21 @@ def run_attempt(run: Run, n: int, records: list[dict[str, Any]]) -> dict[str, An
         run.ws.reset()
         finish("discard", "daemon_error", f"{type(exc).__name__}: {exc}", "".join(traceback.format_exception(exc)))
         raise DaemonStop(f"internal error in attempt {n}: {exc} (recorded in the ledger)") from exc
+
+
+def _over_cost_budget(run: Run, records: list[dict[str, Any]], usage: Usage, messages: list) -> str | None:
+    """Why the next call may not be made under --max-cost-usd, judged by its worst case, or None."""
+    limit = run.config.max_cost_usd
+    if limit is None:
+        return None
+    worst = getattr(run.provider, "worst_case_cost", lambda _: 0.0)(messages)
+    spent = sum(r.get("cost_usd", 0.0) for r in records) + usage.cost_usd
+    if worst is None:
+        return f"cost budget: {run.provider.model} has no known price, so no call can be made under --max-cost-usd"
+    if spent + worst > limit:
+        return (f"cost budget: the next call could cost up to ${worst:.4f} and ${limit - spent:.4f} "
+                f"of --max-cost-usd {limit:g} is left")
+    return None
 
 
 def _hypothesis_of(text: str) -> str | None:

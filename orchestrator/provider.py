@@ -7,8 +7,9 @@ attempt and ``"repair"`` for a turn that fixes an edit which did not apply.
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -41,8 +42,9 @@ class Reply:
 
 
 class ProviderError(Exception):
-    """kind: auth (stop the daemon), invalid, context, transient, truncated, empty, refusal,
-    no_repair, exhausted (the offline playbook ran out: the loop ends normally)."""
+    """kind: auth (stop the daemon), invalid, context (retry with less history), transient
+    (retries exhausted), truncated, empty, refusal, no_repair, exhausted (the replies ran out:
+    the loop ends normally). ``usage`` carries what a failed call still cost."""
 
     def __init__(self, kind: str, message: str, usage: Usage | None = None) -> None:
         super().__init__(message)
@@ -145,3 +147,273 @@ def load_script(path: Path) -> ScriptedProvider:
         else:
             raise ValueError(f"{path}: step {i} must be a string or a mapping of text/delay/error")
     return ScriptedProvider(steps, model=f"script:{path.name}")
+
+
+# ---------------------------------------------------------------------------------- real LLM APIs
+
+MODELS_FILE = Path(__file__).with_name("models.yaml")
+KINDS = ("anthropic", "openai", "openai-compatible")
+KEY_ENV = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY", "openai-compatible": "OPENAI_API_KEY"}
+_MODEL_KEYS = {"price", "max_tokens", "temperature", "extra"}
+_PRICE_KEYS = {"input", "output", "cache_write", "cache_read"}
+CHARS_PER_TOKEN_WORST = 3.0      # code and English run ~3.5-4 chars/token: 3 over-counts, as a budget should
+
+
+class ModelError(ValueError):
+    """An unknown model, kind or setting; the message names it and the fix."""
+
+
+@dataclass(frozen=True)
+class Price:
+    """USD per million tokens."""
+
+    input: float
+    output: float
+    cache_write: float | None = None
+    cache_read: float | None = None
+
+    def cost(self, usage: Usage) -> float:
+        """``input_tokens`` are the uncached input tokens; cache tokens are billed at their rates."""
+        return (usage.input_tokens * self.input + usage.output_tokens * self.output
+                + usage.cache_write_tokens * (self.cache_write if self.cache_write is not None else self.input)
+                + usage.cache_read_tokens * (self.cache_read if self.cache_read is not None else self.input)) / 1e6
+
+    def worst_case(self, input_tokens: int, max_output_tokens: int) -> float:
+        dearest_input = max(self.input, self.cache_write or 0.0)
+        return (input_tokens * dearest_input + max_output_tokens * self.output) / 1e6
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    kind: str                        # anthropic | openai | openai-compatible
+    model_id: str                    # what the API is asked for
+    price: Price | None
+    max_tokens: int
+    temperature: float | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}:{self.model_id}"
+
+
+def load_models(overrides: dict | None = None) -> dict:
+    """The project's models.yaml with the run config's ``models:`` mapping merged on top."""
+    import yaml
+
+    data = yaml.safe_load(MODELS_FILE.read_text())
+    for section, values in (overrides or {}).items():
+        if section not in ("aliases", "defaults", "models"):
+            raise ModelError(f"models.{section}: unknown section (known: aliases, defaults, models)")
+        if not isinstance(values, dict):
+            raise ModelError(f"models.{section}: expected a mapping")
+        if section == "models":
+            for name, settings in values.items():
+                data["models"][name] = {**data["models"].get(name, {}), **(settings or {})}
+        else:
+            data[section] = {**data.get(section, {}), **values}
+    return data
+
+
+def resolve(spec: str, models: dict) -> ModelSpec:
+    """``claude`` / ``anthropic:<id>`` / ``openai:<id>`` / ``openai-compatible:<id>`` -> ModelSpec."""
+    name = models.get("aliases", {}).get(spec, spec)
+    kind, sep, model_id = name.partition(":")
+    if not sep or kind not in KINDS or not model_id:
+        aliases = ", ".join(sorted(models.get("aliases", {})))
+        raise ModelError(f"unknown model {spec!r}; use an alias ({aliases}), anthropic:<id>, openai:<id>, "
+                         "openai-compatible:<id> with --base-url, or offline")
+    settings = {**models.get("defaults", {}), **models.get("models", {}).get(name, {})}
+    unknown = set(settings) - _MODEL_KEYS
+    if unknown:
+        raise ModelError(f"models.models.{name}: unknown setting(s) {', '.join(sorted(unknown))} "
+                         f"(known: {', '.join(sorted(_MODEL_KEYS))})")
+    price = settings.get("price")
+    if price is not None:
+        if not isinstance(price, dict) or set(price) - _PRICE_KEYS or not {"input", "output"} <= set(price):
+            raise ModelError(f"models.models.{name}.price: give input and output (and optionally cache_write, "
+                             "cache_read) in USD per million tokens")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in price.values()):
+            raise ModelError(f"models.models.{name}.price: prices must be non-negative numbers")
+        price = Price(**{k: float(v) for k, v in price.items()})
+    max_tokens = settings.get("max_tokens")
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens <= 0:
+        raise ModelError(f"models.models.{name}.max_tokens: must be a positive integer")
+    temperature = settings.get("temperature")
+    if temperature is not None and (not isinstance(temperature, (int, float)) or isinstance(temperature, bool)):
+        raise ModelError(f"models.models.{name}.temperature: must be a number or null")
+    extra = settings.get("extra") or {}
+    if not isinstance(extra, dict):
+        raise ModelError(f"models.models.{name}.extra: must be a mapping of request fields")
+    return ModelSpec(kind, model_id, price, max_tokens, None if temperature is None else float(temperature), extra)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 6                  # calls in all, the first included
+    max_total_wait: float = 600.0      # seconds of sleeping across one call's retries
+    max_wait: float = 120.0            # cap on one sleep, retry-after included
+    initial: float = 1.0
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None) or {}
+    for name, scale in (("retry-after-ms", 1e-3), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            return max(0.0, float(value) * scale)
+        except ValueError:
+            from email.utils import parsedate_to_datetime
+            from datetime import datetime, timezone
+            try:
+                return max(0.0, (parsedate_to_datetime(value) - datetime.now(timezone.utc)).total_seconds())
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
+def _status(exc: BaseException) -> int | None:
+    status = getattr(exc, "status_code", None)
+    return status if isinstance(status, int) else None
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Worth retrying: rate limits, overload, other 5xx, timeouts, broken connections and
+    unparseable responses. Never auth, invalid or context errors."""
+    import anthropic
+    import openai
+
+    if isinstance(exc, (anthropic.APIConnectionError, openai.APIConnectionError,      # timeouts included
+                        anthropic.APIResponseValidationError, openai.APIResponseValidationError,
+                        json.JSONDecodeError)):                                        # a garbled body
+        return True
+    status = _status(exc)
+    return status is not None and (status in (408, 409, 429) or status >= 500)
+
+
+_CONTEXT_HINTS = ("context", "too long", "too many tokens", "maximum", "prompt is too long")
+
+
+def classify(exc: BaseException) -> ProviderError:
+    """The error the loop acts on, with the API's own message (never a key: SDKs don't echo it)."""
+    status = _status(exc)
+    message = f"{type(exc).__name__}: {exc}"
+    if status in (401, 403):
+        return ProviderError("auth", message)
+    if status in (400, 413) and any(h in str(exc).lower() for h in _CONTEXT_HINTS):
+        return ProviderError("context", message)
+    if is_transient(exc):
+        return ProviderError("transient", f"{message} (retries exhausted)")
+    return ProviderError("invalid", message)
+
+
+class SDKProvider:
+    """One model behind the official SDK, with exactly one retry policy (tenacity's; the SDK's
+    own retries are off), a per-call timeout, cost accounting and prompt caching."""
+
+    def __init__(self, spec: ModelSpec, api_key: str | None, base_url: str | None, timeout: float,
+                 retry: RetryPolicy, log: Callable[[str], None] = print) -> None:
+        self.spec, self.retry, self.log = spec, retry, log
+        self.name, self.model = spec.kind, spec.name
+        if spec.kind == "anthropic":
+            import anthropic
+            self.client = anthropic.Anthropic(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0)
+        else:
+            import openai
+            self.client = openai.OpenAI(api_key=api_key or "not-needed", base_url=base_url, timeout=timeout,
+                                        max_retries=0)
+
+    def worst_case_cost(self, messages: Sequence[Message]) -> float | None:
+        """An upper bound on one call's cost (None: the price is unknown)."""
+        if self.spec.price is None:
+            return None
+        chars = sum(len(m.content) + 16 for m in messages)
+        return self.spec.price.worst_case(int(chars / CHARS_PER_TOKEN_WORST) + 1, self.spec.max_tokens)
+
+    def complete(self, messages: Sequence[Message], purpose: str) -> Reply:
+        import tenacity
+
+        def wait(state: tenacity.RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            hinted = _retry_after(exc) if exc else None
+            backoff = tenacity.wait_exponential_jitter(multiplier=self.retry.initial, max=self.retry.max_wait,
+                                                       jitter=self.retry.initial)(state)
+            return min(self.retry.max_wait, hinted if hinted is not None else backoff)
+
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            self.log(f"[{self.model}] retry {state.attempt_number}/{self.retry.attempts - 1} in "
+                     f"{state.next_action.sleep if state.next_action else 0:.1f} s after {type(exc).__name__}"
+                     f"{f' ({_status(exc)})' if _status(exc) else ''}")
+
+        started = time.monotonic()
+        try:
+            for attempt in tenacity.Retrying(
+                    stop=tenacity.stop_after_attempt(self.retry.attempts)
+                    | tenacity.stop_before_delay(self.retry.max_total_wait),
+                    wait=wait, retry=tenacity.retry_if_exception(is_transient), before_sleep=before_sleep,
+                    reraise=True):
+                with attempt:
+                    text, stop, usage = self._call(messages)
+        except Exception as exc:  # noqa: BLE001 - every SDK failure becomes a classified ProviderError
+            error = classify(exc)
+            if error.kind == "auth":
+                error = ProviderError("auth", f"{error} — check {KEY_ENV[self.spec.kind]}")
+            raise error from exc
+        usage = Usage(usage.input_tokens, usage.output_tokens, usage.cache_read_tokens, usage.cache_write_tokens,
+                      round(self.spec.price.cost(usage), 6) if self.spec.price else 0.0,
+                      round(time.monotonic() - started, 3))
+        if stop in ("max_tokens", "length", "model_context_window_exceeded"):
+            raise ProviderError("truncated", f"reply cut off by the token limit (stop reason {stop}); not applied", usage)
+        if stop in ("refusal", "content_filter"):
+            raise ProviderError("refusal", f"the model refused (stop reason {stop})", usage)
+        if not text.strip():
+            raise ProviderError("empty", f"the reply has no text (stop reason {stop})", usage)
+        return Reply(text, self.name, self.model, usage, stop)
+
+    def _call(self, messages: Sequence[Message]) -> tuple[str, str, Usage]:
+        options: dict = dict(self.spec.extra)
+        if self.spec.temperature is not None:
+            options["temperature"] = self.spec.temperature
+        if self.spec.kind == "anthropic":
+            # The system message is the stable prefix (HARNESS.md, program.md): cache it.
+            system = [{"type": "text", "text": m.content, "cache_control": {"type": "ephemeral"}}
+                      for m in messages if m.role == "system"]
+            turns = [{"role": m.role, "content": m.content} for m in messages if m.role != "system"]
+            r = self.client.messages.create(model=self.spec.model_id, max_tokens=self.spec.max_tokens,
+                                            system=system, messages=turns, **options)
+            text = "".join(b.text for b in r.content if getattr(b, "type", None) == "text")   # thinking etc. ignored
+            u = r.usage
+            return text, str(r.stop_reason), Usage(u.input_tokens or 0, u.output_tokens or 0,
+                                                   u.cache_read_input_tokens or 0, u.cache_creation_input_tokens or 0)
+        limit = "max_completion_tokens" if self.spec.kind == "openai" else "max_tokens"
+        r = self.client.chat.completions.create(model=self.spec.model_id, **{limit: self.spec.max_tokens},
+                                                messages=[{"role": m.role, "content": m.content} for m in messages],
+                                                **options)
+        if not r.choices:
+            return "", "no_choices", Usage()
+        choice = r.choices[0]
+        stop = "refusal" if getattr(choice.message, "refusal", None) else str(choice.finish_reason)
+        u = r.usage
+        cached = (getattr(getattr(u, "prompt_tokens_details", None), "cached_tokens", 0) or 0) if u else 0
+        usage = Usage((u.prompt_tokens or 0) - cached, u.completion_tokens or 0, cached, 0) if u else Usage()
+        return choice.message.content or "", stop, usage
+
+
+def make_sdk_provider(spec: ModelSpec, base_url: str | None, timeout: float, retry: RetryPolicy,
+                      log: Callable[[str], None] = print) -> SDKProvider:
+    """The provider for ``spec`` with its key from the environment; ModelError names what is missing."""
+    import os
+
+    env = KEY_ENV[spec.kind]
+    key = os.environ.get(env)
+    if spec.kind == "openai-compatible":
+        if not (base_url or os.environ.get("OPENAI_BASE_URL")):
+            raise ModelError("openai-compatible models need --base-url URL (e.g. http://127.0.0.1:8000/v1 for "
+                             "vLLM, http://127.0.0.1:11434/v1 for Ollama) or OPENAI_BASE_URL")
+    elif not key:
+        raise ModelError(f"{env} is not set: export it to use {spec.name}, or run with --model offline")
+    return SDKProvider(spec, key, base_url, timeout, retry, log)

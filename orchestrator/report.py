@@ -17,7 +17,7 @@ def summary(ledger: Ledger, ws: Workspace, stop_reason: str) -> str:
              f"  run:      {ledger.dir}",
              f"  branch:   {ws.branch} (worktree {ws.worktree})",
              f"  attempts: {len(records)} ({len(keeps)} kept"
-             + (f"; discarded: {', '.join(f'{k} {v}' for k, v in sorted(reasons.items()))}" if reasons else "") + ")"]
+             + (f"; not kept: {', '.join(f'{k} {v}' for k, v in sorted(reasons.items()))}" if reasons else "") + ")"]
     cost = sum(r.get("cost_usd", 0.0) for r in records)
     if best is None:
         lines.append("  best:     the baseline (no kernel kept)")

@@ -14,10 +14,10 @@ import git
 import pytest
 import yaml
 
-from conftest import BASELINE, ROOT, processes_mentioning
+from conftest import (BASELINE, CANARY, ROOT, daemon_cmd, events, finished, processes_mentioning, run_daemon,
+                      the_run, wait_for, write_config, write_script)
 
 PLAYBOOK = ROOT / "targets" / "pq_l2" / "playbook"
-FAST_CONFIG = {"trial_replicates": 2, "trial_sessions": 1, "trial_queries": 3, "repair_turns": 1}
 
 
 def whole_file(hypothesis: str, text: str) -> str:
@@ -44,73 +44,6 @@ HANG = whole_file("Think forever.", baseline_with("    def distance_table(self, 
 MALFORMED = "I would vectorise the loop.\n"
 BAD_SEARCH = ("HYPOTHESIS: Tweak a line that is not there.\n\n<<<<<<< SEARCH\nthis line is not in the file\n"
               "=======\nx = 1\n>>>>>>> REPLACE\n")
-
-
-@pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    """A committed copy of the project's working tree (tracked and new files, nothing ignored)."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True,
-                           check=True).stdout.decode().split("\0")
-    dest = tmp_path / "repo"
-    for name in filter(None, files):
-        src = ROOT / name
-        if src.is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            (dest / name).write_bytes(src.read_bytes())
-    r = git.Repo.init(dest)
-    r.git.add("-A")
-    r.git.execute(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"])
-    return dest
-
-
-def write_script(repo: Path, name: str, steps: list) -> Path:
-    path = repo.parent / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(steps))
-    return path
-
-
-def write_config(repo: Path, **extra) -> Path:
-    path = repo.parent / "run.yaml"
-    path.write_text(yaml.safe_dump({**FAST_CONFIG, **extra}))
-    return path
-
-
-def daemon_cmd(script: Path | None, *args: str, config: Path | None = None) -> list[str]:
-    cmd = [sys.executable, "-m", "orchestrator", "loop", "--target", "pq-l2"]
-    if script is not None:
-        cmd += ["--model", f"script:{script}"]
-    if config is not None:
-        cmd += ["--config", str(config)]
-    return cmd + list(args)
-
-
-CANARY = f"sk-canary-{os.getpid()}-{time.time_ns()}"     # built at run time: no file contains it
-
-
-def run_daemon(repo: Path, script: Path | None, *args: str, config: Path | None = None,
-               timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "ANTHROPIC_API_KEY": CANARY}
-    return subprocess.run(daemon_cmd(script, *args, config=config), cwd=repo, capture_output=True, text=True,
-                          timeout=timeout, env=env)
-
-
-def the_run(repo: Path) -> Path:
-    runs = sorted((repo / "runs" / "pq-l2").glob("*/run.json"))
-    assert len(runs) == 1, runs
-    return runs[0].parent
-
-
-def events(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "attempts.jsonl").read_text().splitlines()]
-
-
-def finished(run_dir: Path) -> dict[int, dict]:
-    out: dict[int, dict] = {}
-    for e in events(run_dir):
-        if e["event"] == "finished":
-            assert e["attempt"] not in out, f"attempt {e['attempt']} finished twice"
-            out[e["attempt"]] = e
-    return out
 
 
 def test_one_run_covers_keep_and_every_discard_reason(repo: Path) -> None:
@@ -177,15 +110,6 @@ def test_hanging_kernel_times_out_and_leaves_no_process(repo: Path) -> None:
     run_dir = the_run(repo)
     assert finished(run_dir)[1]["reason"] == "timeout"
     assert processes_mentioning(str(run_dir)) == []
-
-
-def wait_for(predicate, timeout: float = 60.0, what: str = "condition") -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def trial_running(repo: Path) -> bool:

@@ -1,0 +1,190 @@
+"""Real anthropic/openai SDK clients against a scripted local server: retries, errors, cost."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fake_llm import (FakeLLMServer, Step, anthropic_error, anthropic_message, openai_completion,
+                      openai_error)
+from orchestrator import provider as p
+
+KEY = "sk-test-provider-key-123"
+FAST_RETRY = p.RetryPolicy(attempts=3, max_total_wait=5.0, max_wait=0.5, initial=0.01)
+MESSAGES = [p.Message("system", "HARNESS.md and program.md: the stable prefix."),
+            p.Message("user", "Attempt 1: propose one change.")]
+PRICE = p.Price(input=4.0, output=20.0, cache_write=5.0, cache_read=0.4)
+
+
+@pytest.fixture
+def server():
+    s = FakeLLMServer()
+    yield s
+    s.close()
+
+
+def make(server: FakeLLMServer, kind: str = "anthropic", timeout: float = 10.0, price: p.Price | None = PRICE,
+         retry: p.RetryPolicy = FAST_RETRY, log: list | None = None) -> p.SDKProvider:
+    spec = p.ModelSpec(kind, "test-model", price, max_tokens=1000)
+    base = server.url if kind == "anthropic" else server.url + "/v1"
+    return p.SDKProvider(spec, KEY, base, timeout, retry, (log.append if log is not None else lambda _: None))
+
+
+def test_anthropic_success_records_usage_cost_and_caches_the_prefix(server: FakeLLMServer) -> None:
+    server.queue(anthropic_message("HYPOTHESIS: x", input_tokens=1000, output_tokens=500, cache_read=8000,
+                                   cache_write=2000, thinking=True))
+    reply = make(server).complete(MESSAGES, "propose")
+    assert reply.text == "HYPOTHESIS: x"                       # the thinking block is ignored
+    u = reply.usage
+    assert (u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens) == (1000, 500, 8000, 2000)
+    # 1000*4 + 500*20 + 8000*0.4 + 2000*5 = 4000 + 10000 + 3200 + 10000 = 27200 per million
+    assert u.cost_usd == pytest.approx(0.0272)
+    request = server.requests[0]
+    assert request["path"] == "/v1/messages"
+    headers = request["headers"]
+    assert headers.get("x-api-key") == KEY or headers.get("authorization") == f"Bearer {KEY}"
+    assert request["body"]["system"] == [{"type": "text", "text": MESSAGES[0].content,
+                                          "cache_control": {"type": "ephemeral"}}]
+    assert request["body"]["messages"] == [{"role": "user", "content": MESSAGES[1].content}]
+    assert request["body"]["max_tokens"] == 1000
+
+
+def test_openai_success_bills_cached_prompt_tokens_at_the_cache_rate(server: FakeLLMServer) -> None:
+    server.queue(openai_completion("HYPOTHESIS: y", prompt_tokens=10000, completion_tokens=200, cached_tokens=6000))
+    reply = make(server, "openai", price=p.Price(input=5.0, output=30.0, cache_read=0.5)).complete(MESSAGES, "propose")
+    assert (reply.usage.input_tokens, reply.usage.cache_read_tokens) == (4000, 6000)
+    # 4000*5 + 6000*0.5 + 200*30 = 20000 + 3000 + 6000 = 29000 per million
+    assert reply.usage.cost_usd == pytest.approx(0.029)
+    body = server.requests[0]["body"]
+    assert body["max_completion_tokens"] == 1000 and body["messages"][0]["role"] == "system"
+    assert server.requests[0]["headers"]["authorization"] == f"Bearer {KEY}"
+
+
+def test_openai_compatible_servers_get_max_tokens(server: FakeLLMServer) -> None:
+    server.queue(openai_completion("HYPOTHESIS: z"))
+    reply = make(server, "openai-compatible", price=None).complete(MESSAGES, "propose")
+    assert reply.usage.cost_usd == 0.0 and server.requests[0]["body"]["max_tokens"] == 1000
+
+
+def test_429_with_retry_after_is_honoured_then_succeeds(server: FakeLLMServer) -> None:
+    log: list[str] = []
+    server.queue(anthropic_error(429, "rate_limit_error", "slow down", {"retry-after": "0.2"}),
+                 anthropic_message("HYPOTHESIS: ok"))
+    reply = make(server, log=log).complete(MESSAGES, "propose")
+    assert reply.text == "HYPOTHESIS: ok" and len(server.requests) == 2      # exactly one retry: SDK retries off
+    assert len(log) == 1 and "in 0.2 s after RateLimitError (429)" in log[0]
+
+
+def test_retry_after_is_capped_by_the_policy(server: FakeLLMServer) -> None:
+    log: list[str] = []
+    server.queue(anthropic_error(529, "overloaded_error", "busy", {"retry-after": "3600"}),
+                 anthropic_message("HYPOTHESIS: ok"))
+    make(server, log=log).complete(MESSAGES, "propose")
+    assert "in 0.5 s" in log[0]                                # max_wait, not an hour
+
+
+@pytest.mark.parametrize("kind, step", [
+    ("anthropic", anthropic_error(529, "overloaded_error", "Overloaded")),
+    ("openai", openai_error(500, "internal error")),
+    ("openai", openai_error(503, "unavailable")),
+])
+def test_overload_storm_exhausts_bounded_retries(server: FakeLLMServer, kind: str, step: Step) -> None:
+    server.queue(*[step] * 10)
+    with pytest.raises(p.ProviderError) as err:
+        make(server, kind).complete(MESSAGES, "propose")
+    assert err.value.kind == "transient" and "retries exhausted" in str(err.value)
+    assert len(server.requests) == FAST_RETRY.attempts
+
+
+def test_401_is_auth_names_the_variable_and_is_not_retried(server: FakeLLMServer) -> None:
+    server.queue(anthropic_error(401, "authentication_error", "invalid x-api-key"))
+    with pytest.raises(p.ProviderError) as err:
+        make(server).complete(MESSAGES, "propose")
+    assert err.value.kind == "auth" and "ANTHROPIC_API_KEY" in str(err.value)
+    assert KEY not in str(err.value) and len(server.requests) == 1
+
+
+@pytest.mark.parametrize("kind, step", [
+    ("anthropic", anthropic_error(400, "invalid_request_error", "prompt is too long: 250000 tokens > 200000 maximum")),
+    ("openai", openai_error(400, "This model's maximum context length is 128000 tokens", "context_length_exceeded")),
+])
+def test_context_too_long_is_classified(server: FakeLLMServer, kind: str, step: Step) -> None:
+    server.queue(step)
+    with pytest.raises(p.ProviderError) as err:
+        make(server, kind).complete(MESSAGES, "propose")
+    assert err.value.kind == "context" and len(server.requests) == 1
+
+
+def test_other_400_is_invalid_and_not_retried(server: FakeLLMServer) -> None:
+    server.queue(anthropic_error(400, "invalid_request_error", "temperature: must be <= 1"))
+    with pytest.raises(p.ProviderError) as err:
+        make(server).complete(MESSAGES, "propose")
+    assert err.value.kind == "invalid" and len(server.requests) == 1
+
+
+@pytest.mark.parametrize("kind, step, expected", [
+    ("anthropic", anthropic_message("HYPOTHESIS: half a fi", stop_reason="max_tokens"), "truncated"),
+    ("openai", openai_completion("HYPOTHESIS: half", finish_reason="length"), "truncated"),
+    ("anthropic", anthropic_message("", stop_reason="end_turn", thinking=True), "empty"),
+    ("openai", openai_completion(None), "empty"),
+    ("anthropic", anthropic_message("", stop_reason="refusal"), "refusal"),
+    ("openai", openai_completion(None, refusal="I can't help with that."), "refusal"),
+])
+def test_unusable_replies_are_classified_and_still_billed(server: FakeLLMServer, kind: str, step: Step,
+                                                          expected: str) -> None:
+    server.queue(step)
+    with pytest.raises(p.ProviderError) as err:
+        make(server, kind).complete(MESSAGES, "propose")
+    assert err.value.kind == expected
+    assert err.value.usage.output_tokens == 300 and err.value.usage.cost_usd > 0    # tokens were used
+
+
+def test_malformed_json_is_retried_then_reported(server: FakeLLMServer) -> None:
+    server.queue(*[Step(200, "{not json")] * 5)
+    with pytest.raises(p.ProviderError) as err:
+        make(server).complete(MESSAGES, "propose")
+    assert err.value.kind == "transient" and "JSONDecodeError" in str(err.value)
+    assert len(server.requests) == FAST_RETRY.attempts
+
+
+def test_a_hanging_server_hits_the_per_call_timeout(server: FakeLLMServer) -> None:
+    server.queue(*[Step(body={}, delay=3.0)] * 3)
+    retry = p.RetryPolicy(attempts=2, max_total_wait=1.0, max_wait=0.1, initial=0.01)
+    with pytest.raises(p.ProviderError) as err:
+        make(server, timeout=0.5, retry=retry).complete(MESSAGES, "propose")
+    assert err.value.kind == "transient" and "Timeout" in str(err.value)
+    assert len(server.requests) == 2
+
+
+def test_worst_case_cost_bounds_the_actual_cost(server: FakeLLMServer) -> None:
+    provider = make(server)
+    worst = provider.worst_case_cost(MESSAGES)
+    # Every input token at the dearest input rate (cache write, $5) plus max_tokens of output.
+    chars = sum(len(m.content) + 16 for m in MESSAGES)
+    assert worst == pytest.approx((int(chars / 3.0) + 1) * 5.0 / 1e6 + 1000 * 20.0 / 1e6)
+    assert make(server, price=None).worst_case_cost(MESSAGES) is None
+
+
+def test_models_yaml_resolves_aliases_and_validates_overrides() -> None:
+    models = p.load_models({"models": {"openai-compatible:qwen3": {"price": {"input": 0, "output": 0}}}})
+    assert p.resolve("claude", models).kind == "anthropic"
+    assert p.resolve("gpt", models).kind == "openai"
+    assert p.resolve("openai-compatible:qwen3", models).price == p.Price(0.0, 0.0)
+    assert p.resolve("anthropic:some-new-model", models).price is None
+    for bad, message in [({"models": {"openai:x": {"colour": 1}}}, "unknown setting"),
+                         ({"models": {"openai:x": {"price": {"input": 1}}}}, "give input and output"),
+                         ({"models": {"openai:x": {"max_tokens": 0}}}, "max_tokens"),
+                         ({"flavours": {}}, "unknown section")]:
+        with pytest.raises(p.ModelError, match=message):
+            p.resolve("openai:x", p.load_models(bad))
+
+
+def test_missing_key_names_the_variable(monkeypatch) -> None:
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    spec = p.resolve("claude", p.load_models())
+    with pytest.raises(p.ModelError, match="ANTHROPIC_API_KEY is not set.*--model offline"):
+        p.make_sdk_provider(spec, None, 10, FAST_RETRY)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    with pytest.raises(p.ModelError, match="--base-url"):
+        p.make_sdk_provider(p.resolve("openai-compatible:x", p.load_models()), None, 10, FAST_RETRY)
