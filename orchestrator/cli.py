@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 import tempfile
@@ -15,7 +14,7 @@ from orchestrator import config as config_mod
 from orchestrator import ledger as ledger_mod
 from orchestrator import gate, loop, trial, workspace
 from orchestrator import provider as provider_mod
-from targets.harness import runner
+from targets.harness import runner, sandbox
 
 EXIT_USAGE = 2
 
@@ -118,12 +117,11 @@ def cmd_loop(args: argparse.Namespace) -> int:
     except workspace.WorkspaceError as exc:
         raise UsageError(str(exc)) from None
     provider = _provider(config, info)
-    api = importlib.import_module(f"{info.module}.target").KERNEL_API
     try:
-        run = (loop.resume(run_dir, config, info, api, provider) if resuming
-               else loop.start(config, info, api, provider))
+        run = (loop.resume(run_dir, config, info, provider) if resuming else loop.start(config, info, provider))
     except ledger_mod.LockHeld as exc:
         raise UsageError(str(exc)) from None
+    sandbox.set_dumpable(False)   # the API key in this process's environment stays out of same-user reach
     label = "offline playbook (no LLM)" if provider.name == "offline" else provider.model
     print(f"run {run.run_id}: target {info.name}, model {label}, branch {run.ws.branch}", flush=True)
     for warning in run.warnings:

@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from orchestrator import edit, gate, ledger as ledger_mod, prompt as prompt_mod, report, trial, workspace
+from orchestrator import edit, gate, ledger as ledger_mod, policy, prompt as prompt_mod, report, trial, workspace
 from orchestrator.config import RunConfig, to_dict
 from orchestrator.ledger import Ledger
 from orchestrator.provider import OfflineProvider, Provider, ProviderError, Usage
@@ -50,6 +50,7 @@ class Run:
     config: RunConfig
     target: TargetInfo
     api: dict[str, dict[str, list[str]]]
+    allowed_imports: tuple[str, ...]
     provider: Provider
     ledger: Ledger
     ws: workspace.Workspace
@@ -171,13 +172,15 @@ def run_attempt(run: Run, n: int, records: list[dict[str, Any]]) -> dict[str, An
                 try:
                     change = edit.parse_and_apply(reply.text, incumbent)
                     edit.validate(change.new_text, run.api)
+                    policy.check(change.new_text, run.allowed_imports)
                     break
                 except edit.EditError as exc:
                     rec["edit_error"] = str(exc)
                     if rec["hypothesis"] is None:
                         rec["hypothesis"] = _hypothesis_of(reply.text)
                     if turn == run.config.repair_turns:
-                        return finish("discard", "edit_failed", str(exc))
+                        return finish("discard", "policy" if isinstance(exc, policy.PolicyError) else "edit_failed",
+                                      str(exc))
                     rec["repair_turns"] = turn + 1
                     prompt = prompt_mod.repair(prompt, run.files, reply.text, str(exc))
         assert change is not None
@@ -195,8 +198,15 @@ def run_attempt(run: Run, n: int, records: list[dict[str, Any]]) -> dict[str, An
         if changed != [run.ws.kernel_rel]:
             run.ws.reset()
             return finish("discard", "rejected_change", f"files other than {run.ws.kernel_rel} changed: {changed}")
+        with phases("workspace"):
+            guard = workspace.snapshot(workspace.guarded_files(run.ws.repo, run.ws))
         with phases("trial"):
             outcome = trial.run(_request(run, run.incumbent), adir / "trial")
+        with phases("workspace"):
+            tampered = guard.restore_changed()
+        if tampered:
+            run.ws.reset()
+            return finish("discard", "tampered", f"files changed during the trial (restored): {tampered[:10]}")
         rec["trial_exit_code"] = outcome.exit_code
         rec["trial"] = asdict(outcome.result) if outcome.result else None
         _copy_metrics(rec, outcome.result)
@@ -385,8 +395,7 @@ def new_run_id(runs_dir: Path) -> str:
     return run_id
 
 
-def start(config: RunConfig, target: TargetInfo, api: dict[str, dict[str, list[str]]], provider: Provider,
-          log: Callable[[str], None] = print) -> Run:
+def start(config: RunConfig, target: TargetInfo, provider: Provider, log: Callable[[str], None] = print) -> Run:
     repo = workspace.find_repo(PROJECT_ROOT)
     runs_dir = PROJECT_ROOT / "runs" / target.name
     run_id = new_run_id(runs_dir)
@@ -400,7 +409,7 @@ def start(config: RunConfig, target: TargetInfo, api: dict[str, dict[str, list[s
     warning = ledger.acquire_lock()
     ws = workspace.create(repo, ledger.dir / "worktree", branch, workspace.relative_kernel(repo, target.kernel_path))
     write_atomic(ledger.dir / "baseline.py", ws.committed_kernel())
-    run = Run(config, target, api, provider, ledger, ws, prompt_files(target), run_id, log)
+    run = Run(config, target, *kernel_contract(target), provider, ledger, ws, prompt_files(target), run_id, log)
     if dirty:
         run.warnings.append(f"your checkout has uncommitted changes; the run starts from HEAD "
                             f"{repo.head.commit.hexsha[:10]} and never touches them")
@@ -421,8 +430,8 @@ def find_run(target: str, run_id: str | None) -> Path:
     return candidates[-1]
 
 
-def resume(run_dir: Path, config: RunConfig, target: TargetInfo, api: dict[str, dict[str, list[str]]],
-           provider: Provider, log: Callable[[str], None] = print) -> Run:
+def resume(run_dir: Path, config: RunConfig, target: TargetInfo, provider: Provider,
+           log: Callable[[str], None] = print) -> Run:
     """Continue a run: same branch and worktree (reset to the last kept commit), attempts
     numbered on from the ledger, an in-flight attempt recorded as interrupted, budgets kept."""
     ledger = Ledger(run_dir)
@@ -431,7 +440,8 @@ def resume(run_dir: Path, config: RunConfig, target: TargetInfo, api: dict[str, 
     repo = workspace.find_repo(PROJECT_ROOT)
     ws = workspace.attach(repo, Path(info["worktree"]), info["branch"],
                           workspace.relative_kernel(repo, target.kernel_path))
-    run = Run(config, target, api, provider, ledger, ws, prompt_files(target), info["run_id"], log)
+    run = Run(config, target, *kernel_contract(target), provider, ledger, ws, prompt_files(target), info["run_id"],
+              log)
     state = ledger.read()
     for n, started in state.in_flight.items():
         ledger.finish(n, {"started_at": started.get("started_at"), "finished_at": ledger_mod.now(),
@@ -450,6 +460,14 @@ def resume(run_dir: Path, config: RunConfig, target: TargetInfo, api: dict[str, 
         run.warnings.append(warning)
     ledger.update_run_info(resumed_at=ledger_mod.now())
     return run
+
+
+def kernel_contract(target: TargetInfo) -> tuple[dict[str, dict[str, list[str]]], tuple[str, ...]]:
+    """The target's declared API and import allowlist (from its immutable target.py)."""
+    import importlib
+
+    module = importlib.import_module(f"{target.module}.target")
+    return module.KERNEL_API, tuple(module.ALLOWED_IMPORTS)
 
 
 def prompt_files(target: TargetInfo) -> prompt_mod.PromptFiles:

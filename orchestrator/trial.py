@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import subprocess
 import sys
 import time
@@ -64,7 +65,7 @@ def run(request: TrialRequest, out_dir: Path) -> TrialOutcome:
     cmd = [sys.executable, "-m", f"{request.target.module}.run_experiment",
            "--kernel", str(request.kernel), "--mode", request.mode,
            "--budget-seconds", str(request.budget_seconds), "--result-json", str(result_path),
-           "--log-dir", str(out_dir / "workers")]
+           "--log-dir", str(out_dir / "workers"), "--token-stdin"]
     if request.against is not None:
         cmd += ["--against", str(request.against)]
     if request.seed is not None:
@@ -77,13 +78,21 @@ def run(request: TrialRequest, out_dir: Path) -> TrialOutcome:
         cmd += ["--queries", str(request.queries_per_combo)]
     started = time.monotonic()
     with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
-        proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=trial_env(), stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=trial_env(), stdin=subprocess.PIPE,
                                 stdout=out, stderr=err, start_new_session=True, preexec_fn=die_with_parent)
+        # The token goes over stdin (not argv or the environment, which other processes can read);
+        # a result that does not echo it was not written by this trial's runner.
+        token = secrets.token_hex(16)
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write(f"{token}\n".encode())
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
         try:
             code = proc.wait(timeout=request.budget_seconds + KILL_GRACE_SECONDS)
         except BaseException as exc:   # timeout, or the daemon itself interrupted: the tree goes
-            kill_tree(proc.pid)
-            proc.wait()
+            kill_tree(proc.pid, reap=proc.wait)
             if not isinstance(exc, subprocess.TimeoutExpired):
                 raise
             return TrialOutcome(EXIT_TIMEOUT, None,
@@ -95,6 +104,9 @@ def run(request: TrialRequest, out_dir: Path) -> TrialOutcome:
     except (OSError, ResultParseError) as exc:
         tail = stderr_path.read_text(errors="replace")[-2000:]
         return TrialOutcome(code if code else EXIT_INTERNAL, None, f"no valid result ({exc}); stderr tail:\n{tail}",
+                            seconds, stdout_path, stderr_path, result_path)
+    if result.trial_token != token:
+        return TrialOutcome(EXIT_INTERNAL, None, "the result does not carry this trial's token; not trusted",
                             seconds, stdout_path, stderr_path, result_path)
     if result.exit_code != code:
         return TrialOutcome(code if code else EXIT_INTERNAL, None,

@@ -97,3 +97,42 @@ def attach(repo: git.Repo, worktree: Path, branch: str, kernel_rel: str) -> Work
 
 def relative_kernel(repo: git.Repo, kernel: Path) -> str:
     return os.path.relpath(kernel.resolve(), Path(repo.working_tree_dir).resolve())
+
+
+@dataclass
+class Snapshot:
+    """The bytes of every file a trial must not change, to detect and undo tampering."""
+
+    files: dict[Path, bytes]
+
+    def restore_changed(self) -> list[str]:
+        """Put back every file that differs (or vanished); return their paths."""
+        changed = []
+        for path, data in self.files.items():
+            try:
+                same = path.read_bytes() == data
+            except OSError:
+                same = False
+            if not same:
+                path.write_bytes(data)
+                changed.append(str(path))
+        return changed
+
+
+def guarded_files(repo: git.Repo, ws: Workspace) -> list[Path]:
+    """Tracked files of the user's checkout and of the run's worktree, except the candidate
+    kernel and the text humans edit between attempts (Markdown, prompts/): the code and data a
+    trial runs on, which nothing during a trial may change."""
+    out: list[Path] = []
+    for root, skip in ((Path(repo.working_tree_dir), None), (ws.worktree, ws.kernel_rel)):
+        for rel in git.Repo(root).git.ls_files().splitlines():
+            if rel == skip or rel.endswith(".md") or rel.startswith("prompts/"):
+                continue
+            path = root / rel
+            if path.is_file():
+                out.append(path)
+    return out
+
+
+def snapshot(paths: list[Path]) -> Snapshot:
+    return Snapshot({p: p.read_bytes() for p in paths})

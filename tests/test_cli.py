@@ -89,7 +89,10 @@ def test_outer_budget_kills_a_hung_trial_and_its_children(tmp_path: Path, monkey
     ('{"target": "bogus"}', "0", "no valid result"),                          # missing fields
     ("not json", "0", "no valid result"),
     (TrialResult(target="t", mode="single", exit_code=2, correctness="fail", failure_kind="incorrect",
-                 failure="distances differ").to_json(), "0", "exited 0 but its result says 2"),  # disagreeing
+                 failure="distances differ", trial_token="TOKEN").to_json(), "0",
+     "exited 0 but its result says 2"),                                       # disagreeing channels
+    (TrialResult(target="t", mode="single", exit_code=2, correctness="fail", failure_kind="incorrect",
+                 failure="x", trial_token="forged").to_json(), "2", "does not carry this trial's token"),
 ])
 def test_the_trial_stage_trusts_only_a_valid_consistent_result(tmp_path: Path, monkeypatch, result: str,
                                                                code: str, error: str) -> None:

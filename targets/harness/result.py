@@ -78,6 +78,8 @@ class TrialResult:
     total_seconds: float | None = None
     kernel_sha256: str = ""
     against_sha256: str = ""
+    sandbox: str = ""                         # the isolation workers ran under (or why it is degraded)
+    trial_token: str = ""                     # the per-trial token the caller passed (its channel check)
 
     @property
     def ok(self) -> bool:
@@ -117,7 +119,8 @@ _KINDS: dict[str, str] = {
     "speedup_geomean": "float?", "speedup_ci_90pct": "interval?", "worst_combo_speedup": "measured?",
     "per_combo_speedup": "map", "incumbent_per_combo_geomean_ns": "map",
     "jit_seconds": "float?", "fixture_seconds": "float?", "peak_mem_mb": "float?",
-    "total_seconds": "float?", "kernel_sha256": "str", "against_sha256": "str",
+    "total_seconds": "float?", "kernel_sha256": "str", "against_sha256": "str", "sandbox": "str",
+    "trial_token": "str",
 }
 # Optional fields the block simply omits when absent (their absence is the information).
 _OPTIONAL_ABSENT = {"failure_kind", "failure"}

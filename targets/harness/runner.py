@@ -16,6 +16,7 @@ import math
 import os
 import platform
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -31,7 +32,7 @@ import numpy as np
 import psutil
 
 from targets import PROJECT_ROOT
-from targets.harness import stats, wire
+from targets.harness import sandbox, stats, wire
 from targets.harness.files import write_atomic
 from targets.harness.prng import Stream, mix_seeds
 from targets.harness.resources import DEFAULT_BUDGET_SECONDS, peak_rss_mb
@@ -90,8 +91,8 @@ class TargetPlan:
     queries_per_combo: int = 8                 # per block in paired mode
     single_queries_per_combo: int = 32         # per pass in single/baseline mode (absolute times)
     warmup_calls: int = 2
-    replicates: int = 8                        # fresh worker pairs (paired mode)
-    sessions: int = 2                          # timing blocks per pair, each over every combo
+    replicates: int = 4                        # fresh worker pairs (paired mode)
+    sessions: int = 4                          # timing blocks per pair, each over every combo
     verify_fraction: float = 0.25              # share of timed calls re-checked against the oracle
     # Trimming (20%, within and across blocks) halved the A/A spread: see docs/robustness.md.
     trim: float = 0.2
@@ -104,6 +105,8 @@ class TrialOptions:
     mode: str = "single"                                   # single | baseline | paired
     budget_seconds: float = DEFAULT_BUDGET_SECONDS
     seed: int | None = None                                # per-trial query seed; secret if None
+    sandbox: bool = True                                   # namespaces where the machine allows them
+    token: str = ""                                        # echoed in the result: proves who wrote it
     replicates: int | None = None
     sessions: int | None = None
     queries_per_combo: int | None = None
@@ -149,8 +152,12 @@ def die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
 
 
-def kill_tree(pid: int, timeout: float = 3.0) -> list[int]:
-    """Kill a process and all its descendants; return the pids still alive afterwards."""
+def kill_tree(pid: int, timeout: float = 3.0, reap: Callable[[], Any] | None = None) -> list[int]:
+    """Kill a process and all its descendants; return the pids still alive afterwards.
+
+    ``reap`` waits for ``pid`` when it is the caller's own child (Popen.wait): an unreaped zombie
+    otherwise makes the survivor check wait out its timeout.
+    """
     try:
         root = psutil.Process(pid)
         procs = root.children(recursive=True) + [root]
@@ -161,6 +168,8 @@ def kill_tree(pid: int, timeout: float = 3.0) -> list[int]:
             proc.kill()
         except psutil.NoSuchProcess:
             pass
+    if reap is not None:
+        reap()
     _, alive = psutil.wait_procs(procs, timeout=timeout)
     return [p.pid for p in alive]
 
@@ -181,29 +190,36 @@ class Worker:
     """One worker process and its two pipes; every request has the trial's deadline."""
 
     def __init__(self, label: str, kernel: Path, ops_module: str, scratch: Path, log_dir: Path,
-                 deadline: float, cpu: int | None, spin: bool = False) -> None:
-        self.label, self.kernel, self.deadline, self.spin = label, kernel, deadline, spin
+                 deadline: float, cpu: int | None, spin: bool, box: sandbox.Sandbox, cpu_seconds: float) -> None:
+        self.label, self.deadline, self.spin = label, deadline, spin
         home = Path(tempfile.mkdtemp(prefix=f"{label}-", dir=scratch))
-        # One numba cache per arm and trial: a replicate's fresh worker reuses its arm's machine code.
-        numba_cache = scratch / f"numba-{label}"
+        # One copy of the kernel and one numba cache per arm and trial, at stable paths: a later
+        # worker pair of the same arm loads the cached machine code instead of compiling again.
+        arm = scratch / f"arm-{label}"
+        self.kernel = arm / "kernels.py"
+        if not self.kernel.exists():
+            arm.mkdir(exist_ok=True)
+            shutil.copyfile(kernel, self.kernel)
         self.log_path = log_dir / f"{home.name}.log"
         req_r, self._req_w = os.pipe()
         self._rep_r, rep_w = os.pipe()
+        argv = box.wrap([sys.executable, "-I", "-B", "-c", BOOT, str(scratch / "bundle"), str(req_r), str(rep_w),
+                         ops_module, str(self.kernel)])
+        cache = arm / "numba-cache"
+        cache.mkdir(exist_ok=True)
+        env = worker_env(home, cache)
+        self.home = home
+        if box.namespaces:
+            env["LAR_WRITABLE"] = os.pathsep.join((str(home), str(cache)))   # all else read-only
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-I", "-B", "-c", BOOT, str(PROJECT_ROOT), str(req_r), str(rep_w), ops_module,
-                 str(kernel)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=worker_env(home, numba_cache),
-                cwd=home, pass_fds=(req_r, rep_w), start_new_session=True, preexec_fn=die_with_parent)
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=home,
+                pass_fds=(req_r, rep_w), start_new_session=True, preexec_fn=sandbox.preexec(cpu, cpu_seconds))
         os.close(req_r)
         os.close(rep_w)
-        if cpu is not None:
-            try:
-                psutil.Process(self.proc.pid).cpu_affinity([cpu])
-            except psutil.Error:
-                pass
         self.import_seconds = 0.0
         self.first_call_ns: dict[str, int] = {}
+        self._tree: list[psutil.Process] | None = None
 
     def hello(self) -> None:
         reply, _ = self._recv("starting")
@@ -236,30 +252,63 @@ class Worker:
         return reply, out, time.perf_counter_ns() - start
 
     def log_tail(self, limit: int = 2000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-limit:]
-        except OSError:
-            return ""
+        """The end of the worker's output (its start-up log, then the log inside its home)."""
+        text = ""
+        for path in (self.log_path, self.home / "worker.log"):
+            try:
+                text += path.read_text(errors="replace")
+            except OSError:
+                pass
+        return text[-limit:]
 
     def peak_mb(self) -> float:
+        """The largest resident high-water mark in the worker's tree (the sandbox wrapper included)."""
         try:
-            return peak_rss_mb(self.proc.pid)
-        except (psutil.Error, OSError):
+            procs = [psutil.Process(self.proc.pid)]
+            procs += procs[0].children(recursive=True)
+        except psutil.Error:
             return 0.0
+        peaks = []
+        for proc in procs:
+            try:
+                peaks.append(peak_rss_mb(proc.pid))
+            except (psutil.Error, OSError):
+                pass
+        return max(peaks, default=0.0)
 
-    def close(self) -> list[int]:
-        """Stop the worker and its whole process tree; returns survivors (should be none)."""
+    def kill(self) -> None:
+        """SIGKILL the worker's whole tree without waiting: tearing down its namespaces can take
+        the kernel a second, which the trial need not spend idle (``reap`` checks at the end)."""
         for fd in (self._req_w, self._rep_r):
             try:
                 os.close(fd)
             except OSError:
                 pass
-        survivors = kill_tree(self.proc.pid)
+        if self._tree is None:
+            try:
+                root = psutil.Process(self.proc.pid)
+                self._tree = root.children(recursive=True) + [root]
+            except psutil.NoSuchProcess:
+                self._tree = []
+        for proc in self._tree:
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+
+    def reap(self, timeout: float) -> list[int]:
+        """Wait for the killed tree to be gone; returns survivors (there should be none)."""
+        self.kill()
         try:
-            self.proc.wait(timeout=1.0)
+            self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             pass
-        return survivors
+        _, alive = psutil.wait_procs(self._tree or [], timeout=timeout)
+        inner = self.home / "worker.log"
+        if inner.is_file() and inner.stat().st_size:          # keep what the worker printed
+            with open(self.log_path, "ab") as log:
+                log.write(inner.read_bytes()[-(1 << 20):])
+        return [p.pid for p in alive]
 
 
 # ----------------------------------------------------------------------------- phases
@@ -418,7 +467,7 @@ def run_trial(plan: TargetPlan, options: TrialOptions) -> TrialResult:
         sessions=(options.sessions or plan.sessions) if paired else 1,
         queries_per_combo=options.queries_per_combo or (
             plan.queries_per_combo if paired else plan.single_queries_per_combo),
-        query_seed=f"{seed:016x}", kernel_sha256=_sha256(options.kernel),
+        query_seed=f"{seed:016x}", kernel_sha256=_sha256(options.kernel), trial_token=options.token,
         against_sha256=_sha256(options.against) if options.against else "")
     if runner_cpu is not None:
         _set_affinity([runner_cpu])
@@ -441,7 +490,9 @@ def run_trial(plan: TargetPlan, options: TrialOptions) -> TrialResult:
             result.failure = "".join(traceback.format_exception(exc)).strip()
         finally:
             peaks = [peak_rss_mb()] + [w.peak_mb() for w in workers]
-            survivors = [pid for w in workers for pid in w.close()]
+            for w in workers:
+                w.kill()
+            survivors = [pid for w in workers for pid in w.reap(timeout=10.0)]
             _set_affinity(original_affinity)
     if survivors:
         result.exit_code, result.failure_kind = EXIT_INTERNAL, "internal"
@@ -463,6 +514,10 @@ def _run_phases(plan: TargetPlan, options: TrialOptions, result: TrialResult, se
 
     start_order = Stream(mix_seeds(seed, "start-order"))
 
+    box = sandbox.probe() if options.sandbox else sandbox.Sandbox(False, False, "switched off (--no-sandbox)")
+    result.sandbox = box.label + ("+read-only-fs" if box.namespaces else "")
+    sandbox.make_bundle(dirs[0], plan.ops_module)
+
     def start_workers() -> list[Worker]:
         """A fresh process per arm, started in random order; returned in arm order."""
         order = list(range(len(arms)))
@@ -471,7 +526,8 @@ def _run_phases(plan: TargetPlan, options: TrialOptions, result: TrialResult, se
         fresh: dict[int, Worker] = {}
         for i in order:
             label, path = arms[i]
-            fresh[i] = Worker(label, path, plan.ops_module, *dirs, deadline, worker_cpu, spin)
+            fresh[i] = Worker(label, path, plan.ops_module, *dirs, deadline, worker_cpu, spin, box,
+                              options.budget_seconds)
             workers.append(fresh[i])
         return [fresh[i] for i in range(len(arms))]
 
@@ -501,7 +557,7 @@ def _run_phases(plan: TargetPlan, options: TrialOptions, result: TrialResult, se
             samples.jit_seconds[arm] += jit_seconds(w, samples.ns[arm])
         if rep + 1 < passes:
             for w in current:
-                w.close()
+                w.kill()
             current = start_workers()         # the next pair boots while this one's calls are verified
         verify_pending(workloads, samples)
         if rep + 1 < passes:
@@ -580,6 +636,9 @@ def parse_args(argv: Sequence[str] | None, target: str, default_kernel: Path) ->
                                      description=f"Run one {target} trial: correctness, then timing.")
     add_trial_arguments(parser, default_kernel)
     parser.add_argument("--log-dir", type=Path, help="keep worker logs here")
+    parser.add_argument("--no-sandbox", action="store_true", help="run workers without namespaces (debugging)")
+    parser.add_argument("--token-stdin", action="store_true",
+                        help="read a per-trial token from stdin and echo it in the result (the daemon's channel)")
     parser.add_argument("--result-json", type=Path, help="also write the result as JSON here")
     args = parser.parse_args(argv)
     problem = trial_argument_problem(args)
@@ -588,12 +647,14 @@ def parse_args(argv: Sequence[str] | None, target: str, default_kernel: Path) ->
     options = TrialOptions(kernel=args.kernel.resolve(), against=args.against.resolve() if args.against else None,
                            mode=args.mode, budget_seconds=args.budget_seconds, seed=args.seed,
                            replicates=args.replicates, sessions=args.sessions, queries_per_combo=args.queries,
-                           log_dir=args.log_dir)
+                           log_dir=args.log_dir, sandbox=not args.no_sandbox,
+                           token=sys.stdin.readline().strip() if args.token_stdin else "")
     return options, args.result_json
 
 
 def main(plan: TargetPlan, argv: Sequence[str] | None, default_kernel: Path) -> int:
     """Entry point for a target's run_experiment.py: prints the result block, exits with its code."""
+    sandbox.set_dumpable(False)          # workers of the same user can't read this process's memory
     options, result_json = parse_args(argv, plan.name, default_kernel)
     result = run_trial(plan, options)
     if result_json is not None:

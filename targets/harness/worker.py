@@ -11,6 +11,7 @@ import gc
 import importlib
 import importlib.util
 import os
+import subprocess
 import sys
 import time
 import traceback
@@ -48,12 +49,48 @@ def enable_numba_caching(module: ModuleType) -> int:
     return found
 
 
+def lock_filesystem(writable: list[str]) -> None:
+    """Inside the worker's own mount namespace (as its root), before any kernel code runs: make
+    every mount read-only except ``writable`` (its home and its arm's numba cache), so kernel
+    code can't change the project, the harness, site-packages or the other arm's files.
+
+    Open files for writing pin a mount read-write, so the log moves into the home first.
+    """
+    for path in writable:
+        subprocess.run(["mount", "--bind", path, path], check=True, capture_output=True)
+    log = os.open(os.path.join(writable[0], "worker.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+    with open("/proc/self/mounts") as fh:
+        mounts = [line.split()[1] for line in fh]
+    for mount in reversed(mounts):
+        if mount in writable or mount == "/proc" or mount.startswith("/proc/"):
+            continue
+        subprocess.run(["mount", "-o", "remount,bind,ro", mount], capture_output=True)
+    probe = os.path.join(os.path.dirname(writable[0]), ".write-probe")
+    try:
+        with open(probe, "w"):
+            pass
+    except OSError:
+        return
+    os.unlink(probe)
+    raise RuntimeError("could not make the file system read-only for the kernel")
+
+
 def _error(exc: BaseException) -> dict[str, Any]:
     return {"ok": False, "error": "".join(traceback.format_exception(exc)).strip()}
 
 
 def serve(request_fd: int, reply_fd: int, target_module: str, kernel_path: str) -> int:
     ops = importlib.import_module(target_module)
+    writable = [p for p in os.environ.get("LAR_WRITABLE", "").split(os.pathsep) if p]
+    if writable:
+        try:
+            lock_filesystem(writable)
+        except (OSError, RuntimeError, subprocess.CalledProcessError) as exc:
+            wire.send(reply_fd, {"ok": False, "error": f"sandbox: {exc}"})
+            return 0
     started = time.perf_counter()
     try:
         kernels = load_kernel(kernel_path)

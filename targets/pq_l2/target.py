@@ -37,6 +37,10 @@ class PqShape:
         return f"{self.dim}x{self.num_sub_vectors}"
 
 
+# Modules kernels.py may import (the static policy's allowlist; the sandbox bundle holds no others
+# from this project).
+ALLOWED_IMPORTS = ("numpy", "numba", "math")
+
 # The API kernels.py must keep: class -> method -> parameter names (checked on every edit).
 KERNEL_API: dict[str, dict[str, list[str]]] = {
     "PqKernel": {
