@@ -31,6 +31,7 @@ def _target(name: str) -> targets.TargetInfo:
 
 
 def cmd_trial(args: argparse.Namespace) -> int:
+    sandbox.set_dumpable(False)
     info = _target(args.target)
     problem = runner.trial_argument_problem(args)
     if problem:

@@ -45,7 +45,17 @@ def violations(source: str, allowed_imports: Iterable[str]) -> list[str]:
     def add(node: ast.AST, rule: str, detail: str) -> None:
         found.append(f"line {getattr(node, 'lineno', '?')}: {rule}: {detail}")
 
+    modules = {(a.asname or a.name).split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    modules |= {a.asname or a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
     for node in ast.walk(tree):
+        targets = (node.targets if isinstance(node, (ast.Assign, ast.Delete))
+                   else [node.target] if isinstance(node, (ast.AugAssign, ast.AnnAssign)) else [])
+        for target in targets:
+            root = target
+            while isinstance(root, (ast.Attribute, ast.Subscript)):
+                root = root.value
+            if target is not root and isinstance(root, ast.Name) and root.id in modules:
+                add(node, "monkeypatch", f"assigning into imported module {root.id!r} changes code the harness runs")
         if isinstance(node, ast.Import):
             for alias in node.names:
                 _check_module(alias.name, node, allowed, add)

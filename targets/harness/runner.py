@@ -231,7 +231,8 @@ class Worker:
         except wire.WireTimeout as exc:
             raise TrialTimeout(f"{self.label} kernel: time budget exceeded while {what}") from exc
         except wire.WireError as exc:
-            raise KernelCrash(f"{self.label} kernel: worker died while {what} ({exc}; "
+            how = "worker died" if "closed" in str(exc) else "worker sent a malformed reply"
+            raise KernelCrash(f"{self.label} kernel: {how} while {what} ({exc}; "
                               f"exit status {self.proc.poll()})\n{self.log_tail()}") from exc
         if reply.get("ok") is not True:
             raise KernelCrash(f"{self.label} kernel raised while {what}:\n{reply.get('error', reply)}")
