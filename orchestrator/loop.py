@@ -202,14 +202,14 @@ def run_attempt(run: Run, n: int, records: list[dict[str, Any]]) -> dict[str, An
             guard = workspace.snapshot(workspace.guarded_files(run.ws.repo, run.ws))
         with phases("trial"):
             outcome = trial.run(_request(run, run.incumbent), adir / "trial")
+        rec["trial_exit_code"] = outcome.exit_code
+        rec["trial"] = asdict(outcome.result) if outcome.result else None
+        _copy_metrics(rec, outcome.result)
         with phases("workspace"):
             tampered = guard.restore_changed()
         if tampered:
             run.ws.reset()
             return finish("discard", "tampered", f"files changed during the trial (restored): {tampered[:10]}")
-        rec["trial_exit_code"] = outcome.exit_code
-        rec["trial"] = asdict(outcome.result) if outcome.result else None
-        _copy_metrics(rec, outcome.result)
         with phases("gate"):
             verdict = gate.judge(outcome.result, run.config.gate, run.config.trial_budget_seconds,
                                  outcome.error or "", outcome.exit_code)

@@ -224,3 +224,37 @@ def test_create_on_an_empty_repository(tmp_path: Path) -> None:
 
 def test_relative_kernel(repo: git.Repo) -> None:
     assert workspace.relative_kernel(repo, Path(repo.working_tree_dir) / KERNEL_REL) == KERNEL_REL
+
+
+def test_snapshot_restores_and_reports_tampered_files(tmp_path):
+    from orchestrator.workspace import snapshot
+    a, b = tmp_path / "a.py", tmp_path / "b.yaml"
+    a.write_text("oracle = 1\n")
+    b.write_text("k: v\n")
+    guard = snapshot([a, b])
+    assert guard.restore_changed() == []                  # nothing changed: nothing reported
+    a.write_text("oracle = 0  # tampered\n")
+    b.unlink()
+    assert sorted(guard.restore_changed()) == sorted([str(a), str(b)])
+    assert a.read_text() == "oracle = 1\n" and b.read_text() == "k: v\n"
+
+
+def test_guarded_files_cover_code_but_not_the_candidate_or_human_text(tmp_path):
+    import git as gitmod
+    from orchestrator import workspace
+    repo_dir = tmp_path / "r"
+    (repo_dir / "targets" / "x").mkdir(parents=True)
+    (repo_dir / "prompts").mkdir()
+    for rel in ("targets/x/kernels.py", "targets/x/reference.py", "targets/x/program.md", "prompts/system.md",
+                "pyproject.toml"):
+        (repo_dir / rel).write_text("x\n")
+    r = gitmod.Repo.init(repo_dir)
+    r.git.add("-A")
+    r.git.execute(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"])
+    ws = workspace.create(r, tmp_path / "wt", "autoresearch/x/1", "targets/x/kernels.py")
+    guarded = {str(p) for p in workspace.guarded_files(r, ws)}
+    assert str(repo_dir / "targets/x/reference.py") in guarded and str(tmp_path / "wt/targets/x/reference.py") in guarded
+    assert str(repo_dir / "targets/x/kernels.py") in guarded          # the checkout's copy is guarded too
+    assert str(tmp_path / "wt/targets/x/kernels.py") not in guarded   # the candidate is not
+    assert not any(g.endswith(".md") or "/prompts/" in g for g in guarded)
+    assert str(repo_dir / "pyproject.toml") in guarded
