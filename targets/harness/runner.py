@@ -91,8 +91,8 @@ class TargetPlan:
     queries_per_combo: int = 8                 # per block in paired mode
     single_queries_per_combo: int = 32         # per pass in single/baseline mode (absolute times)
     warmup_calls: int = 2
-    replicates: int = 4                        # fresh worker pairs (paired mode)
-    sessions: int = 4                          # timing blocks per pair, each over every combo
+    replicates: int = 8                        # fresh worker pairs (paired mode)
+    sessions: int = 2                          # timing blocks per pair, each over every combo
     verify_fraction: float = 0.25              # share of timed calls re-checked against the oracle
     # Trimming (20%, within and across blocks) halved the A/A spread: see docs/robustness.md.
     trim: float = 0.2
