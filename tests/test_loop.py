@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 import signal
 import subprocess
 import sys
@@ -12,7 +10,6 @@ from pathlib import Path
 
 import git
 import pytest
-import yaml
 
 from conftest import (BASELINE, CANARY, ROOT, daemon_cmd, events, finished, processes_mentioning, run_daemon,
                       the_run, wait_for, write_config, write_script)

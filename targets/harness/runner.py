@@ -31,7 +31,6 @@ from typing import Any
 import numpy as np
 import psutil
 
-from targets import PROJECT_ROOT
 from targets.harness import sandbox, stats, wire
 from targets.harness.files import write_atomic
 from targets.harness.prng import Stream, mix_seeds
