@@ -108,9 +108,9 @@ def cmd_loop(args: argparse.Namespace) -> int:
         if resuming:
             # A resumed run keeps its stored config unless --config or a flag changes it.
             run_dir = loop.find_run(_target(config.target).name, args.resume or None)
-            stored = json.loads((run_dir / "run.json").read_text())["config"]
+            stored = ledger_mod.Ledger(run_dir).run_info()["config"]
             config = config_mod.load(args.config, overrides, config_mod.from_dict(stored))
-    except (config_mod.ConfigError, FileNotFoundError) as exc:
+    except (config_mod.ConfigError, ledger_mod.LedgerError, FileNotFoundError) as exc:
         raise UsageError(str(exc)) from None
     info = _target(config.target)
     try:
@@ -123,8 +123,13 @@ def cmd_loop(args: argparse.Namespace) -> int:
     except ledger_mod.LockHeld as exc:
         raise UsageError(str(exc)) from None
     sandbox.set_dumpable(False)   # the API key in this process's environment stays out of same-user reach
+    box = sandbox.probe()
+    run.ledger.update_run_info(sandbox=box.label)
+    if box.degraded:
+        run.warnings.append(f"kernels run WITHOUT namespaces ({box.degraded}); see docs/security.md")
     label = "offline playbook (no LLM)" if provider.name == "offline" else provider.model
-    print(f"run {run.run_id}: target {info.name}, model {label}, branch {run.ws.branch}", flush=True)
+    print(f"run {run.run_id}: target {info.name}, model {label}, branch {run.ws.branch}, sandbox {box.label}",
+          flush=True)
     for warning in run.warnings:
         print(f"warning: {warning}", file=sys.stderr, flush=True)
     return loop.run_loop(run)

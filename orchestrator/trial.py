@@ -20,7 +20,8 @@ from targets import PROJECT_ROOT, TargetInfo
 from targets.harness.resources import DEFAULT_BUDGET_SECONDS
 from targets.harness.result import (EXIT_INTERNAL, EXIT_TIMEOUT, ResultParseError, TrialResult,
                                     parse_json)
-from targets.harness.runner import die_with_parent, kill_tree
+from targets.harness.runner import kill_tree
+from targets.harness.sandbox import die_with_parent
 
 # Extra wall time past the in-trial budget before the whole tree is killed from outside.
 KILL_GRACE_SECONDS = 10.0

@@ -17,7 +17,6 @@ import os
 import platform
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -141,14 +140,6 @@ def worker_env(home: Path, numba_cache: Path) -> dict[str, str]:
     env.update(THREAD_ENV)
     env.update(HOME=str(home), TMPDIR=str(home), NUMBA_CACHE_DIR=str(numba_cache))
     return env
-
-
-def die_with_parent() -> None:
-    """In a child before exec (Linux): SIGKILL it when the process that started it dies, so a
-    killed daemon or runner leaves no trial or worker behind."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
 
 
 def kill_tree(pid: int, timeout: float = 3.0, reap: Callable[[], Any] | None = None) -> list[int]:
@@ -515,7 +506,7 @@ def _run_phases(plan: TargetPlan, options: TrialOptions, result: TrialResult, se
     start_order = Stream(mix_seeds(seed, "start-order"))
 
     box = sandbox.probe() if options.sandbox else sandbox.Sandbox(False, False, "switched off (--no-sandbox)")
-    result.sandbox = box.label + ("+read-only-fs" if box.namespaces else "")
+    result.sandbox = box.label
     sandbox.make_bundle(dirs[0], plan.ops_module)
 
     def start_workers() -> list[Worker]:

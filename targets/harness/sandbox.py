@@ -47,7 +47,8 @@ class Sandbox:
     @property
     def label(self) -> str:
         if self.namespaces:
-            return "namespaces(pid,mount,net" + (",user" if self.user_namespace else "") + ")+rlimits"
+            # The worker locks its own file system read-only whenever it has a mount namespace.
+            return "namespaces(pid,mount,net" + (",user" if self.user_namespace else "") + ")+rlimits+read-only-fs"
         return f"degraded: {self.degraded}"
 
     def wrap(self, argv: list[str]) -> list[str]:
@@ -67,12 +68,18 @@ def set_dumpable(flag: bool) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(4, int(flag))    # PR_SET_DUMPABLE
 
 
+def die_with_parent() -> None:
+    """In a child before exec (Linux): SIGKILL it when the process that started it dies, so a
+    killed daemon or runner leaves no trial or worker behind."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)              # PR_SET_PDEATHSIG
+
+
 def preexec(cpu: int | None, cpu_seconds: float) -> Callable[[], None]:
     """Runs in the child between fork and exec: death signal, pinning and resource limits."""
     def setup() -> None:
-        if sys.platform.startswith("linux"):
-            import ctypes
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)          # PR_SET_PDEATHSIG
+        die_with_parent()
         if cpu is not None and hasattr(os, "sched_setaffinity"):
             os.sched_setaffinity(0, {cpu})
         limits = [(resource.RLIMIT_AS, ADDRESS_SPACE_BYTES), (resource.RLIMIT_FSIZE, FILE_SIZE_BYTES),
