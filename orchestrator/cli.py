@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 import targets
 from orchestrator import config as config_mod
 from orchestrator import ledger as ledger_mod
+from orchestrator import calibrate as calibrate_mod
 from orchestrator import gate, loop, trial, workspace
 from orchestrator import provider as provider_mod
 from targets.harness import runner, sandbox
@@ -135,6 +140,63 @@ def cmd_loop(args: argparse.Namespace) -> int:
     return loop.run_loop(run)
 
 
+def _effects(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise UsageError(f"--effects {text!r}: expected comma-separated fractions, e.g. 0,0.02,0.05,0.10") from None
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    sandbox.set_dumpable(False)
+    info = _target(args.target)
+    try:
+        gate_config = config_mod.load(args.config, {"min_effect": args.min_effect}).gate
+    except config_mod.ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    for flag in ("replicates", "sessions", "queries"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            raise UsageError(f"--{flag} must be at least 1")
+    options = calibrate_mod.CalibrationOptions(
+        target=info, kernel=(args.kernel or info.kernel_path).resolve(), trials=args.trials,
+        effects=_effects(args.effects), replicates=args.replicates, sessions=args.sessions,
+        queries_per_combo=args.queries, budget_seconds=args.budget_seconds, gate=gate_config)
+    problem = calibrate_mod.problem(options)
+    if problem:
+        raise UsageError(problem)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    out_dir = targets.PROJECT_ROOT / "runs" / info.name / "calibration" / stamp
+    total = options.trials * len(options.effects)
+    print(f"calibrating {info.name}: {total} paired trials of {options.kernel.name} against itself, "
+          f"effects {', '.join(f'{e:g}' for e in options.effects)}; writing {out_dir}", flush=True)
+    machine = f"{runner.cpu_model()}, {os.cpu_count()} cpus, sandbox {sandbox.probe().label}"
+    try:
+        if sys.stdout.isatty():
+            with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
+                          MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()) as bar:
+                task = bar.add_task("trials", total=total)
+
+                def show(done: int, _: int, rec: calibrate_mod.TrialRecord) -> None:
+                    bar.update(task, completed=done, description=f"effect {rec.effect:g}: {_trial_line(rec)}")
+                data = calibrate_mod.calibrate(options, out_dir, machine, show)
+        else:
+            data = calibrate_mod.calibrate(options, out_dir, machine, lambda done, n, rec: print(
+                f"[{done}/{n}] effect {rec.effect:g}: {_trial_line(rec)}", flush=True))
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; partial results in {out_dir}", file=sys.stderr)
+        return 130
+    print((out_dir / "summary.md").read_text())
+    print(f"written: {out_dir / 'calibration.json'} and summary.md")
+    return 0 if all(g["met"] for g in data["summary"]["goals"]) else 1
+
+
+def _trial_line(rec: calibrate_mod.TrialRecord) -> str:
+    est = rec.estimates.get("paired")
+    if est is None:
+        return f"failed ({rec.failure and rec.failure.splitlines()[0]})"
+    return f"speedup {est.speedup:.4f} [{est.lo:.4f}, {est.hi:.4f}] in {rec.seconds:.1f} s"
+
+
 def _capsule_status(name: str) -> str:
     capsule = targets.PROJECT_ROOT / "docs" / "targets" / f"{name}.md"
     try:
@@ -183,6 +245,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", nargs="?", const="", metavar="RUN_ID",
                    help="continue a run (default: the target's latest)")
     p.set_defaults(func=cmd_loop)
+
+    p = sub.add_parser("calibrate", help="measure the gate's false-keep rate and detection power on this machine")
+    p.add_argument("--target", required=True, help="target name, e.g. pq-l2")
+    p.add_argument("--kernel", type=Path, help="kernel to measure against itself (default: the target's kernels.py)")
+    p.add_argument("--trials", type=int, default=100, help="paired trials per effect size (default 100)")
+    p.add_argument("--effects", default="0,0.02,0.05,0.10",
+                   help="injected slowdowns of the incumbent arm; 0 is the A/A case (default 0,0.02,0.05,0.10)")
+    p.add_argument("--min-effect", type=float, help="the gate's min_effect to judge by (default: config or 0.01)")
+    p.add_argument("--config", type=Path, help="run config whose gate settings to judge by")
+    p.add_argument("--replicates", type=int, help="fresh worker pairs per trial (default: the target's)")
+    p.add_argument("--sessions", type=int, help="timing blocks per worker pair")
+    p.add_argument("--queries", type=int, help="timed queries per combo and block")
+    p.add_argument("--budget-seconds", type=float, default=120.0)
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("targets", help="list the targets and their status")
     p.set_defaults(func=cmd_targets)

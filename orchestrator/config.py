@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from orchestrator.gate import GateConfig
+from orchestrator.gate import RULES, GateConfig
 
 
 class ConfigError(ValueError):
@@ -79,6 +79,8 @@ def _check_value(key: str, value: Any) -> None:
         raise ConfigError(f"{key}: must be positive, got {value!r}")
     if key in _NON_NEGATIVE and value < 0:
         raise ConfigError(f"{key}: must be zero or more, got {value!r}")
+    if key == "rule" and value not in RULES:
+        raise ConfigError(f"gate.rule: must be one of {', '.join(RULES)}, got {value!r}")
 
 
 def _apply(base: Any, values: dict[str, Any], where: str) -> Any:
@@ -88,6 +90,8 @@ def _apply(base: Any, values: dict[str, Any], where: str) -> Any:
     for key, value in values.items():
         if key not in known:
             raise ConfigError(f"{where}{key}: unknown key (known: {', '.join(sorted(known))})")
+        if key == "gate" and isinstance(value, str):
+            value = {"rule": value}                  # `gate: unpaired` is short for {rule: unpaired}
         if dataclasses.is_dataclass(hints[key]):
             if not isinstance(value, dict):
                 raise ConfigError(f"{where}{key}: expected a mapping")

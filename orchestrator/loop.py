@@ -9,6 +9,7 @@ and finished exactly once, whatever happens in between.
 from __future__ import annotations
 
 import hashlib
+import json
 import platform
 import signal
 import time
@@ -26,7 +27,7 @@ from orchestrator.ledger import Ledger
 from orchestrator.provider import OfflineProvider, Provider, ProviderError, Usage
 from targets import PROJECT_ROOT, TargetInfo
 from targets.harness.files import write_atomic
-from targets.harness.result import TrialResult
+from targets.harness.result import ResultParseError, TrialResult, parse_json
 
 EVIDENCE_CHARS = 4000
 
@@ -212,7 +213,8 @@ def run_attempt(run: Run, n: int, records: list[dict[str, Any]]) -> dict[str, An
             return finish("discard", "tampered", f"files changed during the trial (restored): {tampered[:10]}")
         with phases("gate"):
             verdict = gate.judge(outcome.result, run.config.gate, run.config.trial_budget_seconds,
-                                 outcome.error or "", outcome.exit_code)
+                                 outcome.error or "", outcome.exit_code,
+                                 _stored_best_timing(records) if run.config.gate.rule == "unpaired" else None)
             rec["reasons"] = verdict.reasons
         if verdict.keep and _sha256(run.ws.kernel_path) != (outcome.result.kernel_sha256 if outcome.result else ""):
             verdict = gate.Verdict(False, ["tampered: kernels.py changed between the trial and the commit"])
@@ -262,6 +264,24 @@ def _hypothesis_of(text: str) -> str | None:
     for line in text.splitlines():
         if line.startswith("HYPOTHESIS:"):
             return _one_line(line.split(":", 1)[1], 300) or None
+    return None
+
+
+def _stored_best_timing(records: list[dict[str, Any]]) -> gate.Timing | None:
+    """For the unpaired rule: the best kernel's absolute timing as measured when it became the
+    best (the last keep's candidate arm), else the baseline's from the run's first full trial.
+    None before any trial (or for records an older version wrote): the gate then uses the current
+    trial's incumbent arm."""
+    try:
+        for rec in reversed(records):
+            if rec.get("verdict") == "keep" and rec.get("trial"):
+                return gate.candidate_timing(parse_json(json.dumps(rec["trial"])))
+        for rec in records:
+            trial_rec = rec.get("trial")
+            if trial_rec and trial_rec.get("exit_code") == 0 and trial_rec.get("mode") == "paired":
+                return gate.incumbent_timing(parse_json(json.dumps(trial_rec)))
+    except ResultParseError:
+        return None
     return None
 
 

@@ -6,8 +6,10 @@ Targets are discovered, never registered: a folder ``targets/<name>/`` holding a
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 TARGETS_DIR = Path(__file__).resolve().parent
 PROJECT_ROOT = TARGETS_DIR.parent
@@ -22,6 +24,10 @@ class TargetInfo:
     @property
     def kernel_path(self) -> Path:
         return self.folder / "kernels.py"
+
+    def plan(self) -> Any:
+        """The target's ``TargetPlan`` (its ``run_experiment.PLAN``), for in-process trials."""
+        return importlib.import_module(f"{self.module}.run_experiment").PLAN
 
 
 def discover(targets_dir: Path = TARGETS_DIR) -> dict[str, TargetInfo]:

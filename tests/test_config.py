@@ -96,9 +96,20 @@ def test_wrong_type_override_names_the_key() -> None:
         load(None, {"max_attempts": "7"})
 
 
-def test_gate_must_be_a_mapping(tmp_path: Path) -> None:
+def test_gate_must_be_a_mapping_or_a_rule_name(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="^gate: expected a mapping"):
         load(yaml_file(tmp_path, "gate: 0.05\n"), {})
+    with pytest.raises(ConfigError, match="gate.rule: must be one of paired, unpaired, got 'fast'"):
+        load(yaml_file(tmp_path, "gate: fast\n"), {})
+    with pytest.raises(ConfigError, match="gate.rule"):
+        load(yaml_file(tmp_path, "gate: {rule: absolute}\n"), {})
+
+
+def test_gate_unpaired_shorthand(tmp_path: Path) -> None:
+    assert load(yaml_file(tmp_path, "gate: unpaired\n"), {}).gate == GateConfig(rule="unpaired")
+    both = load(yaml_file(tmp_path, "gate: {rule: unpaired, min_effect: 0.02}\n", "b.yaml"), {})
+    assert both.gate == GateConfig(rule="unpaired", min_effect=0.02)
+    assert from_dict(to_dict(both)) == both
 
 
 @pytest.mark.parametrize("text,key", [
@@ -186,7 +197,7 @@ def test_round_trip_through_dict(tmp_path: Path) -> None:
     c = load(yaml_file(tmp_path, "model: m\nmax_attempts: 4\nmax_cost_usd: 2.5\ntrial_queries: 9\n"
                                  "gate:\n  min_effect: 0.02\n"), {"stop_after_rejects": 6})
     d = to_dict(c)
-    assert d["gate"] == {"min_effect": 0.02, "worst_combo_min": 0.95, "tradeoff_ratio": 10.0}
+    assert d["gate"] == {"rule": "paired", "min_effect": 0.02, "worst_combo_min": 0.95, "tradeoff_ratio": 10.0}
     assert d["max_attempts"] == 4 and d["stop_after_rejects"] == 6
     assert from_dict(d) == c
     assert from_dict(to_dict(RunConfig())) == RunConfig()

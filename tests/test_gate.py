@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from orchestrator.gate import GateConfig, Verdict, judge, judge_failure
+from orchestrator.gate import GateConfig, Timing, Verdict, candidate_timing, incumbent_timing, judge, judge_failure
 from targets.harness.result import Measured, TrialResult
 
 BUDGET = 100.0
@@ -31,6 +31,8 @@ def paired(per_combo: dict[str, float] | None = None, ci: tuple[float, float] = 
         worst_ns_per_query=Measured(max(cand.values()), max(cand, key=cand.__getitem__)),
         best_ns_per_query=Measured(min(cand.values()), min(cand, key=cand.__getitem__)),
         per_combo_geomean_ns=cand, incumbent_per_combo_geomean_ns=inc,
+        incumbent_geomean_ns_per_query=2000.0 * geomean, incumbent_geomean_ns_ci_90pct=(1900.0 * geomean, 2100.0 * geomean),
+        incumbent_worst_ns_per_query=Measured(max(inc.values()), max(inc, key=inc.__getitem__)),
         speedup_geomean=geomean, speedup_ci_90pct=ci, worst_combo_speedup=Measured(per_combo[worst], worst),
         per_combo_speedup=dict(per_combo), jit_seconds=0.5, peak_mem_mb=120.0, total_seconds=total_seconds)
     return dataclasses.replace(result, **changes)
@@ -233,3 +235,65 @@ def test_worst_combo_speedup_must_be_the_minimum() -> None:
     result = dataclasses.replace(base, per_combo_speedup={"a": 0.5, "b": 1.3})
     assert "not the minimum" in _parse_error(result)
     assert "not the minimum" in _parse_error(dataclasses.replace(base, worst_combo_speedup=Measured(1.25, "a")))
+
+
+def test_a_calibration_result_is_never_kept() -> None:
+    # The injected slowdown makes a kernel look faster than it is: only calibrate may use it.
+    verdict = judge(paired(injected_slowdown=0.05), DEFAULT, BUDGET)
+    assert not verdict.keep and verdict.codes == ["parse_error"] and "injected slowdown" in verdict.reasons[0]
+
+
+# ----------------------------------------------------------------------------- the unpaired rule (SPEC §5)
+
+UNPAIRED = GateConfig(rule="unpaired")
+
+
+def stored_best(ci: tuple[float, float], per_combo: dict[str, float], worst: float | None = None) -> Timing:
+    top = max(per_combo, key=per_combo.__getitem__)
+    return Timing(geomean_ns=sum(ci) / 2, ci=ci, worst=Measured(worst or per_combo[top], top), per_combo=per_combo)
+
+
+def test_timings_come_from_the_right_arm() -> None:
+    r = paired({"a": 1.2, "b": 1.3})
+    assert candidate_timing(r).per_combo == r.per_combo_geomean_ns and candidate_timing(r).ci == r.geomean_ns_ci_90pct
+    assert incumbent_timing(r).per_combo == r.incumbent_per_combo_geomean_ns
+    assert incumbent_timing(r).ci == r.incumbent_geomean_ns_ci_90pct
+    assert incumbent_timing(dataclasses.replace(r, incumbent_geomean_ns_ci_90pct=None)) is None
+
+
+def test_unpaired_keeps_when_the_best_ci_is_entirely_slower() -> None:
+    r = paired({"a": 1.2, "b": 1.3})       # candidate CI (1900, 2100), per combo a=1000, b=2000
+    best = stored_best((2200.0, 2400.0), {"a": 1150.0, "b": 2300.0})
+    assert judge(r, UNPAIRED, BUDGET, best=best).keep
+
+
+def test_unpaired_ignores_the_paired_speedup() -> None:
+    # A paired CI that says "much faster" does not matter: only the absolute CIs are compared.
+    r = paired({"a": 1.2, "b": 1.3}, ci=(1.5, 1.6))
+    overlap = stored_best((2050.0, 2300.0), {"a": 1050.0, "b": 2100.0})
+    v = judge(r, UNPAIRED, BUDGET, best=overlap)
+    assert not v.keep and v.codes == ["not_faster"]
+    # And the min_effect margin applies to the ratio of the bounds: 2130 / 2100 = 1.014.
+    assert judge(r, GateConfig(rule="unpaired", min_effect=0.0), BUDGET,
+                 best=stored_best((2130.0, 2300.0), {"a": 1150.0, "b": 2300.0})).keep
+    assert not judge(r, GateConfig(rule="unpaired", min_effect=0.02), BUDGET,
+                     best=stored_best((2130.0, 2300.0), {"a": 1150.0, "b": 2300.0})).keep
+
+
+def test_unpaired_worst_combo_and_tradeoff_rules() -> None:
+    r = paired({"a": 1.2, "b": 1.3})       # candidate worst combo b at 2000 ns
+    slow_worst = stored_best((2200.0, 2400.0), {"a": 1500.0, "b": 1800.0}, worst=1800.0)
+    v = judge(r, UNPAIRED, BUDGET, best=slow_worst)
+    assert "worst_combo" in v.codes
+    # b regresses 10% while a gains 50%: gains 0.5 < 10 x losses 0.1.
+    v = judge(r, UNPAIRED, BUDGET, best=stored_best((2200.0, 2400.0), {"a": 1500.0, "b": 1818.2}, worst=2000.0))
+    assert "tradeoff" in v.codes
+
+
+def test_unpaired_without_a_stored_best_uses_the_trials_incumbent_arm() -> None:
+    r = paired({"a": 1.2, "b": 1.3})        # incumbent CI = candidate CI x 1.25: (2375, 2625) vs (1900, 2100)
+    assert judge(r, UNPAIRED, BUDGET).keep
+    missing = judge(dataclasses.replace(r, incumbent_geomean_ns_ci_90pct=None), UNPAIRED, BUDGET)
+    assert missing.codes == ["parse_error"] and "no absolute timing" in missing.reasons[0]
+    v = judge(r, UNPAIRED, BUDGET, best=stored_best((2200.0, 2400.0), {"x": 1.0, "b": 2300.0}))
+    assert v.codes == ["parse_error"] and "same combos" in v.reasons[0]

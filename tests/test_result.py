@@ -29,6 +29,9 @@ def paired_result() -> TrialResult:
         worst_combo_speedup=Measured(0.9123, COMBOS[2]),
         per_combo_speedup={COMBOS[0]: 1.1, COMBOS[1]: 1.05, COMBOS[2]: 0.9123},
         incumbent_per_combo_geomean_ns={COMBOS[0]: 3410.55, COMBOS[1]: 3150.0, COMBOS[2]: 49556.4},
+        incumbent_geomean_ns_per_query=12990.0, incumbent_geomean_ns_ci_90pct=(12500.0, 13500.0),
+        incumbent_worst_ns_per_query=Measured(49556.4, COMBOS[2]), incumbent_geomean_cycles_per_query=None,
+        geomean_instructions_per_query=None, counters="n/a: perf_event_open: ENOENT (No such file or directory)",
         jit_seconds=2.5, fixture_seconds=0.125, peak_mem_mb=512.75, total_seconds=95.0625,
         kernel_sha256="a" * 64, against_sha256="b" * 64,
     )
@@ -270,6 +273,7 @@ REQUIRED_PAIRED_SCALARS = [
     "geomean_ns_per_query", "geomean_ns_ci_90pct", "median_ns_per_query", "worst_ns_per_query",
     "best_ns_per_query", "total_seconds", "peak_mem_mb",
     "speedup_geomean", "speedup_ci_90pct", "worst_combo_speedup", "jit_seconds",
+    "incumbent_geomean_ns_per_query", "incumbent_geomean_ns_ci_90pct", "incumbent_worst_ns_per_query",
 ]
 REQUIRED_PAIRED_MAPS = ["per_combo_geomean_ns", "per_combo_speedup", "incumbent_per_combo_geomean_ns"]
 

@@ -62,6 +62,7 @@ class TrialResult:
     geomean_ns_ci_90pct: tuple[float, float] | None = None
     median_ns_per_query: float | None = None
     geomean_cycles_per_query: float | None = None   # n/a without hardware counters
+    geomean_instructions_per_query: float | None = None
     worst_ns_per_query: Measured | None = None
     best_ns_per_query: Measured | None = None
     per_combo_geomean_ns: dict[str, float] = field(default_factory=dict)
@@ -71,6 +72,14 @@ class TrialResult:
     worst_combo_speedup: Measured | None = None
     per_combo_speedup: dict[str, float] = field(default_factory=dict)
     incumbent_per_combo_geomean_ns: dict[str, float] = field(default_factory=dict)
+    # Paired mode: the incumbent arm's absolute timings (for the unpaired gate and for reports).
+    incumbent_geomean_ns_per_query: float | None = None
+    incumbent_geomean_ns_ci_90pct: tuple[float, float] | None = None
+    incumbent_worst_ns_per_query: Measured | None = None
+    incumbent_geomean_cycles_per_query: float | None = None
+    incumbent_geomean_instructions_per_query: float | None = None
+    counters: str = ""                        # what the counter fields hold, or once why they are n/a
+    injected_slowdown: float = 0.0            # calibration only; the gate refuses any other value
     # Costs.
     jit_seconds: float | None = None
     fixture_seconds: float | None = None
@@ -114,10 +123,14 @@ _KINDS: dict[str, str] = {
     "shapes_tested": "list", "distributions_tested": "list",
     "geomean_ns_per_query": "float?", "geomean_ns_ci_90pct": "interval?",
     "median_ns_per_query": "float?", "geomean_cycles_per_query": "float?",
+    "geomean_instructions_per_query": "float?",
     "worst_ns_per_query": "measured?", "best_ns_per_query": "measured?",
     "per_combo_geomean_ns": "map",
     "speedup_geomean": "float?", "speedup_ci_90pct": "interval?", "worst_combo_speedup": "measured?",
     "per_combo_speedup": "map", "incumbent_per_combo_geomean_ns": "map",
+    "incumbent_geomean_ns_per_query": "float?", "incumbent_geomean_ns_ci_90pct": "interval?",
+    "incumbent_worst_ns_per_query": "measured?", "incumbent_geomean_cycles_per_query": "float?",
+    "incumbent_geomean_instructions_per_query": "float?", "counters": "str", "injected_slowdown": "float",
     "jit_seconds": "float?", "fixture_seconds": "float?", "peak_mem_mb": "float?",
     "total_seconds": "float?", "kernel_sha256": "str", "against_sha256": "str", "sandbox": "str",
     "trial_token": "str",
@@ -311,7 +324,9 @@ _REQUIRED_OK = ("correctness_cases", "passes", "queries_per_combo", "shapes_test
                 "distributions_tested", "geomean_ns_per_query", "geomean_ns_ci_90pct",
                 "median_ns_per_query", "worst_ns_per_query", "best_ns_per_query", "total_seconds",
                 "peak_mem_mb")
-_REQUIRED_PAIRED = ("speedup_geomean", "speedup_ci_90pct", "worst_combo_speedup", "jit_seconds")
+_REQUIRED_PAIRED = ("speedup_geomean", "speedup_ci_90pct", "worst_combo_speedup", "jit_seconds",
+                    "incumbent_geomean_ns_per_query", "incumbent_geomean_ns_ci_90pct",
+                    "incumbent_worst_ns_per_query")
 
 
 def _build(values: dict[str, Any], source: str) -> TrialResult:
@@ -357,6 +372,8 @@ def _build(values: dict[str, Any], source: str) -> TrialResult:
             raise ResultParseError("per-combo fields disagree on the combos measured")
         if result.worst_combo_speedup is not None and result.worst_combo_speedup.combo not in combos:
             raise ResultParseError("worst_combo_speedup names an unmeasured combo")
+        if result.incumbent_worst_ns_per_query.combo not in combos:    # type: ignore[union-attr]
+            raise ResultParseError("incumbent_worst_ns_per_query names an unmeasured combo")
     for key in ("worst_ns_per_query", "best_ns_per_query"):
         measured = getattr(result, key)
         if measured.combo not in combos:

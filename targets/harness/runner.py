@@ -31,6 +31,7 @@ import numpy as np
 import psutil
 
 from targets.harness import sandbox, stats, wire
+from targets.harness.counters import Counters
 from targets.harness.files import write_atomic
 from targets.harness.prng import Stream, mix_seeds
 from targets.harness.resources import DEFAULT_BUDGET_SECONDS, peak_rss_mb
@@ -109,6 +110,10 @@ class TrialOptions:
     sessions: int | None = None
     queries_per_combo: int | None = None
     log_dir: Path | None = None
+    # Calibration only (`orchestrator calibrate` runs trials in-process): the incumbent's worker
+    # spins for this fraction of each timed call's own duration. No command line reaches it, and
+    # the gate refuses any result that carries it.
+    injected_slowdown: float = 0.0
 
 
 # ----------------------------------------------------------------------------- failures
@@ -210,10 +215,27 @@ class Worker:
         self.import_seconds = 0.0
         self.first_call_ns: dict[str, int] = {}
         self._tree: list[psutil.Process] | None = None
+        self.counters: Counters | None = None
+        self.counters_note = "n/a: not opened"
 
     def hello(self) -> None:
         reply, _ = self._recv("starting")
         self.import_seconds = float(reply.get("import_seconds", 0.0))
+        opened = Counters.open(self._python_pid())
+        if isinstance(opened, Counters):
+            self.counters, self.counters_note = opened, "cycles,instructions per call (user space, worker process)"
+        else:
+            self.counters_note = opened
+
+    def _python_pid(self) -> int:
+        """The worker's Python process as this runner sees it (under `unshare` it is a child)."""
+        try:
+            for child in psutil.Process(self.proc.pid).children(recursive=True):
+                if child.cmdline()[:1] == [sys.executable]:
+                    return child.pid
+        except psutil.Error:
+            pass
+        return self.proc.pid
 
     def _recv(self, what: str, timed: bool = False) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         try:
@@ -270,6 +292,9 @@ class Worker:
     def kill(self) -> None:
         """SIGKILL the worker's whole tree without waiting: tearing down its namespaces can take
         the kernel a second, which the trial need not spend idle (``reap`` checks at the end)."""
+        if self.counters is not None:
+            self.counters.close()
+            self.counters = None
         for fd in (self._req_w, self._rep_r):
             try:
                 os.close(fd)
@@ -328,20 +353,31 @@ class SpeedSamples:
     """ns per op for each arm, combo and block, plus the timed calls picked for verification."""
 
     ns: list[dict[str, list[np.ndarray]]]                      # [arm][combo][block] -> ns array
+    counts: list[dict[str, list[np.ndarray]]] = field(default_factory=list)  # same, (queries, 2): cycles, instr
     to_verify: list[tuple[str, dict[str, np.ndarray], list[dict[str, np.ndarray]]]] = field(
         default_factory=list)                                   # (combo, call, outputs per arm)
     jit_seconds: list[float] = field(default_factory=list)     # per arm
     verified: int = 0
 
 
-def _call(worker: Worker, inst: str, call: dict[str, np.ndarray], what: str) -> tuple[dict[str, np.ndarray], int]:
-    _, out, ns = worker.request({"cmd": "call", "instance": inst, "op": "speed"}, call, what, timed=True)
-    return out, ns
+def _call(worker: Worker, inst: str, call: dict[str, np.ndarray], what: str,
+          spin_ns: int = 0) -> tuple[dict[str, np.ndarray], int, tuple[int, int]]:
+    """One timed call: outputs, ns as the runner saw it, and the worker's (cycles, instructions)
+    for it, (-1, -1) without counters. Counters are read outside the timed window."""
+    message: dict[str, Any] = {"cmd": "call", "instance": inst, "op": "speed"}
+    if spin_ns:
+        message["spin_ns"] = spin_ns
+    before = worker.counters.read() if worker.counters else None
+    _, out, ns = worker.request(message, call, what, timed=True)
+    if before is None or worker.counters is None:
+        return out, ns, (-1, -1)
+    after = worker.counters.read()
+    return out, ns, (after[0] - before[0], after[1] - before[1])
 
 
 def measure_block(workers: Sequence[Worker], workloads: Sequence[Workload], seed: int, block: int,
                   queries_per_combo: int, warmup_calls: int, verify_fraction: float,
-                  samples: SpeedSamples) -> None:
+                  samples: SpeedSamples, spins: Sequence[float] = ()) -> None:
     """One block: a pass over every combo (in random order) with one set of workers, alternating
     arms query by query in a random order per query. A secret-seeded subset of timed calls is
     kept for verification."""
@@ -356,12 +392,18 @@ def measure_block(workers: Sequence[Worker], workloads: Sequence[Workload], seed
         for worker in first_movers:
             worker.request({"cmd": "setup", "instance": inst, "params": w.params}, w.arrays,
                            f"building workload {w.combo}")
+        # Calibration's injected slowdown: a fraction of the arm's own last call as the runner
+        # timed it (without its spin), so the measured effect is the nominal one on average.
+        spin = list(spins) or [0.0] * len(workers)
+        last_ns = [0] * len(workers)
         for worker in first_movers:
             for i, call in enumerate(calls[:warmup_calls]):       # untimed; numba compiles here
-                _, ns = _call(worker, inst, call, f"warming up {w.combo}")
+                _, ns, _ = _call(worker, inst, call, f"warming up {w.combo}")
+                last_ns[workers.index(worker)] = ns
                 if i == 0:
                     worker.first_call_ns.setdefault(w.combo, ns)
         timed = np.zeros((len(workers), queries_per_combo), dtype=np.int64)
+        counts = np.full((len(workers), queries_per_combo, 2), -1, dtype=np.int64)
         flips = stream.integers(2, queries_per_combo)
         check = stream.f32(queries_per_combo) < np.float32(verify_fraction)
         check[stream.integers(queries_per_combo, 1)[0]] = True       # at least one per combo
@@ -371,12 +413,16 @@ def measure_block(workers: Sequence[Worker], workloads: Sequence[Workload], seed
                 arms.reverse()
             outs: list[dict[str, np.ndarray]] = [{} for _ in workers]
             for arm in arms:
-                outs[arm], timed[arm, q] = _call(workers[arm], inst, call, f"timing {w.combo}")
+                spin_ns = int(spin[arm] * last_ns[arm])
+                outs[arm], timed[arm, q], counts[arm, q] = _call(workers[arm], inst, call, f"timing {w.combo}",
+                                                                 spin_ns)
+                last_ns[arm] = int(timed[arm, q]) - spin_ns
             if check[q]:
                 samples.to_verify.append((w.combo, call, outs))
         for arm, worker in enumerate(workers):
             worker.request({"cmd": "drop", "instance": inst})
             samples.ns[arm].setdefault(w.combo, []).append(timed[arm])
+            samples.counts[arm].setdefault(w.combo, []).append(counts[arm])
 
 
 def jit_seconds(worker: Worker, ns: dict[str, list[np.ndarray]]) -> float:
@@ -404,7 +450,7 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -440,8 +486,10 @@ def _r(x: float, digits: int) -> float:
     return float(round(x, digits))
 
 
-def run_trial(plan: TargetPlan, options: TrialOptions) -> TrialResult:
-    """Run one trial and return its result; failures become results with exit codes, not raises."""
+def run_trial(plan: TargetPlan, options: TrialOptions,
+              on_samples: Callable[[SpeedSamples], None] | None = None) -> TrialResult:
+    """Run one trial and return its result; failures become results with exit codes, not raises.
+    ``on_samples`` sees the raw timings of a trial that passed (calibration keeps them)."""
     started = time.monotonic()
     deadline = started + options.budget_seconds
     paired = options.against is not None
@@ -450,7 +498,7 @@ def run_trial(plan: TargetPlan, options: TrialOptions) -> TrialResult:
     runner_cpu, worker_cpu = _cpus()
     result = TrialResult(
         target=plan.name, mode=mode, exit_code=EXIT_INTERNAL, correctness="not_run",
-        arch=platform.machine(), cpu=_cpu_model(), python=platform.python_version(),
+        arch=platform.machine(), cpu=cpu_model(), python=platform.python_version(),
         numpy=_version("numpy"), numba=_version("numba"),
         threads={**THREAD_ENV, "worker_cpu": str(worker_cpu), "runner_cpu": str(runner_cpu)},
         passes=3 if mode == "baseline" else 1,
@@ -459,6 +507,7 @@ def run_trial(plan: TargetPlan, options: TrialOptions) -> TrialResult:
         queries_per_combo=options.queries_per_combo or (
             plan.queries_per_combo if paired else plan.single_queries_per_combo),
         query_seed=f"{seed:016x}", kernel_sha256=_sha256(options.kernel), trial_token=options.token,
+        injected_slowdown=options.injected_slowdown,
         against_sha256=_sha256(options.against) if options.against else "")
     if runner_cpu is not None:
         _set_affinity([runner_cpu])
@@ -470,7 +519,7 @@ def run_trial(plan: TargetPlan, options: TrialOptions) -> TrialResult:
         workers: list[Worker] = []
         try:
             _run_phases(plan, options, result, seed, deadline, (scratch, log_dir), workers,
-                        (runner_cpu, worker_cpu))
+                        (runner_cpu, worker_cpu), on_samples)
             result.exit_code, result.correctness = EXIT_OK, "pass"
         except TrialFailure as exc:
             result.exit_code, result.failure_kind, result.failure = exc.exit_code, exc.kind, str(exc)
@@ -497,7 +546,8 @@ def run_trial(plan: TargetPlan, options: TrialOptions) -> TrialResult:
 
 
 def _run_phases(plan: TargetPlan, options: TrialOptions, result: TrialResult, seed: int, deadline: float,
-                dirs: tuple[Path, Path], workers: list[Worker], cpus: tuple[int | None, int | None]) -> None:
+                dirs: tuple[Path, Path], workers: list[Worker], cpus: tuple[int | None, int | None],
+                on_samples: Callable[[SpeedSamples], None] | None) -> None:
     arms = [("incumbent", options.against), ("candidate", options.kernel)] if options.against else [
         ("kernel", options.kernel)]
     runner_cpu, worker_cpu = cpus
@@ -537,12 +587,13 @@ def _run_phases(plan: TargetPlan, options: TrialOptions, result: TrialResult, se
     result.correctness = "pass"
 
     passes = result.replicates if options.against else result.passes
-    samples = SpeedSamples(ns=[{} for _ in arms], jit_seconds=[0.0 for _ in arms])
+    samples = SpeedSamples(ns=[{} for _ in arms], counts=[{} for _ in arms], jit_seconds=[0.0 for _ in arms])
+    spins = [options.injected_slowdown if label == "incumbent" else 0.0 for label, _ in arms]
     block = 0
     for rep in range(passes):
         for _ in range(result.sessions):
             measure_block(current, workloads, seed, block, result.queries_per_combo, plan.warmup_calls,
-                          plan.verify_fraction, samples)
+                          plan.verify_fraction, samples, spins)
             block += 1
         for arm, w in enumerate(current):
             samples.jit_seconds[arm] += jit_seconds(w, samples.ns[arm])
@@ -555,29 +606,54 @@ def _run_phases(plan: TargetPlan, options: TrialOptions, result: TrialResult, se
             for w in current:
                 w.hello()
     result.verified_calls = samples.verified
+    # Said once per trial: either every worker was counted, or the first reason one was not.
+    result.counters = next((w.counters_note for w in current if w.counters is None), current[0].counters_note)
+    if on_samples is not None:
+        on_samples(samples)
     summarise(result, samples, [w.combo for w in workloads], paired=options.against is not None,
               trim=plan.trim)
+
+
+def _absolute(ns: dict[str, list[np.ndarray]], combos: Sequence[str]) -> tuple[dict[str, float], float,
+                                                                               tuple[float, float], Measured]:
+    """One arm's absolute timing: per-combo geomean ns, their geomean, its CI, and the worst combo."""
+    per_combo = {c: stats.geomean(np.concatenate(ns[c])) for c in combos}
+    lo, hi = stats.bootstrap_geomean_ci([np.concatenate(ns[c]) for c in combos])
+    worst = max(per_combo, key=per_combo.__getitem__)
+    return ({c: _r(v, 1) for c, v in per_combo.items()}, _r(stats.geomean(list(per_combo.values())), 1),
+            (_r(lo, 1), _r(hi, 1)), Measured(_r(per_combo[worst], 1), worst))
+
+
+def _counted(counts: dict[str, list[np.ndarray]], combos: Sequence[str], which: int) -> float | None:
+    """Geomean over combos of the per-call geomean of a counter (0 cycles, 1 instructions), or None
+    if any timed call went uncounted."""
+    per_combo = [np.concatenate([block[:, which] for block in counts.get(c, [])]) for c in combos]
+    if any(v.size == 0 or np.any(v <= 0) for v in per_combo):
+        return None
+    return _r(stats.geomean([stats.geomean(v) for v in per_combo]), 1)
 
 
 def summarise(result: TrialResult, samples: SpeedSamples, combos: Sequence[str], paired: bool,
               trim: float) -> None:
     """Fill the timing fields of ``result`` from raw samples."""
     cand = samples.ns[-1]
-    per_combo = {c: stats.geomean(np.concatenate(cand[c])) for c in combos}
-    result.per_combo_geomean_ns = {c: _r(v, 1) for c, v in per_combo.items()}
-    result.geomean_ns_per_query = _r(stats.geomean(list(per_combo.values())), 1)
-    lo, hi = stats.bootstrap_geomean_ci([np.concatenate(cand[c]) for c in combos])
-    result.geomean_ns_ci_90pct = (_r(lo, 1), _r(hi, 1))
+    (result.per_combo_geomean_ns, result.geomean_ns_per_query, result.geomean_ns_ci_90pct,
+     result.worst_ns_per_query) = _absolute(cand, combos)
     result.median_ns_per_query = _r(stats.median(np.concatenate([np.concatenate(cand[c]) for c in combos])), 1)
-    worst = max(per_combo, key=per_combo.__getitem__)
-    best = min(per_combo, key=per_combo.__getitem__)
-    result.worst_ns_per_query = Measured(_r(per_combo[worst], 1), worst)
-    result.best_ns_per_query = Measured(_r(per_combo[best], 1), best)
+    best = min(result.per_combo_geomean_ns, key=result.per_combo_geomean_ns.__getitem__)
+    result.best_ns_per_query = Measured(result.per_combo_geomean_ns[best], best)
     result.jit_seconds = _r(samples.jit_seconds[-1], 3)
+    if samples.counts:
+        result.geomean_cycles_per_query = _counted(samples.counts[-1], combos, 0)
+        result.geomean_instructions_per_query = _counted(samples.counts[-1], combos, 1)
     if not paired:
         return
     inc = samples.ns[0]
-    result.incumbent_per_combo_geomean_ns = {c: _r(stats.geomean(np.concatenate(inc[c])), 1) for c in combos}
+    (result.incumbent_per_combo_geomean_ns, result.incumbent_geomean_ns_per_query,
+     result.incumbent_geomean_ns_ci_90pct, result.incumbent_worst_ns_per_query) = _absolute(inc, combos)
+    if samples.counts:
+        result.incumbent_geomean_cycles_per_query = _counted(samples.counts[0], combos, 0)
+        result.incumbent_geomean_instructions_per_query = _counted(samples.counts[0], combos, 1)
     # blocks[b][c]: per-pair log(t_incumbent / t_candidate) for combo c in timing block b. Blocks,
     # not single pairs, are the bootstrap's unit: pairs within a block are correlated.
     n_blocks = len(cand[combos[0]])

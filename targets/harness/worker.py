@@ -114,6 +114,10 @@ def serve(request_fd: int, reply_fd: int, target_module: str, kernel_path: str) 
         try:
             if cmd == "call":
                 outputs = ops.OPS[message["op"]](instances[message["instance"]], arrays)
+                if message.get("spin_ns"):      # calibration: a known slowdown of this call
+                    until = time.perf_counter_ns() + int(message["spin_ns"])
+                    while time.perf_counter_ns() < until:
+                        pass
                 wire.send(reply_fd, {"ok": True}, outputs)
             elif cmd == "setup":
                 t0 = time.perf_counter()

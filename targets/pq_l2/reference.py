@@ -45,11 +45,18 @@ def distance_table(shape: PqShape, codebook: np.ndarray, query: np.ndarray) -> n
     return table.reshape(-1)
 
 
-def distances(shape: PqShape, table: np.ndarray, codes_aos: np.ndarray, num_vectors: int) -> np.ndarray:
-    m_count = shape.num_sub_vectors
-    codes = codes_aos.reshape(num_vectors, m_count)
-    rows = table.reshape(m_count, NUM_CENTROIDS)
-    acc = np.zeros(num_vectors, dtype=np.float32)
-    for m in range(m_count):
-        acc += rows[m][codes[:, m]]
+def code_columns(shape: PqShape, codes_aos: np.ndarray, num_vectors: int) -> np.ndarray:
+    """Codes as one contiguous row per sub-vector (u8[m, n]): the same values, gathered faster."""
+    return np.ascontiguousarray(codes_aos.reshape(num_vectors, shape.num_sub_vectors).T)
+
+
+def distances_from_columns(table: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    rows = table.reshape(columns.shape[0], NUM_CENTROIDS)
+    acc = np.zeros(columns.shape[1], dtype=np.float32)
+    for m in range(columns.shape[0]):
+        acc += rows[m][columns[m]]
     return acc
+
+
+def distances(shape: PqShape, table: np.ndarray, codes_aos: np.ndarray, num_vectors: int) -> np.ndarray:
+    return distances_from_columns(table, code_columns(shape, codes_aos, num_vectors))

@@ -1,0 +1,172 @@
+"""`orchestrator calibrate`: the injected slowdown, the gates' verdicts on it, and the output."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_gate import paired
+
+import targets
+from orchestrator import calibrate, loop
+from orchestrator.calibrate import CalibrationOptions, Estimate, TrialRecord
+from orchestrator.gate import GateConfig, judge
+from targets.harness.counters import Counters
+from targets.harness.runner import parse_args
+
+from conftest import BASELINE, ROOT
+
+PQ = targets.get("pq-l2")
+TINY = dict(replicates=2, sessions=1, queries_per_combo=3)
+
+
+def options(**changes) -> CalibrationOptions:
+    return dataclasses.replace(CalibrationOptions(PQ, BASELINE, trials=2, effects=(0.0, 0.5), **TINY), **changes)
+
+
+def test_injected_slowdown_is_measured_and_never_kept_as_is(tmp_path: Path) -> None:
+    data = calibrate.calibrate(options(), tmp_path / "cal", "test machine")
+    lines = (tmp_path / "cal" / "trials.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert len(records) == 4 and sorted(r["effect"] for r in records) == [0.0, 0.0, 0.5, 0.5]
+    for r in records:
+        assert r["exit_code"] == 0, r["failure"]
+        speedup = r["estimates"]["paired"]["speedup"]
+        # A 50% spin on the incumbent shows as ~1.5x; A/A stays near 1 (loose: tiny trials, shared CPU).
+        assert (1.3 < speedup < 1.7) if r["effect"] else (0.9 < speedup < 1.1), r
+        assert r["result"]["injected_slowdown"] == r["effect"]
+        assert set(r["estimates"]) == {"paired", "paired-untrimmed", "paired-iid-pairs", "one-worker-pair"}
+    # The gate refuses the raw results (they carry the flag) ...
+    raw = calibrate.parse_json(json.dumps(next(r for r in records if r["effect"] == 0.5)["result"]))
+    assert judge(raw, GateConfig(), 120.0).codes == ["parse_error"]
+    # ... and calibrate judges the same timings with the flag cleared: the 50% trials are kept.
+    per_effect = data["summary"]["per_effect"]
+    assert per_effect["0.5"]["methods"]["paired"]["keep_rate"] == 1.0
+    assert per_effect["0"]["methods"]["paired"]["keep_rate"] == 0.0
+    assert data["complete"] and data["trials_run"] == 4
+    saved = json.loads((tmp_path / "cal" / "calibration.json").read_text())
+    assert saved["summary"]["goals"] == data["summary"]["goals"]
+    summary = (tmp_path / "cal" / "summary.md").read_text()
+    assert "| paired | 0.0% (0) | 100.0% (2) |" in summary and "## Recommendation" in summary
+
+
+def test_an_interrupted_calibration_still_writes_its_summary(tmp_path: Path, monkeypatch) -> None:
+    calls = []
+
+    def fake_run_one(opts, effect, round_):
+        calls.append(effect)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return TrialRecord(effect, round_, 1.0, 1, "crash: boom")
+
+    monkeypatch.setattr(calibrate, "run_one", fake_run_one)
+    with pytest.raises(KeyboardInterrupt):
+        calibrate.calibrate(options(), tmp_path / "cal", "m")
+    saved = json.loads((tmp_path / "cal" / "calibration.json").read_text())
+    assert saved["complete"] is False and saved["trials_run"] == 2
+    assert len((tmp_path / "cal" / "trials.jsonl").read_text().splitlines()) == 2
+    assert "INCOMPLETE" in (tmp_path / "cal" / "summary.md").read_text()
+
+
+def _record(effect: float, round_: int, speedup: float, ci: tuple[float, float]) -> TrialRecord:
+    result = paired({"a": speedup, "b": speedup}, ci=ci)
+    rec = TrialRecord(effect, round_, 8.0, 0, estimates={m: Estimate(speedup, *ci) for m in calibrate.METHODS
+                                                           if m != "unpaired"})
+    rec.result = json.loads(result.to_json())
+    return rec
+
+
+def test_rates_recommendation_and_goals_from_known_records() -> None:
+    # 100 A/A trials, one of which looks 1.5% faster; 100 trials at 5%, 96 of them detected.
+    records = [_record(0.0, i, 1.0, (0.99, 1.01)) for i in range(99)] + [_record(0.0, 99, 1.02, (1.012, 1.03))]
+    records += [_record(0.05, i, 1.05, (1.03, 1.07)) for i in range(96)]
+    records += [_record(0.05, 96 + i, 1.01, (0.995, 1.02)) for i in range(4)]
+    opts = options(trials=100, effects=(0.0, 0.05))
+    summary = calibrate.summarise(records, opts)
+    aa = summary["per_effect"]["0"]["methods"]["paired"]
+    assert aa["keeps"] == 1 and aa["keep_rate"] == 0.01 and 0.04 < aa["keep_rate_upper95"] < 0.06
+    assert aa["ci_covers_1"] == 0.99
+    assert summary["per_effect"]["0.05"]["methods"]["paired"]["keep_rate"] == 0.96
+    # min_effect 0.0125 would be needed for 0 false keeps; 0.01 already gives 1% <= 1%.
+    assert summary["recommendation"] == {"min_effect": 0.0, "false_keep_rate": 0.01,
+                                         "smallest_effect_detected_95pct": 0.05}
+    goals = {g["goal"]: g["met"] for g in summary["goals"]}
+    assert goals == {"false-keep rate (A/A) <= 1%": True, "detection power at 5% >= 95%": True,
+                     "detection power at 10% >= 99%": False, "every trial <= 10 s": True}
+
+
+def test_recommendation_moves_up_when_noise_keeps_aa_trials() -> None:
+    records = [_record(0.0, i, 1.0, (0.99, 1.01)) for i in range(95)]
+    records += [_record(0.0, 95 + i, 1.02, (1.006, 1.03)) for i in range(5)]   # 5% false keeps at 0
+    records += [_record(0.1, i, 1.1, (1.08, 1.12)) for i in range(100)]
+    summary = calibrate.summarise(records, options(trials=100, effects=(0.0, 0.1)))
+    rec = summary["recommendation"]
+    assert rec["min_effect"] == 0.0075 and rec["false_keep_rate"] == 0.0
+    assert rec["smallest_effect_detected_95pct"] == 0.1
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"trials": 1}, "--trials must be at least 2"),
+    ({"effects": (0.02, 0.05)}, "--effects must include 0"),
+    ({"effects": (0.0, 1.5)}, "--effects must be distinct fractions"),
+    ({"effects": (0.0, 0.05, 0.05)}, "--effects must be distinct fractions"),
+    ({"kernel": Path("/nonexistent/kernels.py")}, "no such file"),
+])
+def test_bad_options_are_named(changes, message) -> None:
+    assert message in calibrate.problem(options(**changes))
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--effects", "0,abc"], "expected comma-separated fractions"),
+    (["--effects", "0.05"], "must include 0"),
+    (["--trials", "1"], "at least 2"),
+    (["--queries", "0"], "--queries must be at least 1"),
+    (["--target", "nope"], "unknown target 'nope'"),
+])
+def test_cli_bad_input_exits_2_and_writes_nothing(repo: Path, args: list[str], message: str) -> None:
+    argv = ["--target", "pq-l2", *args] if "--target" not in args else args
+    out = subprocess.run([sys.executable, "-m", "orchestrator", "calibrate", *argv], cwd=repo,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and message in out.stderr, out.stderr
+    assert sorted(p.name for p in (repo / "runs").iterdir()) == ["README.md"]
+
+
+def test_no_trial_command_line_can_inject_a_slowdown() -> None:
+    with pytest.raises(SystemExit):
+        parse_args(["--injected-slowdown", "0.1"], "pq-l2", BASELINE)
+    options, _ = parse_args([], "pq-l2", BASELINE)
+    assert options.injected_slowdown == 0.0
+    assert "injected" not in (ROOT / "orchestrator" / "trial.py").read_text()
+    assert "injected" not in (ROOT / "orchestrator" / "loop.py").read_text()
+
+
+def test_counters_open_on_this_process_or_say_why_not() -> None:
+    import os
+    opened = Counters.open(os.getpid())
+    if isinstance(opened, str):
+        assert opened.startswith("n/a: ")
+        return
+    try:
+        c0, i0 = opened.read()
+        sum(i * i for i in range(100_000))
+        c1, i1 = opened.read()
+        assert c1 > c0 and i1 - i0 > 100_000        # at least one instruction per iteration
+    finally:
+        opened.close()
+
+
+def test_unpaired_daemon_rule_uses_the_stored_best() -> None:
+    keep = json.loads(paired({"a": 1.2, "b": 1.3}).to_json())
+    first = json.loads(paired({"a": 1.0, "b": 1.0}).to_json())
+    records = [{"verdict": "discard", "trial": first}, {"verdict": "keep", "trial": keep},
+               {"verdict": "discard", "trial": None}]
+    best = loop._stored_best_timing(records)
+    assert best is not None and best.per_combo == keep["per_combo_geomean_ns"]        # the keep's candidate arm
+    best = loop._stored_best_timing(records[:1])
+    assert best is not None and best.per_combo == first["incumbent_per_combo_geomean_ns"]  # the baseline's arm
+    assert loop._stored_best_timing([]) is None
+    assert loop._stored_best_timing([{"verdict": "keep", "trial": {"mode": "paired"}}]) is None   # unreadable
