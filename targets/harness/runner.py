@@ -10,6 +10,8 @@ same queries), over several fresh worker pairs, and reports incumbent/candidate 
 from __future__ import annotations
 
 import argparse
+import fcntl
+import gc
 import hashlib
 import importlib.metadata
 import math
@@ -181,6 +183,15 @@ def _cpus() -> tuple[int | None, int | None]:
     return allowed[0], allowed[-1]
 
 
+def _widen_pipe(fd: int) -> None:
+    """1 MiB instead of 64 KiB: a workload's arrays then cross in a few writes, not hundreds of
+    writes each waiting for the worker to drain the pipe (the system may refuse; then 64 KiB)."""
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, 1 << 20)
+    except (OSError, AttributeError):
+        pass
+
+
 class Worker:
     """One worker process and its two pipes; every request has the trial's deadline."""
 
@@ -198,6 +209,8 @@ class Worker:
         self.log_path = log_dir / f"{home.name}.log"
         req_r, self._req_w = os.pipe()
         self._rep_r, rep_w = os.pipe()
+        for fd in (req_r, rep_w):
+            _widen_pipe(fd)
         argv = box.wrap([sys.executable, "-I", "-B", "-c", BOOT, str(scratch / "bundle"), str(req_r), str(rep_w),
                          ops_module, str(self.kernel)])
         cache = arm / "numba-cache"
@@ -381,6 +394,19 @@ def measure_block(workers: Sequence[Worker], workloads: Sequence[Workload], seed
     """One block: a pass over every combo (in random order) with one set of workers, alternating
     arms query by query in a random order per query. A secret-seeded subset of timed calls is
     kept for verification."""
+    # The runner's own collector must not pause between a request and its timed reply: it is off
+    # for the block and catches up afterwards, off the clock.
+    gc.disable()
+    try:
+        _measure_block(workers, workloads, seed, block, queries_per_combo, warmup_calls, verify_fraction, samples,
+                       spins)
+    finally:
+        gc.enable()
+
+
+def _measure_block(workers: Sequence[Worker], workloads: Sequence[Workload], seed: int, block: int,
+                   queries_per_combo: int, warmup_calls: int, verify_fraction: float,
+                   samples: SpeedSamples, spins: Sequence[float]) -> None:
     stream = Stream(mix_seeds(seed, "order", block))
     combo_order = [workloads[i] for i in np.argsort(stream.f32(len(workloads)), kind="stable")]
     for w in combo_order:
@@ -589,6 +615,8 @@ def _run_phases(plan: TargetPlan, options: TrialOptions, result: TrialResult, se
     passes = result.replicates if options.against else result.passes
     samples = SpeedSamples(ns=[{} for _ in arms], counts=[{} for _ in arms], jit_seconds=[0.0 for _ in arms])
     spins = [options.injected_slowdown if label == "incumbent" else 0.0 for label, _ in arms]
+    # Said once per trial: either every worker was counted, or the first reason one was not.
+    result.counters = next((w.counters_note for w in current if w.counters is None), current[0].counters_note)
     block = 0
     for rep in range(passes):
         for _ in range(result.sessions):
@@ -597,17 +625,17 @@ def _run_phases(plan: TargetPlan, options: TrialOptions, result: TrialResult, se
             block += 1
         for arm, w in enumerate(current):
             samples.jit_seconds[arm] += jit_seconds(w, samples.ns[arm])
+        # Killed as soon as they are done: a worker's teardown (its namespaces, its memory) takes
+        # up to a second, which then overlaps the verification and the next pair's start.
+        for w in current:
+            w.kill()
         if rep + 1 < passes:
-            for w in current:
-                w.kill()
             current = start_workers()         # the next pair boots while this one's calls are verified
         verify_pending(workloads, samples)
         if rep + 1 < passes:
             for w in current:
                 w.hello()
     result.verified_calls = samples.verified
-    # Said once per trial: either every worker was counted, or the first reason one was not.
-    result.counters = next((w.counters_note for w in current if w.counters is None), current[0].counters_note)
     if on_samples is not None:
         on_samples(samples)
     summarise(result, samples, [w.combo for w in workloads], paired=options.against is not None,
