@@ -307,10 +307,11 @@ def markdown(data: dict[str, Any]) -> str:
               "arm's previous call as the runner timed it, so it should match the nominal effect):", ""]
     for e, row in s["per_effect"].items():
         med = row["methods"]["paired"].get("speedup_median")
-        counters = row.get("cycles_ratio")
         lines.append(f"- effect {e}: paired {med:.4f}" if med else f"- effect {e}: no passing trial")
-        if counters:
-            lines[-1] += f"; cycles ratio {counters['median']:.4f} (sd of log {counters['log_sd_pct']:.2f}%)"
+        for name in ("cycles", "instructions"):
+            ratio = row.get(f"{name}_ratio")
+            if ratio:
+                lines[-1] += f"; {name} ratio {ratio['median']:.4f} (sd of log {ratio['log_sd_pct']:.2f}%)"
         lines[-1] += (f"; trial seconds median {row['trial_seconds_median']:.2f}, max {row['trial_seconds_max']:.2f}"
                       if row["trial_seconds_max"] is not None else "")
     rec = s["recommendation"]

@@ -36,22 +36,36 @@ def test_injected_slowdown_is_measured_and_never_kept_as_is(tmp_path: Path) -> N
     for r in records:
         assert r["exit_code"] == 0, r["failure"]
         speedup = r["estimates"]["paired"]["speedup"]
-        # A 50% spin on the incumbent shows as ~1.5x; A/A stays near 1 (loose: tiny trials, shared CPU).
-        assert (1.3 < speedup < 1.7) if r["effect"] else (0.9 < speedup < 1.1), r
+        # A 50% spin on the incumbent shows as ~1.5x, A/A near 1 — loosely: these trials are tiny
+        # and the machine may be busy. Instruction counts (where the machine has counters) are
+        # the sharp check: the spin adds instructions only to the slowed arm.
+        assert speedup > 1.2 if r["effect"] else 0.7 < speedup < 1.4, r
+        if r["instructions_ratio"] is not None:
+            assert r["instructions_ratio"] > 1.2 if r["effect"] else abs(r["instructions_ratio"] - 1) < 0.01, r
         assert r["result"]["injected_slowdown"] == r["effect"]
         assert set(r["estimates"]) == {"paired", "paired-untrimmed", "paired-iid-pairs", "one-worker-pair"}
+        # Counters: measured for both arms where the machine allows, else one reason.
+        counters = r["result"]["counters"]
+        if counters.startswith("cycles"):
+            assert r["result"]["incumbent_geomean_cycles_per_query"] > 0 and r["cycles_ratio"] > 0
+        else:
+            assert counters.startswith("n/a: ") and r["result"]["geomean_cycles_per_query"] is None
     # The gate refuses the raw results (they carry the flag) ...
     raw = calibrate.parse_json(json.dumps(next(r for r in records if r["effect"] == 0.5)["result"]))
     assert judge(raw, GateConfig(), 120.0).codes == ["parse_error"]
-    # ... and calibrate judges the same timings with the flag cleared: the 50% trials are kept.
+    # ... and calibrate judges the same timings as the daemon would, with the flag cleared.
     per_effect = data["summary"]["per_effect"]
-    assert per_effect["0.5"]["methods"]["paired"]["keep_rate"] == 1.0
-    assert per_effect["0"]["methods"]["paired"]["keep_rate"] == 0.0
+    for effect in ("0", "0.5"):
+        judged = [calibrate.as_judged(TrialRecord(**{**r, "estimates": {k: Estimate(**v) for k, v in
+                                                                          r["estimates"].items()}}))
+                  for r in records if f"{r['effect']:g}" == effect]
+        expected = sum(judge(res, GateConfig(), 120.0).keep for res in judged)
+        assert per_effect[effect]["methods"]["paired"]["keeps"] == expected
     assert data["complete"] and data["trials_run"] == 4
     saved = json.loads((tmp_path / "cal" / "calibration.json").read_text())
     assert saved["summary"]["goals"] == data["summary"]["goals"]
     summary = (tmp_path / "cal" / "summary.md").read_text()
-    assert "| paired | 0.0% (0) | 100.0% (2) |" in summary and "## Recommendation" in summary
+    assert "| paired | " in summary and "## Recommendation" in summary and "| unpaired | " in summary
 
 
 def test_an_interrupted_calibration_still_writes_its_summary(tmp_path: Path, monkeypatch) -> None:
@@ -142,6 +156,14 @@ def test_no_trial_command_line_can_inject_a_slowdown() -> None:
     assert options.injected_slowdown == 0.0
     assert "injected" not in (ROOT / "orchestrator" / "trial.py").read_text()
     assert "injected" not in (ROOT / "orchestrator" / "loop.py").read_text()
+
+
+def test_counters_on_a_missing_process_say_why_once() -> None:
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    reason = Counters.open(gone.pid)
+    assert isinstance(reason, str) and reason.startswith("n/a: ")
+    assert "ESRCH" in reason or "no perf_event_open" in reason
 
 
 def test_counters_open_on_this_process_or_say_why_not() -> None:
