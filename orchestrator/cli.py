@@ -17,9 +17,11 @@ import targets
 from orchestrator import config as config_mod
 from orchestrator import ledger as ledger_mod
 from orchestrator import calibrate as calibrate_mod
-from orchestrator import gate, loop, trial, workspace
+from orchestrator import export as export_mod
+from orchestrator import gate, loop, plot, progress, report, scaffold, trial, workspace
 from orchestrator import provider as provider_mod
 from targets.harness import runner, sandbox
+from targets.harness.files import write_atomic
 
 EXIT_USAGE = 2
 
@@ -119,9 +121,13 @@ def cmd_loop(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     info = _target(config.target)
     try:
-        workspace.find_repo(targets.PROJECT_ROOT)
+        repo = workspace.find_repo(targets.PROJECT_ROOT)
     except workspace.WorkspaceError as exc:
         raise UsageError(str(exc)) from None
+    kernel_rel = workspace.relative_kernel(repo, info.kernel_path)
+    if not resuming and repo.head.is_valid() and not repo.git.ls_tree("HEAD", "--", kernel_rel):
+        raise UsageError(f"{kernel_rel} is not committed, and a run branches from HEAD; commit the target "
+                         f"first (git add targets/{info.folder.name} && git commit)")
     provider = _provider(config, info)
     try:
         run = (loop.resume(run_dir, config, info, provider) if resuming else loop.start(config, info, provider))
@@ -137,6 +143,8 @@ def cmd_loop(args: argparse.Namespace) -> int:
           flush=True)
     for warning in run.warnings:
         print(f"warning: {warning}", file=sys.stderr, flush=True)
+    run.status = progress.LiveStatus(run.ledger.dir, progress.Status(run.run_id, info.name, label))
+    run.log = run.status.log
     return loop.run_loop(run)
 
 
@@ -195,6 +203,65 @@ def _trial_line(rec: calibrate_mod.TrialRecord) -> str:
     if est is None:
         return f"failed ({rec.failure and rec.failure.splitlines()[0]})"
     return f"speedup {est.speedup:.4f} [{est.lo:.4f}, {est.hi:.4f}] in {rec.seconds:.1f} s"
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    if args.target:
+        _target(args.target)
+    print(report.status_table(report.all_runs(args.target)))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    info = _target(args.target)
+    try:
+        run_dir = report.find_run(args.run, info.name) if args.run else report.latest_run(info.name)
+        view = report.load_run(run_dir)
+    except report.ReportError as exc:
+        raise UsageError(str(exc)) from None
+    png = plot.render(report.progress_points(view.records), f"{view.target} run {view.run_id} ({view.state})")
+    write_atomic(run_dir / "progress.png", png)
+    write_atomic(run_dir / "report.html", report.html_report(view, png))
+    t = report.totals(view)
+    print(f"run {view.run_id} ({view.state}): {t['attempts']} attempts, {t['keeps']} kept"
+          + (f", {t['in_flight']} in flight" if t["in_flight"] else ""))
+    print(f"written: {run_dir / 'report.html'}\n         {run_dir / 'progress.png'}")
+    return 0
+
+
+def cmd_candidates(args: argparse.Namespace) -> int:
+    if args.target:
+        _target(args.target)
+    if args.min_speedup <= 0:
+        raise UsageError("--min-speedup must be positive, e.g. 1.10 for a 10% speedup")
+    print(report.candidates_table(report.candidates(report.all_runs(args.target), args.min_speedup), args.min_speedup))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    try:
+        out, check = export_mod.export(args.ref, args.out, verify=not args.no_verify,
+                                       budget_seconds=args.budget_seconds)
+    except report.ReportError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"exported to {out}: kernels.py, kernels.patch, logs/, progress.png, UPSTREAM.md")
+    print(f"re-verification: {check.summary}")
+    return 0 if check.reproduces or args.no_verify else 1
+
+
+def cmd_new_target(args: argparse.Namespace) -> int:
+    try:
+        created = scaffold.create(args.name, targets.PROJECT_ROOT)
+    except scaffold.ScaffoldError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"created target {args.name}:")
+    for path in created:
+        print(f"  {path.relative_to(targets.PROJECT_ROOT)}")
+    module = args.name.replace("-", "_")
+    print(f"\nIt runs now: `orchestrator trial --target {args.name}` and `python -m pytest tests/test_{module}.py`; "
+          f"commit it, then `orchestrator loop --target {args.name} --model offline` (a run branches from HEAD).\n")
+    print(scaffold.checklist(targets.PROJECT_ROOT))
+    return 0
 
 
 def _capsule_status(name: str) -> str:
@@ -259,6 +326,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queries", type=int, help="timed queries per combo and block")
     p.add_argument("--budget-seconds", type=float, default=120.0)
     p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("status", help="list runs: running or not, attempt and phase, keeps, best, cost")
+    p.add_argument("--target", help="only this target's runs")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("report", help="write report.html and progress.png into a run's directory")
+    p.add_argument("--target", required=True, help="target name, e.g. pq-l2")
+    p.add_argument("--run", help="run id (default: the target's latest run)")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("candidates", help="kept kernels across runs that clear the upstream bar")
+    p.add_argument("--target", help="only this target's runs")
+    p.add_argument("--min-speedup", type=float, default=1.10,
+                   help="speedup over the run's original baseline to clear (default 1.10)")
+    p.set_defaults(func=cmd_candidates)
+
+    p = sub.add_parser("export", help="package a kept kernel for upstream: patch, logs, plot, checklist")
+    p.add_argument("ref", metavar="RUN_ID[:ATTEMPT]", help="the run, and the kept attempt (default: its best)")
+    p.add_argument("--out", type=Path, required=True, help="a new or empty directory")
+    p.add_argument("--no-verify", action="store_true", help="skip the fresh trial against the baseline")
+    p.add_argument("--budget-seconds", type=float, default=120.0, help="time budget of the re-verification trial")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("new-target", help="create a working target folder to fill in (see docs/adding-a-target.md)")
+    p.add_argument("name", help="the new target's name, e.g. bm25 (the folder is targets/<name with _ for ->)")
+    p.set_defaults(func=cmd_new_target)
 
     p = sub.add_parser("targets", help="list the targets and their status")
     p.set_defaults(func=cmd_targets)

@@ -142,7 +142,7 @@ class Ledger:
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             except FileExistsError:
-                holder = self._lock_holder(path)
+                holder = self.lock_holder()
                 if holder is not None:
                     raise LockHeld(f"run {self.dir} is locked by a live daemon (pid {holder}); stop it first "
                                    f"(touch {self.dir / 'STOP'}) or start a new run") from None
@@ -155,9 +155,9 @@ class Ledger:
             return warning
         raise LockHeld(f"could not take the lock of {self.dir}")
 
-    @staticmethod
-    def _lock_holder(path: Path) -> int | None:
+    def lock_holder(self) -> int | None:
         """The pid holding the lock if that process is alive and is the one that took it."""
+        path = self.dir / "lock"
         try:
             info = json.loads(path.read_text())
             pid, created = int(info["pid"]), float(info["create_time"])
@@ -172,9 +172,8 @@ class Ledger:
             return None
 
     def release_lock(self) -> None:
-        path = self.dir / "lock"
-        if self._lock_holder(path) == os.getpid():
-            path.unlink(missing_ok=True)
+        if self.lock_holder() == os.getpid():
+            (self.dir / "lock").unlink(missing_ok=True)
 
 
 def results_row(attempt: int, record: dict[str, Any]) -> dict[str, Any]:

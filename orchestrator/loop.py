@@ -24,6 +24,7 @@ from typing import Any
 from orchestrator import edit, gate, ledger as ledger_mod, policy, prompt as prompt_mod, report, trial, workspace
 from orchestrator.config import RunConfig, to_dict
 from orchestrator.ledger import Ledger
+from orchestrator.progress import LiveStatus
 from orchestrator.provider import OfflineProvider, Provider, ProviderError, Usage
 from targets import PROJECT_ROOT, TargetInfo
 from targets.harness.files import write_atomic
@@ -61,6 +62,7 @@ class Run:
     history_rows: int = 0                 # shrinks when a prompt was too long for the model
     stop_reason: str = ""
     warnings: list[str] = field(default_factory=list)
+    status: LiveStatus | None = None      # live progress and status.json, when the CLI runs the loop
 
     @property
     def baseline(self) -> Path:
@@ -72,13 +74,16 @@ class Run:
 
 
 class Phases:
-    """Wall time per phase of one attempt."""
+    """Wall time per phase of one attempt; ``listener`` hears each phase as it begins."""
 
-    def __init__(self) -> None:
+    def __init__(self, listener: Callable[[str], None] | None = None) -> None:
         self.seconds: dict[str, float] = {}
+        self.listener = listener
 
     @contextmanager
     def __call__(self, name: str) -> Iterator[None]:
+        if self.listener is not None:
+            self.listener(name)
         start = time.monotonic()
         try:
             yield
@@ -108,7 +113,7 @@ def _last_failure(records: list[dict[str, Any]]) -> str | None:
 
 def run_attempt(run: Run, n: int, records: list[dict[str, Any]]) -> dict[str, Any]:
     """Run attempt ``n`` to its end and return its finished record (already in the ledger)."""
-    phases, usage = Phases(), Usage()
+    phases, usage = Phases(run.status.phase if run.status else None), Usage()
     started = ledger_mod.now()
     spec = getattr(run.provider, "spec", None)
     rec: dict[str, Any] = {"started_at": started, "provider": run.provider.name, "model": run.provider.model,
@@ -306,6 +311,9 @@ def _measure_cumulative(run: Run, rec: dict[str, Any], adir: Path) -> None:
     if outcome.result is not None and outcome.result.ok:
         rec["cumulative_speedup"] = outcome.result.speedup_geomean
         rec["cumulative_ci"] = list(outcome.result.speedup_ci_90pct or [])
+        rec["cumulative_per_combo"] = dict(outcome.result.per_combo_speedup)
+        if outcome.result.worst_combo_speedup:
+            rec["cumulative_worst_combo"] = asdict(outcome.result.worst_combo_speedup)
     else:
         rec["cumulative_error"] = outcome.error or (outcome.result.failure if outcome.result else "")
 
@@ -375,7 +383,11 @@ def run_loop(run: Run) -> int:
             if reason:
                 run.stop_reason = reason
                 break
+            if run.status:
+                run.status.begin_attempt(state.next_attempt, state.records, budget_left(run, state.records))
             run_attempt(run, state.next_attempt, state.records)
+            if run.status:
+                run.status.end_attempt(run.ledger.read().records)
     except Interrupted as exc:
         run.stop_reason = f"interrupted by {exc}"
     except RunEnded as exc:
@@ -386,9 +398,25 @@ def run_loop(run: Run) -> int:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+        if run.status:
+            run.status.close(run.stop_reason)
         run.ledger.release_lock()
     run.log(report.summary(run.ledger, run.ws, run.stop_reason))
     return code
+
+
+def budget_left(run: Run, records: list[dict[str, Any]]) -> str:
+    """The budgets that are set, as what is left of each (for the live status)."""
+    c, parts = run.config, []
+    if c.max_attempts is not None:
+        done = sum(r.get("verdict") in ("keep", "discard") for r in records)
+        parts.append(f"{max(0, c.max_attempts - done)} attempts")
+    if c.max_hours is not None:
+        hours = sum(r.get("duration_seconds", 0.0) for r in records) / 3600.0
+        parts.append(f"{max(0.0, c.max_hours - hours):.2f} h")
+    if c.max_cost_usd is not None:
+        parts.append(f"${max(0.0, c.max_cost_usd - sum(r.get('cost_usd', 0.0) for r in records)):.4f}")
+    return ", ".join(parts)
 
 
 # ---------------------------------------------------------------------------------- start / resume

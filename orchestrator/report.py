@@ -1,14 +1,120 @@
-"""Summaries of a run for people: printed when the daemon stops (reports and plots later)."""
+"""Reading runs back for people: the stop summary, `status`, `candidates` and the HTML report.
+
+Everything here reads the ledger and never writes to it, so it works on a run that is still
+going, one that crashed (a stale lock, an attempt in flight) and one with no attempts yet.
+"""
 
 from __future__ import annotations
 
+import base64
+import html
+import json
 from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
 
-from orchestrator.ledger import Ledger
+from orchestrator.ledger import Ledger, LedgerError
+from orchestrator.progress import Status, read_status
 from orchestrator.workspace import Workspace
+from targets import PROJECT_ROOT
 
+# Verdict reasons grouped the way the plot marks them.
+FAILURE_KINDS = {"incorrect": "incorrect", "crash": "crash", "timeout": "timeout", "policy": "policy",
+                 "tampered": "policy", "rejected_change": "policy", "edit_failed": "bad edit",
+                 "parse_error": "crash", "over_budget": "timeout"}
+
+
+class ReportError(Exception):
+    """A run that cannot be read (named, with what to do), shown without a traceback."""
+
+
+@dataclass
+class RunView:
+    """One run as its files say: config and machine, finished records, attempts in flight."""
+
+    dir: Path
+    info: dict[str, Any]
+    records: list[dict[str, Any]]
+    in_flight: list[int] = field(default_factory=list)
+    status: Status | None = None
+    lock_pid: int | None = None
+    lock_file: bool = False
+
+    @property
+    def run_id(self) -> str:
+        return str(self.info.get("run_id", self.dir.name))
+
+    @property
+    def target(self) -> str:
+        return str(self.info.get("target", self.dir.parent.name))
+
+    @property
+    def state(self) -> str:
+        if self.lock_pid is not None:
+            return "running"
+        return "crashed (stale lock)" if self.lock_file else "stopped"
+
+    @property
+    def keeps(self) -> list[dict[str, Any]]:
+        return [r for r in self.records if r.get("verdict") == "keep"]
+
+    @property
+    def best(self) -> dict[str, Any] | None:
+        return self.keeps[-1] if self.keeps else None
+
+
+def load_run(run_dir: Path) -> RunView:
+    ledger = Ledger(run_dir)
+    try:
+        info = ledger.run_info()
+        state = ledger.read()
+    except LedgerError as exc:
+        raise ReportError(f"cannot read run {run_dir}: {exc}") from None
+    return RunView(run_dir, info, state.records, sorted(state.in_flight), read_status(run_dir),
+                   ledger.lock_holder(), (run_dir / "lock").exists())
+
+
+def runs_root() -> Path:
+    return PROJECT_ROOT / "runs"
+
+
+def all_runs(target: str | None = None) -> list[RunView]:
+    """Every run under runs/ (of one target, if given), oldest first; unreadable ones skipped."""
+    pattern = f"{target}/*/run.json" if target else "*/*/run.json"
+    views = []
+    for path in sorted(runs_root().glob(pattern), key=lambda p: p.parent.name):
+        try:
+            views.append(load_run(path.parent))
+        except ReportError:
+            continue
+    return views
+
+
+def find_run(run_id: str, target: str | None = None) -> Path:
+    """A run directory by id (across targets unless ``target`` is given)."""
+    pattern = f"{target}/{run_id}/run.json" if target else f"*/{run_id}/run.json"
+    found = sorted(runs_root().glob(pattern))
+    if not found:
+        where = f" of {target}" if target else ""
+        raise ReportError(f"no run {run_id!r}{where} under {runs_root()} (see `orchestrator status`)")
+    if len(found) > 1:
+        raise ReportError(f"run id {run_id!r} exists for several targets; add --target")
+    return found[0].parent
+
+
+def latest_run(target: str) -> Path:
+    views = sorted(runs_root().glob(f"{target}/*/run.json"))
+    if not views:
+        raise ReportError(f"no runs of {target} under {runs_root()}; start one with `orchestrator loop --target {target}`")
+    return views[-1].parent
+
+
+# ---------------------------------------------------------------------------------- summary
 
 def summary(ledger: Ledger, ws: Workspace, stop_reason: str) -> str:
+    """Printed when the daemon stops."""
     records = ledger.read().records
     keeps = [r for r in records if r.get("verdict") == "keep"]
     reasons = Counter(r.get("reason", "?") for r in records if r.get("verdict") != "keep")
@@ -22,9 +128,201 @@ def summary(ledger: Ledger, ws: Workspace, stop_reason: str) -> str:
     if best is None:
         lines.append("  best:     the baseline (no kernel kept)")
     else:
-        cum, ci = best.get("cumulative_speedup"), best.get("cumulative_ci") or []
-        vs = (f"{cum:.2f}x vs the baseline [{ci[0]:.2f}, {ci[1]:.2f}]" if cum and len(ci) == 2
-              else "cumulative speedup not measured")
-        lines.append(f"  best:     attempt {best['attempt']}, {vs}; commit {str(best.get('commit'))[:10]}")
+        lines.append(f"  best:     attempt {best['attempt']}, {_cumulative(best)}; commit {str(best.get('commit'))[:10]}")
     lines.append(f"  cost:     ${cost:.4f}")
     return "\n".join(lines)
+
+
+def _cumulative(rec: dict[str, Any]) -> str:
+    cum, ci = rec.get("cumulative_speedup"), rec.get("cumulative_ci") or []
+    return (f"{cum:.2f}x vs the baseline [{ci[0]:.2f}, {ci[1]:.2f}]" if cum and len(ci) == 2
+            else "cumulative speedup not measured")
+
+
+# ---------------------------------------------------------------------------------- status
+
+def status_table(views: list[RunView]) -> str:
+    """`orchestrator status`: one row per run."""
+    if not views:
+        return f"no runs under {runs_root()}; start one with `orchestrator loop --target <name> --model offline`"
+    header = ("target", "run", "state", "attempt/phase", "attempts", "keeps", "best", "cost", "last activity")
+    rows = [header]
+    for v in views:
+        now_doing = "-"
+        if v.state == "running" and v.status is not None:
+            now_doing = f"{v.status.attempt or '-'} {v.status.phase}"
+        elif v.in_flight:
+            now_doing = f"{v.in_flight[-1]} (in flight when it stopped)"
+        best = v.best
+        rows.append((v.target, v.run_id, v.state, now_doing, str(len(v.records)), str(len(v.keeps)),
+                     f"{best['cumulative_speedup']:.2f}x" if best and best.get("cumulative_speedup") else "-",
+                     f"${sum(r.get('cost_usd', 0.0) for r in v.records):.4f}", _last_activity(v)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def _last_activity(v: RunView) -> str:
+    stamps = [v.status.updated_at] if v.status else []
+    for name in ("attempts.jsonl", "run.json"):
+        try:
+            stamps.append((v.dir / name).stat().st_mtime)
+        except OSError:
+            pass
+    return datetime.fromtimestamp(max(stamps)).strftime("%Y-%m-%d %H:%M:%S") if stamps else "-"
+
+
+# ---------------------------------------------------------------------------------- candidates
+
+@dataclass(frozen=True)
+class Candidate:
+    target: str
+    run_id: str
+    attempt: int
+    speedup: float
+    ci: tuple[float, float]
+    worst_combo: str
+    worst_speedup: float
+    hypothesis: str
+    commit: str
+
+
+def candidates(views: list[RunView], min_speedup: float) -> list[Candidate]:
+    """Kept kernels whose measured speedup over the run's original baseline clears the bar and
+    whose worst combo (in that same measurement) is within the run's worst-combo guard."""
+    found = []
+    for v in views:
+        guard = float(((v.info.get("config") or {}).get("gate") or {}).get("worst_combo_min", 0.95))
+        for r in v.keeps:
+            cum, ci, worst = r.get("cumulative_speedup"), r.get("cumulative_ci") or [], r.get("cumulative_worst_combo")
+            if not cum or len(ci) != 2 or not worst or cum < min_speedup or worst["value"] < guard:
+                continue
+            found.append(Candidate(v.target, v.run_id, int(r["attempt"]), float(cum), (ci[0], ci[1]),
+                                   worst["combo"], float(worst["value"]), r.get("hypothesis") or "",
+                                   str(r.get("commit") or "")[:10]))
+    return sorted(found, key=lambda c: c.speedup, reverse=True)
+
+
+def candidates_table(found: list[Candidate], min_speedup: float) -> str:
+    if not found:
+        return (f"no kept kernel clears {min_speedup:g}x over its baseline with the worst-combo guard intact "
+                "(see `orchestrator status` for what the runs have kept)")
+    lines = [f"{'speedup':>8}  {'90% CI':<15} {'worst combo':<28} {'target':<10} run:attempt          hypothesis"]
+    for c in found:
+        lines.append(f"{c.speedup:>7.3f}x  [{c.ci[0]:.3f}, {c.ci[1]:.3f}] {f'{c.worst_combo} {c.worst_speedup:.3f}x':<28} "
+                     f"{c.target:<10} {c.run_id}:{c.attempt:<4} {c.hypothesis[:70]}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------- the progress plot's data
+
+@dataclass(frozen=True)
+class Point:
+    attempt: int
+    kind: str                 # keep | discard | a FAILURE_KINDS value | interrupted
+    speedup: float | None     # vs the run's original baseline; None when nothing was measured
+    best: float               # best speedup vs the baseline after this attempt
+    label: str
+
+
+def progress_points(records: list[dict[str, Any]]) -> list[Point]:
+    """Each attempt on the baseline's scale: a keep at its measured speedup vs the baseline, a
+    measured discard at its paired speedup times the best it was measured against."""
+    best, points = 1.0, []
+    for r in records:
+        verdict, reason = r.get("verdict"), str(r.get("reason"))
+        speedup = r.get("speedup")
+        label = (r.get("hypothesis") or r.get("reason_detail") or "")[:60]
+        if verdict == "keep":
+            best = float(r.get("cumulative_speedup") or best * float(speedup or 1.0))
+            points.append(Point(int(r["attempt"]), "keep", best, best, label))
+        elif verdict == "interrupted":
+            points.append(Point(int(r["attempt"]), "interrupted", None, best, label))
+        elif speedup and reason in ("not_faster", "worst_combo", "tradeoff", "over_budget"):
+            points.append(Point(int(r["attempt"]), "discard", best * float(speedup), best, label))
+        else:
+            points.append(Point(int(r["attempt"]), FAILURE_KINDS.get(reason, "other"), None, best, label))
+    return points
+
+
+# ---------------------------------------------------------------------------------- HTML
+
+_CSS = """body{font:14px/1.45 system-ui,sans-serif;margin:2em;color:#222;max-width:1400px}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;vertical-align:top}
+th{background:#f3f3f3;text-align:left}tr.keep td{background:#eefbea}td.num{text-align:right;font-variant-numeric:tabular-nums}
+pre{background:#f7f7f7;padding:8px;overflow-x:auto;font-size:12px}img{max-width:100%;border:1px solid #ddd}
+.muted{color:#777}"""
+
+
+def _e(value: Any) -> str:
+    """Everything in the page is escaped: hypotheses and diffs are LLM-written text."""
+    return html.escape("" if value is None else str(value))
+
+
+def _speedup_cell(r: dict[str, Any]) -> str:
+    s, ci = r.get("speedup"), r.get("speedup_ci") or []
+    if not s:
+        return "-"
+    return f"{s:.3f}x [{ci[0]:.3f}, {ci[1]:.3f}]" if len(ci) == 2 else f"{s:.3f}x"
+
+
+def totals(v: RunView) -> dict[str, Any]:
+    tokens = Counter()
+    for r in v.records:
+        tokens.update({k: int(x) for k, x in (r.get("tokens") or {}).items() if isinstance(x, (int, float))})
+    seconds = sum(r.get("duration_seconds", 0.0) for r in v.records)
+    return {"attempts": len(v.records), "keeps": len(v.keeps), "in_flight": len(v.in_flight),
+            "input_tokens": tokens.get("input_tokens", 0), "output_tokens": tokens.get("output_tokens", 0),
+            "cost_usd": round(sum(r.get("cost_usd", 0.0) for r in v.records), 4),
+            "attempt_seconds": round(seconds, 1),
+            "attempts_per_hour": round(len(v.records) / (seconds / 3600.0), 1) if seconds > 0 else None}
+
+
+def html_report(v: RunView, png: bytes | None) -> str:
+    """A self-contained page (the plot inlined): opens offline, mails as one file."""
+    info, t = v.info, totals(v)
+    out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{_e(v.target)} run {_e(v.run_id)}</title>"
+           f"<style>{_CSS}</style></head><body>",
+           f"<h1>{_e(v.target)} · run {_e(v.run_id)}</h1>",
+           f"<p>State: <b>{_e(v.state)}</b>; model {_e(info.get('model'))} ({_e(info.get('provider'))}); branch "
+           f"<code>{_e(info.get('branch'))}</code> from <code>{_e(str(info.get('base_commit', ''))[:10])}</code>; "
+           f"started {_e(info.get('started_at'))}.</p>"]
+    if info.get("provider") == "offline":
+        out.append("<p class='muted'>Offline provider: a curated playbook was replayed; no LLM was involved.</p>")
+    best = v.best
+    out.append("<h2>Result</h2>")
+    out.append(f"<p>{'Best: attempt ' + _e(best['attempt']) + ', ' + _e(_cumulative(best)) if best else 'No kernel kept: the baseline is still the best.'}</p>")
+    if png:
+        out.append(f"<img alt='progress plot' src='data:image/png;base64,{base64.b64encode(png).decode()}'>")
+    out.append("<h2>Totals</h2><table>")
+    for key, value in t.items():
+        out.append(f"<tr><th>{_e(key.replace('_', ' '))}</th><td class='num'>{_e(value if value is not None else '-')}</td></tr>")
+    out.append("</table>")
+    if best and best.get("cumulative_per_combo"):
+        out.append("<h2>Best kernel per combo (speedup vs the baseline)</h2><table><tr><th>combo</th><th>speedup</th></tr>")
+        for combo, s in best["cumulative_per_combo"].items():
+            out.append(f"<tr><td>{_e(combo)}</td><td class='num'>{s:.3f}x</td></tr>")
+        out.append("</table>")
+    out.append("<h2>Attempts</h2><table><tr><th>#</th><th>hypothesis</th><th>verdict</th><th>reason</th>"
+               "<th>speedup vs incumbent [90% CI]</th><th>cost</th><th>duration</th></tr>")
+    for r in v.records:
+        out.append(f"<tr class='{'keep' if r.get('verdict') == 'keep' else ''}'><td class='num'>{_e(r.get('attempt'))}</td>"
+                   f"<td>{_e(r.get('hypothesis') or '-')}</td><td>{_e(r.get('verdict'))}</td>"
+                   f"<td>{_e(r.get('reason'))}: <span class='muted'>{_e((r.get('reason_detail') or '')[:300])}</span></td>"
+                   f"<td class='num'>{_e(_speedup_cell(r))}</td><td class='num'>${r.get('cost_usd', 0.0):.4f}</td>"
+                   f"<td class='num'>{r.get('duration_seconds', 0.0):.1f} s</td></tr>")
+    for n in v.in_flight:
+        out.append(f"<tr><td class='num'>{n}</td><td colspan='6' class='muted'>in flight (running now, or the daemon "
+                   f"stopped during it)</td></tr>")
+    out.append("</table>")
+    if v.keeps:
+        out.append("<h2>Diffs of the keeps</h2>")
+        for r in v.keeps:
+            out.append(f"<details><summary>attempt {_e(r['attempt'])}: {_e(r.get('hypothesis'))}</summary>"
+                       f"<pre>{_e(r.get('diff'))}</pre></details>")
+    out.append("<h2>Machine and configuration</h2>")
+    first_trial = next((r["trial"] for r in v.records if r.get("trial")), None) or {}
+    context = {**(info.get("machine") or {}), "cpu": first_trial.get("cpu", "-"), "sandbox": info.get("sandbox", "-"),
+               "counters": first_trial.get("counters", "-")}
+    out.append(f"<pre>{_e(json.dumps(context, indent=1))}</pre><pre>{_e(json.dumps(info.get('config'), indent=1))}</pre>")
+    out.append("</body></html>\n")
+    return "\n".join(out)

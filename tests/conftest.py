@@ -65,10 +65,13 @@ CANARY = f"sk-canary-{os.getpid()}-{time.time_ns()}"     # built at run time: no
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
+    return copy_repo(tmp_path / "repo")
+
+
+def copy_repo(dest: Path) -> Path:
     """A committed copy of the project's working tree (tracked and new files, nothing ignored)."""
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True,
                            check=True).stdout.decode().split("\0")
-    dest = tmp_path / "repo"
     for name in filter(None, files):
         src = ROOT / name
         if src.is_file():

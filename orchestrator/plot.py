@@ -1,0 +1,63 @@
+"""The progress plot, in the style of Karpathy's autoresearch: attempt on x, speedup vs the
+run's original baseline on y; discarded attempts grey, keeps coloured and joined by a step line
+of the best so far, each keep labelled with its hypothesis; failures marked by kind."""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")                    # files only: no display, no GUI toolkit
+import matplotlib.pyplot as plt  # noqa: E402
+
+from orchestrator.report import Point  # noqa: E402
+
+WIDTH_PX, HEIGHT_PX, DPI = 1400, 700, 100
+_FAILURE_STYLE = {"incorrect": ("X", "#d62728"), "crash": ("v", "#8c564b"), "timeout": ("s", "#ff7f0e"),
+                  "policy": ("P", "#9467bd"), "bad edit": ("d", "#7f7f7f"), "other": ("o", "#bcbd22"),
+                  "interrupted": ("|", "#17becf")}
+
+
+def render(points: list[Point], title: str) -> bytes:
+    """The plot as PNG bytes (WIDTH_PX x HEIGHT_PX)."""
+    fig, ax = plt.subplots(figsize=(WIDTH_PX / DPI, HEIGHT_PX / DPI), dpi=DPI)
+    try:
+        measured = [p.speedup for p in points if p.speedup is not None]
+        low, high = min([1.0, *measured]), max([1.0, *measured])
+        span = high - low
+        fail_y = low - 0.12 * span - 0.02              # failures sit on their own row under the data
+        ax.axhspan(fail_y - 0.05 * span - 0.01, fail_y + 0.05 * span + 0.01, color="#f4f4f4", zorder=0)
+        ax.text(0.0, fail_y, " not measured", va="center", ha="left", fontsize=8, color="#777",
+                transform=ax.get_yaxis_transform())
+        xs = [0] + [p.attempt for p in points]
+        ax.step(xs, [1.0] + [p.best for p in points], where="post", color="#2ca02c", lw=2, label="best so far",
+                zorder=2)
+        ax.axhline(1.0, color="#999", lw=0.8, ls="--", zorder=1)
+        discards = [p for p in points if p.kind == "discard"]
+        ax.scatter([p.attempt for p in discards], [p.speedup for p in discards], color="#b0b0b0", s=28,
+                   label="discarded (measured)", zorder=3)
+        keeps = [p for p in points if p.kind == "keep"]
+        ax.scatter([p.attempt for p in keeps], [p.speedup for p in keeps], color="#2ca02c", edgecolor="black",
+                   s=70, label="kept", zorder=4)
+        for i, p in enumerate(keeps):
+            ax.annotate(p.label[:48], (p.attempt, p.speedup), xytext=(6, 8 + 11 * (i % 3)),
+                        textcoords="offset points", fontsize=8, rotation=8, color="#1a5e1a")
+        for kind, (marker, colour) in _FAILURE_STYLE.items():
+            these = [p for p in points if p.kind == kind]
+            if these:
+                ax.scatter([p.attempt for p in these], [fail_y] * len(these), marker=marker, color=colour, s=45,
+                           label=f"{kind} (not measured)", zorder=3)
+        ax.set_xlim(-0.5, max(xs) + 1.5)
+        ax.set_ylim(fail_y - 0.08 * span - 0.02, high + 0.25 * span + 0.05)   # room for the keep labels
+        ax.set_xlabel("attempt")
+        ax.set_ylabel("speedup vs the original baseline (x)")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper left", fontsize=8)
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=DPI)
+        return buf.getvalue()
+    finally:
+        plt.close(fig)
