@@ -6,7 +6,9 @@ Composes the shared runner with this target's inputs and oracle. Immutable durin
 from __future__ import annotations
 
 import sys
+from functools import partial
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -28,25 +30,27 @@ def _params(shape: PqShape, n: int) -> dict[str, Any]:
     return {"dim": shape.dim, "num_sub_vectors": shape.num_sub_vectors, "num_vectors": n}
 
 
-def _case(name: str, shape: PqShape, arrays: dict[str, np.ndarray]) -> runner.Case:
-    return runner.Case(name=name, params=_params(shape, inputs.CORRECTNESS_NUM_VECTORS),
+def _case(name: str, shape: PqShape, arrays: dict[str, np.ndarray], n: int) -> runner.Case:
+    return runner.Case(name=name, params=_params(shape, n),
                        arrays={"codebook": arrays["codebook"], "codes_aos": arrays["codes_aos"]},
                        calls=[{"query": arrays["query_0"]}, {"query": arrays["query_1"]}])
 
 
-def cases(seed: int) -> list[runner.Case]:
-    """The fixed battery (3 shapes x 5 kinds) plus one fresh case per shape from the trial seed."""
-    fx = inputs.fixtures()
+def cases(ins: ModuleType, seed: int) -> list[runner.Case]:
+    """The fixed battery (shapes x kinds) plus one fresh case per shape from the trial seed."""
+    fx = ins.fixtures()
     out = []
-    for shape in inputs.SHAPES:
-        for kind in inputs.CORRECTNESS_KINDS:
+    for shape in ins.SHAPES:
+        for kind in ins.CORRECTNESS_KINDS:
             prefix = f"battery/{shape.label}/{kind}/"
             out.append(_case(f"{shape.label}/{kind}", shape,
-                             {k[len(prefix):]: v for k, v in fx.items() if k.startswith(prefix)}))
-    pick = Stream(mix_seeds(seed, "fresh-kinds")).integers(len(inputs.CORRECTNESS_KINDS), len(inputs.SHAPES))
-    for shape, k in zip(inputs.SHAPES, pick):
-        kind = inputs.CORRECTNESS_KINDS[int(k)]
-        out.append(_case(f"{shape.label}/{kind}/fresh", shape, inputs.fresh_case(shape, kind, seed)))
+                             {k[len(prefix):]: v for k, v in fx.items() if k.startswith(prefix)},
+                             ins.CORRECTNESS_NUM_VECTORS))
+    pick = Stream(mix_seeds(seed, "fresh-kinds")).integers(len(ins.CORRECTNESS_KINDS), len(ins.SHAPES))
+    for shape, k in zip(ins.SHAPES, pick):
+        kind = ins.CORRECTNESS_KINDS[int(k)]
+        out.append(_case(f"{shape.label}/{kind}/fresh", shape, ins.fresh_case(shape, kind, seed),
+                         ins.CORRECTNESS_NUM_VECTORS))
     return out
 
 
@@ -63,8 +67,8 @@ def check(case: runner.Case, call: int, out: dict[str, np.ndarray]) -> str | Non
             or check_topk(out["topk_ids"], out["topk_dists"], dists, TOP_K, atol=ABS_TOL, rtol=PQ_RTOL))
 
 
-def _verifier(shape: PqShape, arrays: dict[str, np.ndarray]):
-    columns = reference.code_columns(shape, arrays["codes_aos"], inputs.SPEED_NUM_VECTORS)   # once per workload
+def _verifier(shape: PqShape, arrays: dict[str, np.ndarray], n: int):
+    columns = reference.code_columns(shape, arrays["codes_aos"], n)   # once per workload
 
     def verify(call: dict[str, np.ndarray], outs: list[dict[str, np.ndarray]]) -> str | None:
         table = reference.distance_table(shape, arrays["codebook"], call["query"])
@@ -79,28 +83,33 @@ def _verifier(shape: PqShape, arrays: dict[str, np.ndarray]):
     return verify
 
 
-def workloads() -> list[runner.Workload]:
-    fx = inputs.fixtures()
+def workloads(ins: ModuleType) -> list[runner.Workload]:
+    fx = ins.fixtures()
     out = []
-    for shape in inputs.SHAPES:
-        for dist in inputs.SPEED_DISTRIBUTIONS:
+    for shape in ins.SHAPES:
+        for dist in ins.SPEED_DISTRIBUTIONS:
             prefix = f"speed/{shape.label}/{dist}/"
             arrays = {"codebook": fx[prefix + "codebook"], "codes_aos": fx[prefix + "codes_aos"]}
             centres = fx[prefix + "centres"]
 
             def queries(seed: int, count: int, shape: PqShape = shape, dist: str = dist,
                         centres: np.ndarray = centres) -> list[dict[str, np.ndarray]]:
-                return [{"query": q} for q in inputs.speed_queries(shape, dist, centres, seed, count)]
+                return [{"query": q} for q in ins.speed_queries(shape, dist, centres, seed, count)]
 
             out.append(runner.Workload(shape=shape.label, distribution=dist,
-                                       params=_params(shape, inputs.SPEED_NUM_VECTORS), arrays=arrays,
-                                       queries=queries, verify=_verifier(shape, arrays)))
+                                       params=_params(shape, ins.SPEED_NUM_VECTORS), arrays=arrays,
+                                       queries=queries, verify=_verifier(shape, arrays, ins.SPEED_NUM_VECTORS)))
     return out
 
 
-PLAN = runner.TargetPlan(name="pq-l2", ops_module="targets.pq_l2.target", cases=cases, check=check,
-                         workloads=workloads)
+def make_plan(name: str, ins: ModuleType) -> runner.TargetPlan:
+    """The PQ-L2 trial over a set of inputs: pq-l2's own, or pq-cosine's unit-norm data. The ops
+    the workers run, the oracle and the checks are the same."""
+    return runner.TargetPlan(name=name, ops_module="targets.pq_l2.target", cases=partial(cases, ins), check=check,
+                             workloads=partial(workloads, ins))
 
+
+PLAN = make_plan("pq-l2", inputs)
 
 if __name__ == "__main__":
     sys.exit(runner.main(PLAN, sys.argv[1:], KERNEL))

@@ -1,0 +1,105 @@
+"""pq-cosine: pq-l2's kernel on unit-norm embeddings. The inputs are Lance-normalised, the
+expanded table is legal here (and only here), and the offline playbook keeps."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import FAST, ROOT, finished, run_daemon, write_config
+from orchestrator.edit import parse_and_apply
+from targets.pq_cosine import inputs, reference
+from targets.pq_l2.target import PqShape
+
+FOLDER = ROOT / "targets" / "pq_cosine"
+PLAYBOOK = FOLDER / "playbook"
+
+
+def playbook_kernel(tmp_path: Path, *entries: str) -> Path:
+    """The kernel after applying playbook entries in order to the baseline."""
+    text = (FOLDER / "kernels.py").read_text()
+    for entry in entries:
+        text = parse_and_apply((PLAYBOOK / entry).read_text(), text).new_text
+    path = tmp_path / f"{len(entries)}-kernels.py"
+    path.write_text(text)
+    return path
+
+
+def trial(target: str, kernel: Path, against: Path | None, out: Path) -> tuple[int, dict]:
+    cmd = [sys.executable, "-m", f"targets.{target}.run_experiment", "--kernel", str(kernel),
+           "--result-json", str(out), *FAST]
+    if against is not None:
+        cmd += ["--against", str(against)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    return proc.returncode, json.loads(out.read_text())
+
+
+def test_normalize_is_lances_sequential_f32_sum_then_division() -> None:
+    x = inputs.generate("gaussian", 5, 3, 37) * np.float32(7.5)      # any rows; renormalised below
+    raw = np.array([[1.0, 2.0, 2.0], [3.0, 0.0, 4.0]], dtype=np.float32)
+    assert np.array_equal(reference.normalize_rows(raw), raw / np.array([[3.0], [5.0]], dtype=np.float32))
+    for row in x:
+        acc = np.float32(0.0)
+        for v in row:
+            acc = np.float32(acc + np.float32(v * v))
+        expected = (row / np.float32(math.sqrt(acc))).astype(np.float32)   # f32 sqrt of an f32 is exact-rounded
+        assert np.array_equal(reference.normalize_rows(row[None, :])[0], expected)
+
+
+@pytest.mark.parametrize("kind", inputs.CORRECTNESS_KINDS)
+def test_battery_vectors_and_queries_are_unit_norm(kind: str) -> None:
+    fx = inputs.fixtures()
+    shape = inputs.SHAPES[0]
+    prefix = f"battery/{shape.label}/{kind}/"
+    codes_q = [fx[prefix + "query_0"], fx[prefix + "query_1"]]
+    for q in codes_q:
+        assert abs(float(np.linalg.norm(q.astype(np.float64))) - 1.0) < 1e-5
+    data = inputs.generate(kind, 11, 50, shape.dim, inputs._centres(3, shape.dim))
+    assert np.allclose(np.linalg.norm(data.astype(np.float64), axis=1), 1.0, atol=1e-5)
+
+
+def test_near_duplicate_query_sits_next_to_a_stored_vector() -> None:
+    shape = PqShape(384, 48)
+    data = inputs.generate("gaussian", 9, 200, shape.dim)
+    q = inputs.near_duplicate(data, inputs.Stream(inputs.mix_seeds(1, "near")))
+    nearest = np.min(((data.astype(np.float64) - q) ** 2).sum(axis=1))
+    assert 0 < nearest < 1e-5
+
+
+def test_inputs_are_deterministic() -> None:
+    a = inputs.fresh_case(inputs.SHAPES[0], "anisotropic", 1234)
+    b = inputs.fresh_case(inputs.SHAPES[0], "anisotropic", 1234)
+    c = inputs.fresh_case(inputs.SHAPES[0], "anisotropic", 1235)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert not np.array_equal(a["query_0"], c["query_0"])
+
+
+def test_expanded_table_is_kept_here_and_rejected_by_pq_l2(tmp_path: Path) -> None:
+    expanded = playbook_kernel(tmp_path, "01-expanded-table-unit-norm.md")
+    code, result = trial("pq_cosine", expanded, FOLDER / "kernels.py", tmp_path / "cos.json")
+    assert code == 0, result.get("failure")
+    assert result["correctness"] == "pass" and result["speedup_ci_90pct"][0] > 1.0
+    # The same kernel on pq-l2's unnormalised battery: cancellation, caught.
+    code, result = trial("pq_l2", expanded, None, tmp_path / "l2.json")
+    assert code == 2 and result["failure_kind"] == "incorrect"
+
+
+def test_dropping_the_norms_is_caught(tmp_path: Path) -> None:
+    wrong = playbook_kernel(tmp_path, "01-expanded-table-unit-norm.md", "02-rank-by-dot-only.md")
+    code, result = trial("pq_cosine", wrong, None, tmp_path / "wrong.json")
+    assert code == 2 and "distance_table" in result["failure"]
+
+
+def test_offline_loop_keeps_both_optimisations(repo: Path) -> None:
+    proc = run_daemon(repo, None, "--target", "pq-cosine", "--model", "offline", config=write_config(repo))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    runs = sorted((repo / "runs" / "pq-cosine").glob("*/run.json"))
+    got = finished(runs[0].parent)
+    assert [got[n]["reason"] for n in sorted(got)] == ["keep", "incorrect", "edit_failed", "keep"]
+    assert got[4]["cumulative_speedup"] > got[1]["cumulative_speedup"] > 1.0
