@@ -1,0 +1,174 @@
+"""ivf-partition trial entry point: ``python -m targets.ivf_partition.run_experiment [--kernel F] [--against F]``.
+
+Composes the shared runner with this target's inputs and oracle. Immutable during a run.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from targets.harness import runner
+from targets.harness.checks import ABS_TOL
+from targets.harness.prng import Stream, mix_seeds
+from targets.ivf_partition import inputs, reference
+from targets.ivf_partition.inputs import IvfShape
+from targets.ivf_partition.target import ALL_PARTITIONS, nprobes_array
+
+KERNEL = Path(__file__).with_name("kernels.py")
+# Relative to the summed magnitude of a distance's terms (reference.magnitudes; for L2 the distance
+# itself): 1e-5 is 168·2⁻²⁴. On the battery, legal reorderings (numpy's pairwise sum, einsum, BLAS,
+# float64, a sequential loop) stay within 15.4·2⁻²⁴ of it; lossy rewrites (the unverified
+# |q|²+|c|²−2q·c) miss it by orders of magnitude.
+IVF_RTOL = 1e-5
+
+
+def _params(shape: IvfShape, distance_type: str) -> dict[str, Any]:
+    return {"nlist": shape.nlist, "dim": shape.dim, "distance_type": distance_type}
+
+
+def battery_calls(arrays: dict[str, np.ndarray], nlist: int) -> list[dict[str, np.ndarray]]:
+    """Each case's calls: a partial top-n, top-1 of the near-duplicate query, n = nlist, no limit
+    (None) and n > nlist."""
+    plan = (("query_0", 20), ("query_1", 1), ("query_0", nlist), ("query_1", None), ("query_0", nlist + 7))
+    return [{"query": arrays[q], "nprobes": nprobes_array(n)} for q, n in plan]
+
+
+def _case(name: str, shape: IvfShape, distance_type: str, arrays: dict[str, np.ndarray]) -> runner.Case:
+    return runner.Case(name=name, params=_params(shape, distance_type), arrays={"centroids": arrays["centroids"]},
+                       calls=battery_calls(arrays, shape.nlist))
+
+
+def cases(seed: int) -> list[runner.Case]:
+    """The fixed battery (3 shapes x 6 kinds x 3 distance types) plus one fresh case per shape,
+    its kind and distance type drawn from the trial seed."""
+    fx = inputs.fixtures()
+    out = []
+    for shape in inputs.BATTERY_SHAPES:
+        for kind in inputs.CORRECTNESS_KINDS:
+            for dt in inputs.DISTANCE_TYPES:
+                prefix = f"battery/{shape.label}/{kind}/{dt}/"
+                out.append(_case(f"{shape.label}/{kind}/{dt}", shape, dt,
+                                 {k[len(prefix):]: v for k, v in fx.items() if k.startswith(prefix)}))
+    stream = Stream(mix_seeds(seed, "fresh-kinds"))
+    kinds = stream.integers(len(inputs.CORRECTNESS_KINDS), len(inputs.BATTERY_SHAPES))
+    types = stream.integers(len(inputs.DISTANCE_TYPES), len(inputs.BATTERY_SHAPES))
+    for shape, k, t in zip(inputs.BATTERY_SHAPES, kinds, types):
+        kind, dt = inputs.CORRECTNESS_KINDS[int(k)], inputs.DISTANCE_TYPES[int(t)]
+        out.append(_case(f"{shape.label}/{kind}/{dt}/fresh", shape, dt, inputs.fresh_case(shape, kind, dt, seed)))
+    return out
+
+
+def check_partitions(out: dict[str, np.ndarray], ref: np.ndarray, scale: np.ndarray,
+                     nprobes: int | None) -> str | None:
+    """The kernel's (ids, dists) against the reference distance of every centroid (``ref``), each
+    allowed ``ABS_TOL + IVF_RTOL·scale``. Rules: a 1-d uint32 ids array and a 1-d f32 dists array
+    of n = min(nprobes or nlist, nlist); unique in-range ids; every id close enough to make the
+    cut and every clear winner present (ties: ids may differ where distances tie within
+    tolerance); every distance within tolerance of its id's reference; distances ascending.
+
+    This is check_topk (targets/harness/checks.py) with a tolerance per centroid instead of one
+    rtol: a dot distance's rounding error scales with Σ|q_i·c_i|, not with |1 − q·c|.
+    """
+    ids, dists = out.get("ids"), out.get("dists")
+    for name, arr, dtype in (("ids", ids, np.uint32), ("dists", dists, np.float32)):
+        if type(arr) is not np.ndarray or arr.ndim != 1:
+            return f"{name}: expected a 1-d numpy.ndarray, got {type(arr).__name__}"
+        if arr.dtype != dtype:
+            return f"{name}: dtype {arr.dtype} (expected {np.dtype(dtype)})"
+    assert isinstance(ids, np.ndarray) and isinstance(dists, np.ndarray)
+    want = reference.probe_count(ref.size, nprobes)
+    if ids.size != want or dists.size != want:
+        return f"{ids.size} ids and {dists.size} dists (expected {want})"
+    if np.any(ids >= ref.size):
+        return f"ids: id {int(ids.max())} out of range (nlist {ref.size})"
+    if np.unique(ids).size != ids.size:
+        return "ids: duplicate id"
+    if not np.all(np.isfinite(dists)):
+        return "dists: non-finite distance"
+    ref64 = ref.astype(np.float64)
+    tol = ABS_TOL + IVF_RTOL * scale
+    kth = np.partition(ref64, want - 1)[want - 1]
+    # At least n centroids lie at or below kth, so the kernel's n-th distance is at most `ceiling`;
+    # at least nlist − n + 1 lie at or above it, so a centroid certainly below all of those is in.
+    upto, beyond = ref64 <= kth, ref64 >= kth
+    ceiling = np.max(ref64[upto] + tol[upto])
+    floor = np.min(ref64[beyond] - tol[beyond])
+    mine = ids.astype(np.intp)
+    late = ref64[mine] - tol[mine] > ceiling
+    if late.any():
+        i = int(mine[np.argmax(late)])
+        return f"id {i} (reference distance {ref64[i]!r}) does not make the top {want}"
+    missing = np.setdiff1d(np.flatnonzero(ref64 + tol < floor), mine)
+    if missing.size:
+        i = int(missing[0])
+        return f"id {i} (reference distance {ref64[i]!r}) is missing from the top {want}"
+    off = np.abs(dists.astype(np.float64) - ref64[mine]) > tol[mine]
+    if off.any():
+        j = int(np.argmax(off))
+        return (f"distance {float(dists[j])!r} for id {int(mine[j])} differs from the reference "
+                f"{ref64[mine[j]]!r} by more than {tol[mine[j]]:.3g}")
+    if np.any(np.diff(dists) < 0):
+        j = int(np.flatnonzero(np.diff(dists) < 0)[0])
+        return f"dists: not ascending at position {j + 1} ({float(dists[j])!r} then {float(dists[j + 1])!r})"
+    return None
+
+
+def _nprobes(call: dict[str, np.ndarray]) -> int | None:
+    n = int(call["nprobes"])
+    return None if n == ALL_PARTITIONS else n
+
+
+def judge(out: dict[str, np.ndarray], query: np.ndarray, nprobes: int | None, centroids: np.ndarray,
+          distance_type: str) -> str | None:
+    ref = reference.distances(query, centroids, distance_type)
+    return check_partitions(out, ref, reference.magnitudes(query, centroids, distance_type, ref), nprobes)
+
+
+def check(case: runner.Case, call: int, out: dict[str, np.ndarray]) -> str | None:
+    request = case.calls[call]
+    return judge(out, request["query"], _nprobes(request), case.arrays["centroids"],
+                 str(case.params["distance_type"]))
+
+
+def _verifier(centroids: np.ndarray, distance_type: str):
+    def verify(call: dict[str, np.ndarray], outs: list[dict[str, np.ndarray]]) -> str | None:
+        ref = reference.distances(call["query"], centroids, distance_type)
+        scale = reference.magnitudes(call["query"], centroids, distance_type, ref)
+        for arm, out in enumerate(outs):
+            problem = check_partitions(out, ref, scale, _nprobes(call))
+            if problem is not None:
+                return f"{'incumbent' if len(outs) == 2 and arm == 0 else 'candidate'} kernel: {problem}"
+        return None
+    return verify
+
+
+def workloads() -> list[runner.Workload]:
+    fx = inputs.fixtures()
+    out = []
+    for shape in inputs.SPEED_SHAPES:
+        for dt in inputs.DISTANCE_TYPES:
+            prefix = f"speed/{shape.label}/{dt}/"
+            centroids, centres = fx[prefix + "centroids"], fx[prefix + "centres"]
+
+            def queries(seed: int, count: int, shape: IvfShape = shape, dt: str = dt,
+                        centres: np.ndarray = centres) -> list[dict[str, np.ndarray]]:
+                nprobes = nprobes_array(shape.nprobes)
+                return [{"query": q, "nprobes": nprobes}
+                        for q in inputs.speed_queries(shape, dt, centres, seed, count)]
+
+            out.append(runner.Workload(shape=shape.label, distribution=inputs.SPEED_DISTRIBUTIONS[dt],
+                                       params=_params(shape, dt), arrays={"centroids": centroids},
+                                       queries=queries, verify=_verifier(centroids, dt)))
+    return out
+
+
+PLAN = runner.TargetPlan(name="ivf-partition", ops_module="targets.ivf_partition.target", cases=cases,
+                         check=check, workloads=workloads)
+
+
+if __name__ == "__main__":
+    sys.exit(runner.main(PLAN, sys.argv[1:], KERNEL))

@@ -1,0 +1,402 @@
+"""Tests for the ivf-partition target: the oracle (bit-exact against a scalar port of Lance), the
+top-n check (ties, tolerance, the precision trap), the inputs, and a paired trial of a playbook keep."""
+
+from __future__ import annotations
+
+import functools
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import FAST, ROOT
+from orchestrator import policy
+from orchestrator.edit import EditError, parse_and_apply, validate
+from targets.ivf_partition import inputs, kernels, reference, run_experiment, target
+from targets.ivf_partition.inputs import IvfShape
+
+F32 = np.float32
+FOLDER = ROOT / "targets" / "ivf_partition"
+PLAYBOOK = FOLDER / "playbook"
+
+
+@functools.lru_cache(maxsize=1)
+def all_fixtures() -> dict[str, np.ndarray]:
+    return inputs.fixtures()          # once per session (cached on disk too)
+
+
+def _battery(shape: IvfShape, kind: str, dt: str) -> dict[str, np.ndarray]:
+    prefix = f"battery/{shape.label}/{kind}/{dt}/"
+    return {k[len(prefix):]: v for k, v in all_fixtures().items() if k.startswith(prefix)}
+
+
+def _rng_case(nlist: int, dim: int, seed: int, spread: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centroids = rng.uniform(-1, 1, (nlist, dim)).astype(F32)
+    query = rng.uniform(-1, 1, dim).astype(F32)
+    if spread:
+        centroids *= (10.0 ** rng.integers(-3, 4, centroids.shape)).astype(F32)
+        query *= (10.0 ** rng.integers(-3, 4, dim)).astype(F32)
+    return centroids, query
+
+
+def _bits(a) -> np.ndarray:
+    return np.asarray(a, dtype=F32).view(np.uint32)
+
+
+def _judge(out: dict[str, np.ndarray], query: np.ndarray, centroids: np.ndarray, dt: str,
+           nprobes: int | None) -> str | None:
+    return run_experiment.judge(out, query, nprobes, centroids, dt)
+
+
+# --- bit-exact Lance order: a pure-Python port, one numpy.float32 operation at a time ----------------
+
+def lance_l2_scalar(x: np.ndarray, y: np.ndarray, lanes: int = 16) -> np.float32:
+    """lance-linalg l2_scalar::<f32, LANES>(from=x, to=y): the remainder after the last full chunk
+    summed first, from 0; LANES lane sums over the chunks; remainder + (lane sums folded in order)."""
+    n = len(x)
+    full = n - n % lanes
+    s = F32(0.0)
+    for i in range(full, n):
+        d = F32(x[i]) - F32(y[i])
+        s = F32(s + F32(d * d))
+    sums = [F32(0.0)] * lanes
+    for start in range(0, full, lanes):
+        for j in range(lanes):
+            d = F32(x[start + j]) - F32(y[start + j])
+            sums[j] = F32(sums[j] + F32(d * d))
+    total = F32(0.0)
+    for j in range(lanes):
+        total = F32(total + sums[j])
+    return F32(s + total)
+
+
+def lance_dot_distance(x: np.ndarray, y: np.ndarray, lanes: int = 16) -> np.float32:
+    """1 − dot_scalar::<f32, LANES>: the same chunking as l2_scalar, on products."""
+    n = len(x)
+    full = n - n % lanes
+    s = F32(0.0)
+    for i in range(full, n):
+        s = F32(s + F32(F32(y[i]) * F32(x[i])))
+    sums = [F32(0.0)] * lanes
+    for start in range(0, full, lanes):
+        for j in range(lanes):
+            sums[j] = F32(sums[j] + F32(F32(y[start + j]) * F32(x[start + j])))
+    total = F32(0.0)
+    for j in range(lanes):
+        total = F32(total + sums[j])
+    return F32(F32(1.0) - F32(s + total))
+
+
+def lance_normalize(x: np.ndarray) -> np.ndarray:
+    """lance-linalg normalize: sqrt of the sequential f32 sum of x², then x / norm."""
+    s = F32(0.0)
+    for v in x:
+        s = F32(s + F32(F32(v) * F32(v)))
+    norm = F32(np.sqrt(s))
+    return np.array([F32(F32(v) / norm) for v in x], dtype=F32)
+
+
+@pytest.mark.parametrize("dim", [1, 8, 15, 16, 17, 40, 48, 130])
+@pytest.mark.parametrize("spread", [False, True])
+def test_reference_bit_exact_against_scalar_port(dim: int, spread: bool) -> None:
+    centroids, query = _rng_case(23, dim, seed=dim * 7 + spread, spread=spread)
+    l2 = np.array([lance_l2_scalar(query, c) for c in centroids], dtype=F32)
+    dot = np.array([lance_dot_distance(query, c) for c in centroids], dtype=F32)
+    unit = lance_normalize(query)
+    cos = np.array([lance_l2_scalar(unit, c) for c in centroids], dtype=F32)
+    np.testing.assert_array_equal(_bits(reference.normalize(query)), _bits(unit))
+    for dt, expected in (("l2", l2), ("dot", dot), ("cosine", cos)):
+        got = reference.distances(query, centroids, dt)
+        assert got.dtype == F32 and got.shape == (23,)
+        np.testing.assert_array_equal(_bits(got), _bits(expected), err_msg=dt)
+
+
+def test_lance_order_matters_so_bit_test_has_teeth() -> None:
+    # On wide-range data a plain sequential sum gives other f32 bits for some centroids.
+    centroids, query = _rng_case(256, 40, seed=0, spread=True)
+    diff = query - centroids
+    sequential = np.zeros(256, dtype=F32)
+    for d in range(40):
+        sequential += diff[:, d] * diff[:, d]
+    assert np.any(_bits(sequential) != _bits(reference.l2_distances(query, centroids)))
+
+
+@pytest.mark.parametrize("dim", [8, 40, 256])
+def test_reference_against_float64_brute_force(dim: int) -> None:
+    centroids, query = _rng_case(300, dim, seed=dim)
+    c64, q64 = centroids.astype(np.float64), query.astype(np.float64)
+    unit = q64 / np.sqrt(q64 @ q64)
+    expected = {"l2": ((c64 - q64) ** 2).sum(1), "dot": 1.0 - c64 @ q64, "cosine": ((c64 - unit) ** 2).sum(1)}
+    for dt, want in expected.items():
+        got = reference.distances(query, centroids, dt).astype(np.float64)
+        assert np.all(np.abs(got - want) <= 1e-4 + 1e-5 * np.abs(want)), dt
+
+
+# --- the top-n check: ties, tolerance, shapes ---------------------------------------------------------
+
+def test_reference_selection_passes_and_breaks_ties_by_id() -> None:
+    centroids = np.repeat(_rng_case(10, 16, seed=1)[0], 3, axis=0)        # ids 3k, 3k+1, 3k+2 tie
+    query = _rng_case(1, 16, seed=2)[1]
+    for nprobes in (1, 4, 30, None, 99):
+        ids, dists = reference.find_partitions(query, centroids, "l2", nprobes)
+        assert ids.dtype == np.uint32 and dists.dtype == F32
+        assert ids.size == reference.probe_count(30, nprobes)
+        assert _judge({"ids": ids, "dists": dists}, query, centroids, "l2", nprobes) is None
+        assert np.all(ids[:3] // 3 == ids[0] // 3) and np.all(np.diff(ids[:3].astype(int)) > 0)
+
+
+def test_exact_ties_may_come_in_any_order_and_either_side_of_the_cut() -> None:
+    centroids = np.repeat(_rng_case(10, 16, seed=1)[0], 3, axis=0)
+    query = _rng_case(1, 16, seed=2)[1]
+    ids, dists = reference.find_partitions(query, centroids, "l2", 4)   # the 4th splits a tied triple
+    swapped = ids.copy()
+    swapped[:3] = swapped[:3][::-1]                                      # reorder a tied triple
+    assert _judge({"ids": swapped, "dists": dists}, query, centroids, "l2", 4) is None
+    other = ids.copy()
+    triple = [i for i in range(30) if i // 3 == ids[3] // 3 and i not in ids]
+    other[3] = triple[0]                                                 # the other twin at the cut
+    assert _judge({"ids": other, "dists": dists}, query, centroids, "l2", 4) is None
+    # A partition that is not tied with the cut is rejected.
+    outside = reference.find_partitions(query, centroids, "l2", None)[0][6]
+    wrong = ids.copy()
+    wrong[3] = outside
+    assert "top 4" in _judge({"ids": wrong, "dists": dists}, query, centroids, "l2", 4)
+
+
+def test_near_ties_within_tolerance_only() -> None:
+    centroids = np.zeros((3, 4), dtype=F32)
+    centroids[:, 0] = [1.0, 1.0 + 2e-5, 1.1]          # distances to 0: 1, ~1.00004, 1.21
+    query = np.zeros(4, dtype=F32)
+    ref = reference.distances(query, centroids, "l2")
+    close = {"ids": np.array([1], dtype=np.uint32), "dists": ref[[1]]}
+    assert _judge(close, query, centroids, "l2", 1) is None                # 4e-5 apart: a tie
+    far = {"ids": np.array([2], dtype=np.uint32), "dists": ref[[2]]}
+    assert "does not make the top 1" in _judge(far, query, centroids, "l2", 1)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda o: {**o, "ids": o["ids"].astype(np.int64)}, "dtype int64"),
+    (lambda o: {**o, "dists": o["dists"].astype(np.float64)}, "dtype float64"),
+    (lambda o: {"ids": o["ids"][:-1], "dists": o["dists"][:-1]}, "expected 5"),
+    (lambda o: {**o, "ids": np.r_[o["ids"][:-1], o["ids"][:1]]}, "duplicate"),
+    (lambda o: {**o, "ids": np.r_[o["ids"][:-1], np.uint32(1000)]}, "out of range"),
+    (lambda o: {**o, "dists": np.r_[o["dists"][:-1], F32(np.nan)]}, "non-finite"),
+    (lambda o: {"ids": o["ids"][::-1].copy(), "dists": o["dists"][::-1].copy()}, "not ascending"),
+    (lambda o: {**o, "dists": o["dists"] + F32(0.01)}, "differs from the reference"),
+    (lambda o: {"dists": o["dists"]}, "expected a 1-d numpy.ndarray"),
+])
+def test_check_rejects_malformed_outputs(change, message) -> None:
+    centroids, query = _rng_case(200, 24, seed=9)
+    ids, dists = reference.find_partitions(query, centroids, "dot", 5)
+    assert _judge({"ids": ids, "dists": dists}, query, centroids, "dot", 5) is None
+    problem = _judge(change({"ids": ids, "dists": dists}), query, centroids, "dot", 5)
+    assert problem is not None and message in problem, problem
+
+
+def test_nprobes_none_above_nlist_and_a_single_centroid() -> None:
+    centroids, query = _rng_case(7, 12, seed=4)
+    k = kernels.IvfKernel(centroids, "cosine")
+    for nprobes, n in ((None, 7), (7, 7), (50, 7), (1, 1)):
+        out = target.OPS["check"](k, {"query": query, "nprobes": target.nprobes_array(nprobes)})
+        assert out["ids"].size == n and _judge(out, query, centroids, "cosine", nprobes) is None
+    one = kernels.IvfKernel(centroids[:1], "l2")
+    out = target.OPS["check"](one, {"query": query, "nprobes": target.nprobes_array(20)})
+    assert out["ids"].tolist() == [0]
+
+
+# --- the precision trap and the dot tolerance ---------------------------------------------------------
+
+def expanded(query: np.ndarray, centroids: np.ndarray, nprobes: int | None) -> dict[str, np.ndarray]:
+    """The |q|² + |c|² − 2·C·q rewrite in f32, unverified (what a 'fast' kernel might return)."""
+    d = np.dot(query, query) + np.einsum("ij,ij->i", centroids, centroids) - F32(2.0) * (centroids @ query)
+    ids = np.argsort(d, kind="stable")[:reference.probe_count(d.size, nprobes)]
+    return {"ids": ids.astype(np.uint32), "dists": d[ids].astype(F32)}
+
+
+@pytest.mark.parametrize("shape", inputs.BATTERY_SHAPES, ids=lambda s: s.label)
+def test_unverified_expansion_fails_large_dynamic_range_near_duplicate(shape: IvfShape) -> None:
+    case = _battery(shape, "large_dynamic_range", "l2")
+    centroids, near = case["centroids"], case["query_1"]
+    assert "differs from the reference" in _judge(expanded(near, centroids, 1), near, centroids, "l2", 1)
+    # ... while the baseline kernel and the reference pass the same check ...
+    out = target.OPS["check"](kernels.IvfKernel(centroids, "l2"), {"query": near, "nprobes": target.nprobes_array(1)})
+    assert _judge(out, near, centroids, "l2", 1) is None
+    # ... and the rewrite passes on ordinary data: the battery's trap, not noise, rejects it.
+    plain = _battery(shape, "gaussian", "l2")
+    assert _judge(expanded(plain["query_0"], plain["centroids"], 20), plain["query_0"], plain["centroids"], "l2", 20) is None
+
+
+def test_dot_tolerance_allows_blas_order_but_not_bf16() -> None:
+    # large_dynamic_range dot products cancel: |1 − q·c| is far below Σ|q_i·c_i|, so a legal
+    # reordering (BLAS) moves the result by more than 1e-5·|d|, but not by 1e-5 of the terms.
+    case = _battery(IvfShape(1024, 256), "large_dynamic_range", "dot")
+    centroids, query = case["centroids"], case["query_0"]
+
+    def topn(d: np.ndarray) -> dict[str, np.ndarray]:
+        ids = np.argsort(d, kind="stable")[:20]
+        return {"ids": ids.astype(np.uint32), "dists": d[ids].astype(F32)}
+
+    ref = reference.distances(query, centroids, "dot").astype(np.float64)
+    blas = F32(1.0) - centroids @ query
+    assert np.max(np.abs(blas - ref) / (1e-4 + 1e-5 * np.abs(ref))) > 1.0        # a plain rtol fails it
+    assert _judge(topn(blas), query, centroids, "dot", 20) is None
+    bf16 = (centroids.view(np.uint32) & np.uint32(0xFFFF0000)).view(F32)       # truncated to bfloat16
+    assert "differs from the reference" in _judge(topn(F32(1.0) - bf16 @ query), query, centroids, "dot", 20)
+
+
+def test_baseline_kernel_passes_the_battery() -> None:
+    for case in run_experiment.cases(seed=11):
+        k = target.build(kernels, case.params, case.arrays)
+        for i, call in enumerate(case.calls):
+            assert run_experiment.check(case, i, target.OPS["check"](k, call)) is None, (case.name, i)
+
+
+# --- inputs -------------------------------------------------------------------------------------------
+
+def test_fixture_keys_and_dtypes() -> None:
+    f = all_fixtures()
+    expected = {f"battery/{s.label}/{k}/{d}/{n}" for s in inputs.BATTERY_SHAPES for k in inputs.CORRECTNESS_KINDS
+                for d in inputs.DISTANCE_TYPES for n in ("centroids", "query_0", "query_1")}
+    expected |= {f"speed/{s.label}/{d}/{n}" for s in inputs.SPEED_SHAPES for d in inputs.DISTANCE_TYPES
+                 for n in ("centroids", "centres")}
+    assert set(f) == expected
+    for shape in inputs.SPEED_SHAPES:
+        for dt in inputs.DISTANCE_TYPES:
+            c = f[f"speed/{shape.label}/{dt}/centroids"]
+            assert c.dtype == F32 and c.shape == (shape.nlist, shape.dim) and c.flags.c_contiguous
+            assert np.all(np.isfinite(c))
+
+
+def test_fixture_battery_case_matches_direct_generation() -> None:
+    shape = inputs.BATTERY_SHAPES[1]
+    direct = inputs._case_arrays(shape, "sparse", "cosine", inputs.CORRECTNESS_SEED)
+    for name, arr in direct.items():
+        np.testing.assert_array_equal(_battery(shape, "sparse", "cosine")[name], arr)
+
+
+@pytest.mark.parametrize("kind", inputs.CORRECTNESS_KINDS)
+@pytest.mark.parametrize("dt", inputs.DISTANCE_TYPES)
+def test_fresh_case_deterministic_and_well_formed(kind: str, dt: str) -> None:
+    shape = inputs.BATTERY_SHAPES[1]
+    a, b, c = (inputs.fresh_case(shape, kind, dt, s) for s in (5, 5, 6))
+    for name in ("centroids", "query_0", "query_1"):
+        np.testing.assert_array_equal(a[name], b[name])
+        assert a[name].tobytes() != c[name].tobytes(), name
+        assert a[name].dtype == F32 and np.all(np.isfinite(a[name]))
+    assert a["centroids"].shape == (shape.nlist, shape.dim)
+    if dt == "cosine":
+        assert a["query_0"].any() and a["query_1"].any()       # a zero query is undefined for cosine
+        norms = np.linalg.norm(a["centroids"].astype(np.float64), axis=1)
+        assert np.all((np.abs(norms - 1.0) < 1e-6) | (norms == 0.0))
+
+
+def test_duplicated_kind_repeats_each_centroid_three_times() -> None:
+    c = inputs.battery_centroids("duplicated", "l2", 3, IvfShape(300, 40))
+    assert np.unique(c, axis=0).shape[0] == 100
+    np.testing.assert_array_equal(c[0], c[100])
+    np.testing.assert_array_equal(c[0], c[200])
+
+
+@pytest.mark.parametrize("kind", inputs.CORRECTNESS_KINDS)
+def test_near_duplicate_query_sits_next_to_a_centroid(kind: str) -> None:
+    case = _battery(IvfShape(1024, 256), kind, "l2")
+    c64, q64 = case["centroids"].astype(np.float64), case["query_1"].astype(np.float64)
+    nearest = np.sqrt(((c64 - q64) ** 2).sum(1)).min()
+    assert nearest <= 2e-3 * np.sqrt((q64 ** 2).sum()) + 1e-4
+    assert not np.any(np.all(case["centroids"] == case["query_1"], axis=1))
+
+
+def test_speed_queries_deterministic_and_prefix_stable() -> None:
+    shape = inputs.SPEED_SHAPES[1]
+    centres = all_fixtures()[f"speed/{shape.label}/l2/centres"]
+    for dt in inputs.DISTANCE_TYPES:
+        a = inputs.speed_queries(shape, dt, centres, 5, 6)
+        assert a.shape == (6, shape.dim) and a.dtype == F32
+        np.testing.assert_array_equal(a, inputs.speed_queries(shape, dt, centres, 5, 6))
+        np.testing.assert_array_equal(a[:3], inputs.speed_queries(shape, dt, centres, 5, 3))
+        assert not np.array_equal(a, inputs.speed_queries(shape, dt, centres, 6, 6))
+
+
+def test_mips_rows_have_log_normal_norms() -> None:
+    rows = inputs.mips_rows(7, 4000, 32)
+    logs = np.log(np.linalg.norm(rows.astype(np.float64), axis=1))
+    assert abs(logs.mean()) < 0.05 and abs(logs.std() - inputs.MIPS_LOG_NORM_SIGMA) < 0.05
+
+
+# --- faiss agrees with the oracle on the speed data (skipped without faiss) ---------------------------
+
+@pytest.mark.parametrize("dt", inputs.DISTANCE_TYPES)
+def test_reference_top_n_matches_faiss_flat_index(dt: str) -> None:
+    faiss = pytest.importorskip("faiss")
+    shape = inputs.SPEED_SHAPES[1]
+    centroids = all_fixtures()[f"speed/{shape.label}/{dt}/centroids"]
+    queries = inputs.speed_queries(shape, dt, all_fixtures()[f"speed/{shape.label}/{dt}/centres"], 3, 3)
+    index = (faiss.IndexFlatIP if dt == "dot" else faiss.IndexFlatL2)(shape.dim)
+    index.add(centroids)
+    for q in queries:
+        probe = reference.normalize(q) if dt == "cosine" else q
+        scores, ids = index.search(probe[None, :], shape.nprobes)
+        dists = (F32(1.0) - scores[0]) if dt == "dot" else scores[0]
+        order = np.argsort(dists, kind="stable")                    # 1 − ip: ascending as Lance's
+        out = {"ids": ids[0][order].astype(np.uint32), "dists": dists[order].astype(F32)}
+        assert _judge(out, q, centroids, dt, shape.nprobes) is None
+
+
+# --- the offline playbook and a paired trial of its first keep ------------------------------------------
+
+def test_playbook_replays_in_sequence() -> None:
+    # Each reply applies to the incumbent of its turn (the wrong kernel is discarded, so the next
+    # reply sees the keep before it); the malformed one fails to apply; every kernel passes the
+    # static policy and keeps the API.
+    current = (FOLDER / "kernels.py").read_text()
+    outcomes = {}
+    for entry in sorted(PLAYBOOK.glob("*.md")):
+        try:
+            text = parse_and_apply(entry.read_text(), current).new_text
+        except EditError:
+            outcomes[entry.name[:2]] = "edit_failed"
+            continue
+        policy.check(text, target.ALLOWED_IMPORTS)
+        validate(text, target.KERNEL_API)
+        outcomes[entry.name[:2]] = "applies"
+        if not entry.name.startswith("02"):            # 02 is the wrong kernel: never the incumbent
+            current = text
+    assert outcomes == {"01": "applies", "02": "applies", "03": "applies", "04": "edit_failed", "05": "applies"}
+
+
+def _playbook_kernel(tmp_path: Path, entry: str, base: str) -> Path:
+    path = tmp_path / entry / "kernels.py"
+    path.parent.mkdir(parents=True)
+    path.write_text(parse_and_apply((PLAYBOOK / entry).read_text(), base).new_text)
+    return path
+
+
+def _trial(*args: str) -> tuple[subprocess.CompletedProcess[str], dict]:
+    proc = subprocess.run([sys.executable, "-m", "targets.ivf_partition.run_experiment", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    result_json = Path(args[args.index("--result-json") + 1])
+    return proc, json.loads(result_json.read_text())
+
+
+def test_paired_trial_of_the_first_keep_is_faster_and_correct(tmp_path: Path) -> None:
+    baseline = FOLDER / "kernels.py"
+    keep = _playbook_kernel(tmp_path, "01-scratch-einsum-gemv.md", baseline.read_text())
+    out = tmp_path / "result.json"
+    proc, result = _trial("--kernel", str(keep), "--against", str(baseline), "--result-json", str(out), *FAST)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert result["correctness"] == "pass" and result["verified_calls"] > 0
+    assert result["speedup_ci_90pct"][0] > 1.0, result["per_combo_speedup"]
+
+
+def test_paired_trial_rejects_the_unverified_expansion(tmp_path: Path) -> None:
+    baseline = FOLDER / "kernels.py"
+    keep = parse_and_apply((PLAYBOOK / "01-scratch-einsum-gemv.md").read_text(), baseline.read_text()).new_text
+    wrong = _playbook_kernel(tmp_path, "02-gemv-expansion.md", keep)
+    out = tmp_path / "result.json"
+    proc, result = _trial("--kernel", str(wrong), "--against", str(baseline), "--result-json", str(out), *FAST)
+    assert proc.returncode == 2 and result["correctness"] == "fail"
+    assert "large_dynamic_range/l2" in result["failure"]
