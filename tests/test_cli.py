@@ -54,7 +54,7 @@ def test_trial_block_output_and_incorrect_exit(write_kernel) -> None:
 
 
 @pytest.mark.parametrize("args, message", [
-    (["trial", "--target", "nope"], "unknown target 'nope'; known targets: pq-l2"),
+    (["trial", "--target", "nope"], "unknown target 'nope'; known targets: ivf-partition, pq-cosine, pq-dot, pq-l2"),
     (["trial", "--target", "pq-l2", "--kernel", "missing.py"], "--kernel missing.py: no such file"),
     (["trial", "--target", "pq-l2", "--against", "missing.py"], "--against missing.py: no such file"),
     (["trial", "--target", "pq-l2", "--budget-seconds", "-1"], "--budget-seconds must be positive"),

@@ -188,7 +188,7 @@ def test_offline_playbook_run_is_labelled_and_keeps(repo: Path) -> None:
 
 
 @pytest.mark.parametrize("args, config, message", [
-    (["--target", "nope"], None, "unknown target 'nope'; known targets: pq-l2"),
+    (["--target", "nope"], None, "unknown target 'nope'; known targets: ivf-partition, pq-cosine, pq-dot, pq-l2"),
     (["--model", "script:/nonexistent.yaml"], None, "cannot use this script"),
     (["--model", "gpt-9"], None, "unknown model 'gpt-9'"),
     ([], "max_attemps: 3\n", "max_attemps: unknown key"),

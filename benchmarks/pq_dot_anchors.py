@@ -1,0 +1,136 @@
+"""pq-dot speed and ranking anchors: a kernel, the reference and faiss, on identical data, one thread.
+
+For each of the 9 speed workloads (3 shapes x 3 distributions, N=20,000, the harness's own
+fixtures) and ``--queries`` fresh queries per workload, times one query at a time:
+
+  kernel     the op the harness times: ``target.OPS["speed"]`` = distance_table +
+             compute_distances + top-10 (``target.top_k``), on a ``PqKernel`` from ``--kernel``
+  reference  ``reference.distance_table`` + ``reference.distances`` + ``target.top_k``
+  faiss      ``faiss.IndexPQ(d, M, 8, METRIC_INNER_PRODUCT).search(q, 10)``, same codebook and codes
+
+faiss returns the 10 largest inner products ``Σ_m q_m·c_m``; Lance's distance is
+``Σ_m (1 − q_m·c_m) − (M − 1) = 1 − Σ_m q_m·c_m``, so the rankings must agree and faiss's scores
+must equal ``1 − distance``. Prints median us/query, kernel/faiss and reference/faiss ratios with
+geomeans over workloads, and for how many queries faiss's top-10 agrees with the reference's
+(ties allowed: faiss's ids, scored with the reference distances, give the reference's top-10
+distances within the harness's per-element bound) and its scores match ``1 − distance`` within it.
+
+Run:  python benchmarks/pq_dot_anchors.py [--queries 32] [--kernel path/to/kernels.py] [--seed 1]
+Needs faiss:  pip install -e '.[bench]'
+"""
+
+from __future__ import annotations
+
+import os
+
+for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",
+              "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS"):
+    os.environ[_name] = "1"         # before numpy (and its BLAS) is imported
+
+import argparse
+import gc
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+try:
+    import faiss
+except ImportError:
+    print("faiss is not installed: run  pip install -e '.[bench]'  (installs faiss-cpu)", file=sys.stderr)
+    sys.exit(2)
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from targets.harness.worker import load_kernel  # noqa: E402  (the harness's own importlib loader)
+from targets.pq_dot import inputs, reference  # noqa: E402
+from targets.pq_dot.run_experiment import Oracle  # noqa: E402
+from targets.pq_dot.target import NUM_CENTROIDS, OPS, TOP_K, PqShape, build, top_k  # noqa: E402
+
+DEFAULT_KERNEL = Path(__file__).resolve().parent.parent / "targets" / "pq_dot" / "kernels.py"
+
+
+def faiss_index(shape: PqShape, codebook: np.ndarray, codes_aos: np.ndarray, n: int) -> faiss.IndexPQ:
+    index = faiss.IndexPQ(shape.dim, shape.num_sub_vectors, 8, faiss.METRIC_INNER_PRODUCT)
+    assert index.pq.ksub == NUM_CENTROIDS and index.code_size == shape.num_sub_vectors
+    faiss.copy_array_to_vector(np.ascontiguousarray(codebook, dtype=np.float32), index.pq.centroids)
+    faiss.copy_array_to_vector(np.ascontiguousarray(codes_aos, dtype=np.uint8), index.codes)
+    index.ntotal = n
+    index.is_trained = True
+    return index
+
+
+def agree(dists: np.ndarray, tol: np.ndarray, faiss_scores: np.ndarray, faiss_ids: np.ndarray) -> bool:
+    """faiss's ids, scored with the reference distances, give the reference's top-10 distances,
+    and faiss's scores are 1 − those distances, all within the per-element bound."""
+    if np.unique(faiss_ids).size != faiss_ids.size or faiss_ids.min() < 0:
+        return False
+    ref_ids, _ = top_k(dists, TOP_K)
+    d64 = dists.astype(np.float64)
+    mine, want = np.sort(d64[faiss_ids]), np.sort(d64[ref_ids])
+    slack = np.sort(tol[faiss_ids]) + np.sort(tol[ref_ids])
+    scores_ok = np.abs((1.0 - faiss_scores.astype(np.float64)) - d64[faiss_ids]) <= 2 * tol[faiss_ids]
+    return bool(np.all(np.abs(mine - want) <= slack) and np.all(scores_ok))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--queries", type=int, default=32, help="fresh queries per workload (default 32)")
+    ap.add_argument("--kernel", type=Path, default=DEFAULT_KERNEL, help="kernels.py to time (default: shipped)")
+    ap.add_argument("--seed", type=int, default=1, help="seed for the fresh queries (default 1)")
+    args = ap.parse_args(argv)
+    faiss.omp_set_num_threads(1)
+    kernels = load_kernel(str(args.kernel))
+    fx = inputs.fixtures()
+    n = inputs.SPEED_NUM_VECTORS
+    print(f"kernel {args.kernel}  faiss {faiss.__version__}  N={n}  {args.queries} queries/workload  1 thread")
+    print(f"{'workload':<22}{'kernel us':>11}{'ref us':>11}{'faiss us':>10}{'kern/faiss':>12}"
+          f"{'ref/faiss':>11}{'top10 agree':>13}")
+    ratios = []
+    for shape in inputs.SHAPES:
+        for dist in inputs.SPEED_DISTRIBUTIONS:
+            p = f"speed/{shape.label}/{dist}/"
+            codebook, codes = fx[p + "codebook"], fx[p + "codes_aos"]
+            params = {"dim": shape.dim, "num_sub_vectors": shape.num_sub_vectors, "num_vectors": n}
+            inst = build(kernels, params, {"codebook": codebook, "codes_aos": codes})
+            index = faiss_index(shape, codebook, codes, n)
+            oracle = Oracle(shape, codebook, codes, n)
+            queries = inputs.speed_queries(shape, dist, fx[p + "centres"], args.seed, args.queries)
+
+            def run_kernel(q):
+                return OPS["speed"](inst, {"query": q})
+
+            def run_reference(q):
+                return top_k(reference.distances(shape, reference.distance_table(shape, codebook, q), codes, n), TOP_K)
+
+            def run_faiss(q):
+                return index.search(q[None, :], TOP_K)
+
+            arms = (run_kernel, run_reference, run_faiss)
+            for f in arms:                  # warm-up (numba JIT, caches), untimed
+                f(queries[0])
+            times = np.empty((len(queries), 3))
+            agreed = 0
+            gc.disable()
+            try:
+                for i, q in enumerate(queries):
+                    for j in ((i + s) % 3 for s in range(3)):
+                        t0 = time.perf_counter_ns()
+                        arms[j](q)
+                        times[i, j] = (time.perf_counter_ns() - t0) / 1e3
+                    _, _, dists, tol = oracle(q)                 # untimed agreement check
+                    scores, ids = run_faiss(q)
+                    agreed += agree(dists, tol, scores[0], ids[0])
+            finally:
+                gc.enable()
+            k_us, r_us, f_us = np.median(times, axis=0)
+            ratios.append((k_us / f_us, r_us / f_us))
+            print(f"{shape.label + '/' + dist:<22}{k_us:>11.1f}{r_us:>11.1f}{f_us:>10.1f}{k_us / f_us:>12.2f}"
+                  f"{r_us / f_us:>11.2f}{f'{agreed}/{len(queries)}':>13}")
+    geo = np.exp(np.log(np.array(ratios)).mean(axis=0))
+    print(f"{'geomean':<54}{geo[0]:>12.2f}{geo[1]:>11.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

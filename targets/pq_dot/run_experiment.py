@@ -1,0 +1,196 @@
+"""pq-dot trial entry point: ``python -m targets.pq_dot.run_experiment [--kernel F] [--against F]``.
+
+Composes the shared runner with this target's inputs and oracle. Immutable during a run.
+Tolerances are per element and summation-aware (``reference`` derives them; see
+docs/targets/pq-dot.md): a relative bound cannot serve here, since dot products and the final
+−(M−1) cancel, so the checks below take one tolerance per value.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from targets.harness import runner
+from targets.harness.prng import Stream, mix_seeds
+from targets.pq_dot import inputs, reference
+from targets.pq_dot.target import TOP_K, PqShape
+
+KERNEL = Path(__file__).with_name("kernels.py")
+
+
+def _shape(params: dict[str, Any]) -> PqShape:
+    return PqShape(int(params["dim"]), int(params["num_sub_vectors"]))
+
+
+def _params(shape: PqShape, n: int) -> dict[str, Any]:
+    return {"dim": shape.dim, "num_sub_vectors": shape.num_sub_vectors, "num_vectors": n}
+
+
+# ----------------------------------------------------------------------------- checks
+
+def check_close(name: str, got: object, ref: np.ndarray, tol: np.ndarray) -> str | None:
+    """None when ``got`` is a plain finite f32 ndarray of ``ref``'s shape with |got − ref| ≤ tol."""
+    if type(got) is not np.ndarray:
+        return f"{name}: expected a plain numpy.ndarray, got {type(got).__name__}"
+    if got.dtype != ref.dtype or got.shape != ref.shape:
+        return f"{name}: dtype {got.dtype} shape {got.shape} (expected {ref.dtype} {ref.shape})"
+    bad = ~np.isfinite(got)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        return f"{name}: non-finite value {got[i]!r} at index {i} ({int(bad.sum())} in all)"
+    err = np.abs(got.astype(np.float64) - ref.astype(np.float64))
+    over = err > tol
+    if over.any():
+        i = int(np.argmax(err / tol))
+        return (f"{name}: {int(over.sum())} of {err.size} values out of tolerance; worst at index {i}: got "
+                f"{float(got[i])!r}, reference {float(ref[i])!r}, |diff| {err[i]:.3g} > {tol[i]:.3g} "
+                "(summation-aware bound)")
+    return None
+
+
+def check_topk(ids: object, scores: object, ref: np.ndarray, tol: np.ndarray, k: int) -> str | None:
+    """Top-K (smallest first) under per-candidate tolerances: a kernel whose every distance d_i is
+    within tol_i of the reference may rank any id whose interval [ref_i ± tol_i] can reach the cut.
+
+    Sound bounds: the K-th smallest kernel distance is at most B = max over the reference top-K of
+    (ref + tol), so a reported id needs ref_i − tol_i ≤ B; an id may be missing only if some id at or
+    beyond the reference cut can score below it, so j must be present when
+    ref_j + tol_j < A = min over {i: ref_i ≥ kth} of (ref_i − tol_i).
+    """
+    for label, arr in (("topk ids", ids), ("topk scores", scores)):
+        if type(arr) is not np.ndarray or arr.ndim != 1:
+            return f"{label}: expected a 1-d numpy.ndarray"
+    assert isinstance(ids, np.ndarray) and isinstance(scores, np.ndarray)
+    n = ref.size
+    want = min(k, n)
+    if ids.size != want or scores.size != want:
+        return f"topk: {ids.size} ids and {scores.size} scores (expected {want})"
+    if not np.issubdtype(ids.dtype, np.integer):
+        return f"topk ids: dtype {ids.dtype} is not an integer type"
+    if np.any(ids < 0) or np.any(ids >= n):
+        return "topk ids: id out of range"
+    if np.unique(ids).size != ids.size:
+        return "topk ids: duplicate id"
+    if not np.all(np.isfinite(scores)):
+        return "topk scores: non-finite score"
+    r = ref.astype(np.float64)
+    best = np.argpartition(r, want - 1)[:want]             # a reference top-K (any tie order is sound)
+    kth = float(np.max(r[best]))
+    upper = float(np.max(r[best] + tol[best]))
+    if np.any(r[ids] - tol[ids] > upper):
+        i = int(np.argmax(r[ids] - tol[ids]))
+        return f"topk: id {int(ids[i])} (reference distance {r[ids[i]]!r}) cannot make the top {want}"
+    beyond = r >= kth
+    lower = float(np.min(r[beyond] - tol[beyond])) if beyond.any() else np.inf
+    missing = np.setdiff1d(np.flatnonzero(r + tol < lower), ids)
+    if missing.size:
+        j = int(missing[0])
+        return f"topk: id {j} (reference distance {r[j]!r}) is missing"
+    got = scores.astype(np.float64)
+    diff = np.abs(got - r[ids])
+    if np.any(diff > tol[ids]):
+        i = int(np.argmax(diff / tol[ids]))
+        return f"topk: distance {got[i]!r} for id {int(ids[i])} differs from reference {r[ids[i]]!r}"
+    if np.any(np.diff(got) < -(tol[ids][1:] + tol[ids][:-1])):
+        return "topk: distances are not ordered smallest first"
+    return None
+
+
+class Oracle:
+    """The reference for one kernel input (codebook + codes): table, distances and tolerances."""
+
+    def __init__(self, shape: PqShape, codebook: np.ndarray, codes_aos: np.ndarray, n: int) -> None:
+        self.shape, self.codebook = shape, codebook
+        self.flat = reference.flat_index(reference.code_columns(shape, codes_aos, n))
+
+    def __call__(self, query: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(table, table tolerance, distances, distance tolerance) for one query."""
+        table = reference.distance_table(self.shape, self.codebook, query)
+        slack = reference.table_slack(self.shape, self.codebook, query)
+        dists = reference.distances_from_flat(table, self.flat)
+        weights = reference.distance_weights(table, slack, self.shape.num_sub_vectors)
+        return table, reference.table_tolerance(slack), dists, reference.distance_tolerance(weights, self.flat)
+
+
+# ----------------------------------------------------------------------------- plan
+
+def _case(name: str, shape: PqShape, arrays: dict[str, np.ndarray]) -> runner.Case:
+    return runner.Case(name=name, params=_params(shape, inputs.CORRECTNESS_NUM_VECTORS),
+                       arrays={"codebook": arrays["codebook"], "codes_aos": arrays["codes_aos"]},
+                       calls=[{"query": arrays["query_0"]}, {"query": arrays["query_1"]}])
+
+
+def cases(seed: int) -> list[runner.Case]:
+    """The fixed battery (3 shapes x 5 kinds) plus one fresh case per shape from the trial seed."""
+    fx = inputs.fixtures()
+    out = []
+    for shape in inputs.SHAPES:
+        for kind in inputs.CORRECTNESS_KINDS:
+            prefix = f"battery/{shape.label}/{kind}/"
+            out.append(_case(f"{shape.label}/{kind}", shape,
+                             {k[len(prefix):]: v for k, v in fx.items() if k.startswith(prefix)}))
+    pick = Stream(mix_seeds(seed, "fresh-kinds")).integers(len(inputs.CORRECTNESS_KINDS), len(inputs.SHAPES))
+    for shape, k in zip(inputs.SHAPES, pick):
+        kind = inputs.CORRECTNESS_KINDS[int(k)]
+        out.append(_case(f"{shape.label}/{kind}/fresh", shape, inputs.fresh_case(shape, kind, seed)))
+    return out
+
+
+def check(case: runner.Case, call: int, out: dict[str, np.ndarray]) -> str | None:
+    shape = _shape(case.params)
+    oracle = Oracle(shape, case.arrays["codebook"], case.arrays["codes_aos"], int(case.params["num_vectors"]))
+    table, table_tol, dists, dist_tol = oracle(case.calls[call]["query"])
+    for name in ("table", "distances", "topk_ids", "topk_dists"):
+        if name not in out:
+            return f"missing output {name!r}"
+    return (check_close("distance_table", out["table"], table, table_tol)
+            or check_close("distances", out["distances"], dists, dist_tol)
+            or check_topk(out["topk_ids"], out["topk_dists"], dists, dist_tol, TOP_K))
+
+
+def _verifier(shape: PqShape, arrays: dict[str, np.ndarray]
+              ) -> Callable[[dict[str, np.ndarray], list[dict[str, np.ndarray]]], str | None]:
+    oracle = Oracle(shape, arrays["codebook"], arrays["codes_aos"], inputs.SPEED_NUM_VECTORS)   # once per workload
+
+    def verify(call: dict[str, np.ndarray], outs: list[dict[str, np.ndarray]]) -> str | None:
+        _, _, dists, dist_tol = oracle(call["query"])
+        for arm, out in enumerate(outs):
+            if "topk_ids" not in out or "topk_dists" not in out:
+                return f"arm {arm}: missing top-K outputs"
+            problem = check_topk(out["topk_ids"], out["topk_dists"], dists, dist_tol, TOP_K)
+            if problem is not None:
+                return f"{'incumbent' if len(outs) == 2 and arm == 0 else 'candidate'} kernel: {problem}"
+        return None
+    return verify
+
+
+def workloads() -> list[runner.Workload]:
+    fx = inputs.fixtures()
+    out = []
+    for shape in inputs.SHAPES:
+        for dist in inputs.SPEED_DISTRIBUTIONS:
+            prefix = f"speed/{shape.label}/{dist}/"
+            arrays = {"codebook": fx[prefix + "codebook"], "codes_aos": fx[prefix + "codes_aos"]}
+            centres = fx[prefix + "centres"]
+
+            def queries(seed: int, count: int, shape: PqShape = shape, dist: str = dist,
+                        centres: np.ndarray = centres) -> list[dict[str, np.ndarray]]:
+                return [{"query": q} for q in inputs.speed_queries(shape, dist, centres, seed, count)]
+
+            out.append(runner.Workload(shape=shape.label, distribution=dist,
+                                       params=_params(shape, inputs.SPEED_NUM_VECTORS), arrays=arrays,
+                                       queries=queries, verify=_verifier(shape, arrays)))
+    return out
+
+
+PLAN = runner.TargetPlan(name="pq-dot", ops_module="targets.pq_dot.target", cases=cases, check=check,
+                         workloads=workloads)
+
+
+if __name__ == "__main__":
+    sys.exit(runner.main(PLAN, sys.argv[1:], KERNEL))
