@@ -188,7 +188,7 @@ def workloads() -> list[runner.Workload]:
     return out
 
 
-PLAN = runner.TargetPlan(name="pq-dot", ops_module="targets.pq_dot.target", cases=cases, check=check,
+PLAN = runner.TargetPlan(name="pq-dot", ops_module="targets.pq_l2.target", cases=cases, check=check,
                          workloads=workloads)
 
 
