@@ -21,30 +21,15 @@ Needs faiss:  pip install -e '.[bench]'
 
 from __future__ import annotations
 
-import os
-
-for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",
-              "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS"):
-    os.environ[_name] = "1"         # before numpy (and its BLAS) is imported
-
-import argparse
-import gc
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
-try:
-    import faiss
-except ImportError:
-    print("faiss is not installed: run  pip install -e '.[bench]'  (installs faiss-cpu)", file=sys.stderr)
-    sys.exit(2)
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from targets.harness.worker import load_kernel  # noqa: E402  (the harness's own importlib loader)
-from targets.ivf_partition import inputs, reference  # noqa: E402
-from targets.ivf_partition.target import OPS, build, nprobes_array  # noqa: E402
+from anchoring import Table, faiss, parse_args, time_arms  # first: sets one thread before numpy loads BLAS
+from targets.harness.worker import load_kernel  # the harness's own importlib loader
+from targets.ivf_partition import inputs, reference
+from targets.ivf_partition.target import OPS, build, nprobes_array
 
 DEFAULT_KERNEL = Path(__file__).resolve().parent.parent / "targets" / "ivf_partition" / "kernels.py"
 ATOL, RTOL = 1e-4, 1e-5
@@ -73,18 +58,11 @@ def agree(ref_dists: np.ndarray, kernel_dists: np.ndarray, faiss_ids: np.ndarray
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--queries", type=int, default=32, help="fresh queries per workload (default 32)")
-    ap.add_argument("--kernel", type=Path, default=DEFAULT_KERNEL, help="kernels.py to time (default: shipped)")
-    ap.add_argument("--seed", type=int, default=1, help="seed for the fresh queries (default 1)")
-    args = ap.parse_args(argv)
-    faiss.omp_set_num_threads(1)
+    args = parse_args(__doc__, DEFAULT_KERNEL, argv)
     kernels = load_kernel(str(args.kernel))
     fx = inputs.fixtures()
-    print(f"kernel {args.kernel}  faiss {faiss.__version__}  {args.queries} queries/workload  1 thread")
-    print(f"{'workload':<28}{'kernel us':>11}{'ref us':>11}{'faiss us':>10}{'kern/faiss':>12}"
-          f"{'ref/faiss':>11}{'top-n agree':>13}")
-    ratios = []
+    table = Table(f"kernel {args.kernel}  faiss {faiss.__version__}  {args.queries} queries/workload  1 thread",
+                  28, "top-n agree")
     for shape in inputs.SPEED_SHAPES:
         for dt in inputs.DISTANCE_TYPES:
             prefix = f"speed/{shape.label}/{dt}/"
@@ -102,30 +80,12 @@ def main(argv: list[str] | None = None) -> int:
             def run_reference(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
                 return reference.find_partitions(q, centroids, dt, shape.nprobes)
 
-            arms = (run_kernel, run_reference, search)
-            for f in arms:                  # warm-up (numba JIT, caches), untimed
-                f(queries[0])
-            times = np.empty((len(queries), 3))
-            agreed = 0
-            gc.disable()
-            try:
-                for i, q in enumerate(queries):
-                    for j in ((i + s) % 3 for s in range(3)):
-                        t0 = time.perf_counter_ns()
-                        arms[j](q)
-                        times[i, j] = (time.perf_counter_ns() - t0) / 1e3
-                    # Agreement, untimed.
-                    ref_dists = reference.distances(q, centroids, dt)
-                    agreed += agree(ref_dists, run_kernel(q)["dists"], search(q))
-            finally:
-                gc.enable()
-            k_us, r_us, f_us = np.median(times, axis=0)
-            ratios.append((k_us / f_us, r_us / f_us))
-            label = f"{shape.label}/{inputs.SPEED_DISTRIBUTIONS[dt]}"
-            print(f"{label:<28}{k_us:>11.1f}{r_us:>11.1f}{f_us:>10.1f}{k_us / f_us:>12.2f}"
-                  f"{r_us / f_us:>11.2f}{f'{agreed}/{len(queries)}':>13}")
-    geo = np.exp(np.log(np.array(ratios)).mean(axis=0))
-    print(f"{'geomean':<60}{geo[0]:>12.2f}{geo[1]:>11.2f}")
+            def agrees(q: np.ndarray) -> bool:
+                return agree(reference.distances(q, centroids, dt), run_kernel(q)["dists"], search(q))
+
+            medians, agreed = time_arms((run_kernel, run_reference, search), queries, agrees)
+            table.row(f"{shape.label}/{inputs.SPEED_DISTRIBUTIONS[dt]}", medians, agreed, len(queries))
+    table.geomean()
     return 0
 
 

@@ -21,31 +21,16 @@ Needs faiss:  pip install -e '.[bench]'
 
 from __future__ import annotations
 
-import os
-
-for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",
-              "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS"):
-    os.environ[_name] = "1"         # before numpy (and its BLAS) is imported
-
-import argparse
-import gc
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
-try:
-    import faiss
-except ImportError:
-    print("faiss is not installed: run  pip install -e '.[bench]'  (installs faiss-cpu)", file=sys.stderr)
-    sys.exit(2)
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from targets.harness.worker import load_kernel  # noqa: E402  (the harness's own importlib loader)
-from targets.pq_dot import inputs, reference  # noqa: E402
-from targets.pq_dot.run_experiment import Oracle  # noqa: E402
-from targets.pq_dot.target import NUM_CENTROIDS, OPS, TOP_K, PqShape, build, top_k  # noqa: E402
+from anchoring import Table, faiss, parse_args, time_arms  # first: sets one thread before numpy loads BLAS
+from targets.harness.worker import load_kernel  # the harness's own importlib loader
+from targets.pq_dot import inputs, reference
+from targets.pq_dot.run_experiment import Oracle
+from targets.pq_dot.target import NUM_CENTROIDS, OPS, TOP_K, PqShape, build, top_k
 
 DEFAULT_KERNEL = Path(__file__).resolve().parent.parent / "targets" / "pq_dot" / "kernels.py"
 
@@ -74,19 +59,12 @@ def agree(dists: np.ndarray, tol: np.ndarray, faiss_scores: np.ndarray, faiss_id
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--queries", type=int, default=32, help="fresh queries per workload (default 32)")
-    ap.add_argument("--kernel", type=Path, default=DEFAULT_KERNEL, help="kernels.py to time (default: shipped)")
-    ap.add_argument("--seed", type=int, default=1, help="seed for the fresh queries (default 1)")
-    args = ap.parse_args(argv)
-    faiss.omp_set_num_threads(1)
+    args = parse_args(__doc__, DEFAULT_KERNEL, argv)
     kernels = load_kernel(str(args.kernel))
     fx = inputs.fixtures()
     n = inputs.SPEED_NUM_VECTORS
-    print(f"kernel {args.kernel}  faiss {faiss.__version__}  N={n}  {args.queries} queries/workload  1 thread")
-    print(f"{'workload':<22}{'kernel us':>11}{'ref us':>11}{'faiss us':>10}{'kern/faiss':>12}"
-          f"{'ref/faiss':>11}{'top10 agree':>13}")
-    ratios = []
+    table = Table(f"kernel {args.kernel}  faiss {faiss.__version__}  N={n}  {args.queries} queries/workload  1 thread",
+                  22, "top10 agree")
     for shape in inputs.SHAPES:
         for dist in inputs.SPEED_DISTRIBUTIONS:
             p = f"speed/{shape.label}/{dist}/"
@@ -106,29 +84,14 @@ def main(argv: list[str] | None = None) -> int:
             def run_faiss(q):
                 return index.search(q[None, :], TOP_K)
 
-            arms = (run_kernel, run_reference, run_faiss)
-            for f in arms:                  # warm-up (numba JIT, caches), untimed
-                f(queries[0])
-            times = np.empty((len(queries), 3))
-            agreed = 0
-            gc.disable()
-            try:
-                for i, q in enumerate(queries):
-                    for j in ((i + s) % 3 for s in range(3)):
-                        t0 = time.perf_counter_ns()
-                        arms[j](q)
-                        times[i, j] = (time.perf_counter_ns() - t0) / 1e3
-                    _, _, dists, tol = oracle(q)                 # untimed agreement check
-                    scores, ids = run_faiss(q)
-                    agreed += agree(dists, tol, scores[0], ids[0])
-            finally:
-                gc.enable()
-            k_us, r_us, f_us = np.median(times, axis=0)
-            ratios.append((k_us / f_us, r_us / f_us))
-            print(f"{shape.label + '/' + dist:<22}{k_us:>11.1f}{r_us:>11.1f}{f_us:>10.1f}{k_us / f_us:>12.2f}"
-                  f"{r_us / f_us:>11.2f}{f'{agreed}/{len(queries)}':>13}")
-    geo = np.exp(np.log(np.array(ratios)).mean(axis=0))
-    print(f"{'geomean':<54}{geo[0]:>12.2f}{geo[1]:>11.2f}")
+            def agrees(q):
+                _, _, dists, tol = oracle(q)
+                scores, ids = run_faiss(q)
+                return agree(dists, tol, scores[0], ids[0])
+
+            medians, agreed = time_arms((run_kernel, run_reference, run_faiss), queries, agrees)
+            table.row(f"{shape.label}/{dist}", medians, agreed, len(queries))
+    table.geomean()
     return 0
 
 

@@ -1,0 +1,83 @@
+"""What every anchor benchmark shares: numeric libraries on one thread (set before numpy is
+imported, so import this module first), faiss or a clear exit, the project on ``sys.path``, the
+common flags, and the timing of (kernel, reference, faiss) query by query.
+
+The three arms are interleaved per query, rotating which goes first, with the collector off, so
+they see the same machine conditions; each query's agreement check runs untimed after it.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",
+              "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS"):
+    os.environ[_name] = "1"
+
+import argparse  # noqa: E402
+import gc  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable, Sequence  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+try:
+    import faiss  # noqa: E402
+except ImportError:
+    print("faiss is not installed: run  pip install -e '.[bench]'  (installs faiss-cpu)", file=sys.stderr)
+    sys.exit(2)
+faiss.omp_set_num_threads(1)
+
+Arm = Callable[[np.ndarray], object]
+
+
+def parse_args(doc: str, default_kernel: Path, argv: Sequence[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--queries", type=int, default=32, help="fresh queries per workload (default 32)")
+    ap.add_argument("--kernel", type=Path, default=default_kernel, help="kernels.py to time (default: shipped)")
+    ap.add_argument("--seed", type=int, default=1, help="seed for the fresh queries (default 1)")
+    return ap.parse_args(argv)
+
+
+def time_arms(arms: Sequence[Arm], queries: np.ndarray, agrees: Callable[[np.ndarray], bool]) -> tuple[np.ndarray, int]:
+    """Median microseconds per query of each arm, and on how many queries ``agrees`` held."""
+    for arm in arms:                          # warm-up (numba JIT, caches), untimed
+        arm(queries[0])
+    times = np.empty((len(queries), len(arms)))
+    agreed = 0
+    gc.disable()
+    try:
+        for i, q in enumerate(queries):
+            for j in ((i + s) % len(arms) for s in range(len(arms))):
+                t0 = time.perf_counter_ns()
+                arms[j](q)
+                times[i, j] = (time.perf_counter_ns() - t0) / 1e3
+            agreed += bool(agrees(q))
+    finally:
+        gc.enable()
+    return np.median(times, axis=0), agreed
+
+
+class Table:
+    """The printed result: one row per workload, then the geomean of the two ratios."""
+
+    def __init__(self, header: str, width: int, agree_label: str) -> None:
+        self.width, self.ratios = width, []
+        print(header)
+        print(f"{'workload':<{width}}{'kernel us':>11}{'ref us':>11}{'faiss us':>10}{'kern/faiss':>12}"
+              f"{'ref/faiss':>11}{agree_label:>13}")
+
+    def row(self, label: str, medians: np.ndarray, agreed: int, queries: int) -> None:
+        k_us, r_us, f_us = medians
+        self.ratios.append((k_us / f_us, r_us / f_us))
+        print(f"{label:<{self.width}}{k_us:>11.1f}{r_us:>11.1f}{f_us:>10.1f}{k_us / f_us:>12.2f}"
+              f"{r_us / f_us:>11.2f}{f'{agreed}/{queries}':>13}")
+
+    def geomean(self) -> None:
+        geo = np.exp(np.log(np.array(self.ratios)).mean(axis=0))
+        print(f"{'geomean':<{self.width + 32}}{geo[0]:>12.2f}{geo[1]:>11.2f}")
