@@ -36,6 +36,18 @@ faiss.omp_set_num_threads(1)
 Arm = Callable[[np.ndarray], object]
 
 
+def faiss_pq_index(dim: int, num_sub_vectors: int, codebook: np.ndarray, codes_aos: np.ndarray, n: int,
+                   metric: int) -> faiss.IndexPQ:
+    """A faiss IndexPQ holding exactly our codebook (``[M][256][sub_dim]``) and codes (``[N][M]``)."""
+    index = faiss.IndexPQ(dim, num_sub_vectors, 8, metric)              # 8 bits: code_size == M
+    assert index.pq.ksub == 256 and index.code_size == num_sub_vectors
+    faiss.copy_array_to_vector(np.ascontiguousarray(codebook, dtype=np.float32), index.pq.centroids)
+    faiss.copy_array_to_vector(np.ascontiguousarray(codes_aos, dtype=np.uint8), index.codes)
+    index.ntotal = n
+    index.is_trained = True
+    return index
+
+
 def parse_args(doc: str, default_kernel: Path, argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("--queries", type=int, default=32, help="fresh queries per workload (default 32)")

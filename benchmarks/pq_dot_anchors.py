@@ -26,23 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
-from anchoring import Table, faiss, parse_args, time_arms  # first: sets one thread before numpy loads BLAS
+from anchoring import Table, faiss, faiss_pq_index, parse_args, time_arms  # first: sets one thread before numpy loads BLAS
 from targets.harness.worker import load_kernel  # the harness's own importlib loader
 from targets.pq_dot import inputs, reference
 from targets.pq_dot.run_experiment import Oracle
-from targets.pq_dot.target import NUM_CENTROIDS, OPS, TOP_K, PqShape, build, top_k
+from targets.pq_dot.target import OPS, TOP_K, build, top_k
 
 DEFAULT_KERNEL = Path(__file__).resolve().parent.parent / "targets" / "pq_dot" / "kernels.py"
-
-
-def faiss_index(shape: PqShape, codebook: np.ndarray, codes_aos: np.ndarray, n: int) -> faiss.IndexPQ:
-    index = faiss.IndexPQ(shape.dim, shape.num_sub_vectors, 8, faiss.METRIC_INNER_PRODUCT)
-    assert index.pq.ksub == NUM_CENTROIDS and index.code_size == shape.num_sub_vectors
-    faiss.copy_array_to_vector(np.ascontiguousarray(codebook, dtype=np.float32), index.pq.centroids)
-    faiss.copy_array_to_vector(np.ascontiguousarray(codes_aos, dtype=np.uint8), index.codes)
-    index.ntotal = n
-    index.is_trained = True
-    return index
 
 
 def agree(dists: np.ndarray, tol: np.ndarray, faiss_scores: np.ndarray, faiss_ids: np.ndarray) -> bool:
@@ -71,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             codebook, codes = fx[p + "codebook"], fx[p + "codes_aos"]
             params = {"dim": shape.dim, "num_sub_vectors": shape.num_sub_vectors, "num_vectors": n}
             inst = build(kernels, params, {"codebook": codebook, "codes_aos": codes})
-            index = faiss_index(shape, codebook, codes, n)
+            index = faiss_pq_index(shape.dim, shape.num_sub_vectors, codebook, codes, n, faiss.METRIC_INNER_PRODUCT)
             oracle = Oracle(shape, codebook, codes, n)
             queries = inputs.speed_queries(shape, dist, fx[p + "centres"], args.seed, args.queries)
 

@@ -24,23 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
-from anchoring import Table, faiss, parse_args, time_arms  # first: sets one thread before numpy loads BLAS
+from anchoring import Table, faiss, faiss_pq_index, parse_args, time_arms  # first: sets one thread before numpy loads BLAS
 from targets.harness.worker import load_kernel  # the harness's own importlib loader
 from targets.pq_l2 import inputs, reference
 from targets.pq_l2.target import NUM_CENTROIDS, OPS, TOP_K, build, top_k
 
 DEFAULT_KERNEL = Path(__file__).resolve().parent.parent / "targets" / "pq_l2" / "kernels.py"
 ATOL, RTOL = 1e-4, 1e-6
-
-
-def faiss_index(shape, codebook: np.ndarray, codes_aos: np.ndarray, n: int) -> faiss.IndexPQ:
-    index = faiss.IndexPQ(shape.dim, shape.num_sub_vectors, 8)     # L2, 8 bits: code_size == M
-    assert index.pq.ksub == NUM_CENTROIDS and index.code_size == shape.num_sub_vectors
-    faiss.copy_array_to_vector(np.ascontiguousarray(codebook, dtype=np.float32), index.pq.centroids)
-    faiss.copy_array_to_vector(np.ascontiguousarray(codes_aos, dtype=np.uint8), index.codes)
-    index.ntotal = n
-    index.is_trained = True
-    return index
 
 
 def agree(kernel_dists: np.ndarray, kernel_ids: np.ndarray, faiss_ids: np.ndarray) -> bool:
@@ -65,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             codebook, codes = fx[p + "codebook"], fx[p + "codes_aos"]
             params = {"dim": shape.dim, "num_sub_vectors": shape.num_sub_vectors, "num_vectors": n}
             inst = build(kernels, params, {"codebook": codebook, "codes_aos": codes})
-            index = faiss_index(shape, codebook, codes, n)
+            index = faiss_pq_index(shape.dim, shape.num_sub_vectors, codebook, codes, n, faiss.METRIC_L2)
             queries = inputs.speed_queries(shape, dist, fx[p + "centres"], args.seed, args.queries)
 
             def run_kernel(q):

@@ -71,22 +71,11 @@ def _workload_arrays(shape: PqShape, dist: str) -> dict[str, np.ndarray]:
     return {"codebook": codebook, "codes_aos": l2_inputs.encode(shape, codebook, data), "centres": centres}
 
 
-def _all_fixtures() -> dict[str, np.ndarray]:
-    out: dict[str, np.ndarray] = {}
-    for shape in SHAPES:
-        for kind in CORRECTNESS_KINDS:
-            for name, arr in _case_arrays(shape, kind, CORRECTNESS_SEED).items():
-                out[f"battery/{shape.label}/{kind}/{name}"] = arr
-        for dist in SPEED_DISTRIBUTIONS:
-            for name, arr in _workload_arrays(shape, dist).items():
-                out[f"speed/{shape.label}/{dist}/{name}"] = arr
-    return out
-
-
 def fixtures() -> dict[str, np.ndarray]:
     """Every fixed fixture, from the on-disk cache when it is current."""
     key = cache.fixture_key(*_SOURCES, CORRECTNESS_SEED, SPEED_SEED, np.__version__)
-    return cache.cached_arrays("pq_cosine", key, _all_fixtures)
+    return cache.cached_arrays("pq_cosine", key, lambda: l2_inputs.fixture_set(
+        SHAPES, CORRECTNESS_KINDS, SPEED_DISTRIBUTIONS, _case_arrays, _workload_arrays))
 
 
 def fresh_case(shape: PqShape, kind: str, seed: int) -> dict[str, np.ndarray]:
@@ -94,9 +83,8 @@ def fresh_case(shape: PqShape, kind: str, seed: int) -> dict[str, np.ndarray]:
     base = mix_seeds(seed, "cosine-fresh", shape.label, kind)
     centres = _centres(base, shape.dim)
     vectors = generate(kind, mix_seeds(base, "codebook"), NUM_CENTROIDS, shape.dim, centres)
-    m_count, sd = shape.num_sub_vectors, shape.sub_dim
-    codebook = np.ascontiguousarray(vectors.reshape(NUM_CENTROIDS, m_count, sd).transpose(1, 0, 2)).reshape(-1)
-    codes = Stream(mix_seeds(base, "codes")).integers(NUM_CENTROIDS, CORRECTNESS_NUM_VECTORS * m_count)
+    codebook = l2_inputs.codebook_from_vectors(shape, vectors)
+    codes = Stream(mix_seeds(base, "codes")).integers(NUM_CENTROIDS, CORRECTNESS_NUM_VECTORS * shape.num_sub_vectors)
     return {"codebook": codebook, "codes_aos": codes.astype(np.uint8),
             "query_0": generate(kind, mix_seeds(base, "query"), 1, shape.dim, centres)[0],
             "query_1": near_duplicate(vectors, Stream(mix_seeds(base, "near")))}

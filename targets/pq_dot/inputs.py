@@ -79,32 +79,19 @@ def _workload_arrays(shape: PqShape, dist: str) -> dict[str, np.ndarray]:
     return {"codebook": codebook, "codes_aos": l2_inputs.encode(shape, codebook, data), "centres": centres}
 
 
-def _all_fixtures() -> dict[str, np.ndarray]:
-    out: dict[str, np.ndarray] = {}
-    for shape in SHAPES:
-        for kind in CORRECTNESS_KINDS:
-            for name, arr in _case_arrays(shape, kind, CORRECTNESS_SEED).items():
-                out[f"battery/{shape.label}/{kind}/{name}"] = arr
-        for dist in SPEED_DISTRIBUTIONS:
-            for name, arr in _workload_arrays(shape, dist).items():
-                out[f"speed/{shape.label}/{dist}/{name}"] = arr
-    return out
-
-
 def fixtures() -> dict[str, np.ndarray]:
     """Every fixed fixture, from the on-disk cache when it is current."""
     key = cache.fixture_key(*_SOURCES, CORRECTNESS_SEED, SPEED_SEED, np.__version__)
-    return cache.cached_arrays("pq_dot", key, _all_fixtures)
+    return cache.cached_arrays("pq_dot", key, lambda: l2_inputs.fixture_set(
+        SHAPES, CORRECTNESS_KINDS, SPEED_DISTRIBUTIONS, _case_arrays, _workload_arrays))
 
 
 def fresh_case(shape: PqShape, kind: str, seed: int) -> dict[str, np.ndarray]:
     """An untrained per-trial case: a codebook made of 256 fresh vectors, random codes."""
     base = mix_seeds(seed, "dot-fresh", shape.label, kind)
     vectors = generate(kind, mix_seeds(base, "codebook"), NUM_CENTROIDS, shape.dim)
-    m_count, sd = shape.num_sub_vectors, shape.sub_dim
-    # Centroid k of sub-space m is sub-vector m of fresh vector k: layout [M][256][sd].
-    codebook = np.ascontiguousarray(vectors.reshape(NUM_CENTROIDS, m_count, sd).transpose(1, 0, 2)).reshape(-1)
-    codes = Stream(mix_seeds(base, "codes")).integers(NUM_CENTROIDS, CORRECTNESS_NUM_VECTORS * m_count)
+    codebook = l2_inputs.codebook_from_vectors(shape, vectors)
+    codes = Stream(mix_seeds(base, "codes")).integers(NUM_CENTROIDS, CORRECTNESS_NUM_VECTORS * shape.num_sub_vectors)
     codes = codes.astype(np.uint8)
     query = generate(kind, mix_seeds(base, "query"), 1, shape.dim)[0]
     return {"codebook": codebook, "codes_aos": codes, "query_0": query,

@@ -10,6 +10,7 @@ codebook is a codebook), so they cost nothing to make.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -135,32 +136,41 @@ def _workload_arrays(shape: PqShape, dist: str) -> dict[str, np.ndarray]:
     return {"codebook": codebook, "codes_aos": encode(shape, codebook, data), "centres": centres}
 
 
-def _all_fixtures() -> dict[str, np.ndarray]:
+def fixture_set(shapes: tuple[PqShape, ...], kinds: tuple[str, ...], dists: tuple[str, ...],
+                case_arrays: Callable[[PqShape, str, int], dict[str, np.ndarray]],
+                workload_arrays: Callable[[PqShape, str], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """A PQ target's fixed fixtures, flat for the cache: ``battery/<shape>/<kind>/<name>`` and
+    ``speed/<shape>/<dist>/<name>`` (pq-l2, pq-dot and pq-cosine share this layout)."""
     out: dict[str, np.ndarray] = {}
-    for shape in SHAPES:
-        for kind in CORRECTNESS_KINDS:
-            for name, arr in _case_arrays(shape, kind, CORRECTNESS_SEED).items():
+    for shape in shapes:
+        for kind in kinds:
+            for name, arr in case_arrays(shape, kind, CORRECTNESS_SEED).items():
                 out[f"battery/{shape.label}/{kind}/{name}"] = arr
-        for dist in SPEED_DISTRIBUTIONS:
-            for name, arr in _workload_arrays(shape, dist).items():
+        for dist in dists:
+            for name, arr in workload_arrays(shape, dist).items():
                 out[f"speed/{shape.label}/{dist}/{name}"] = arr
     return out
+
+
+def codebook_from_vectors(shape: PqShape, vectors: np.ndarray) -> np.ndarray:
+    """256 whole vectors as an untrained codebook: centroid k of sub-space m is sub-vector m of
+    vector k, in the layout ``[M][256][sub_dim]``, flattened."""
+    m_count, sd = shape.num_sub_vectors, shape.sub_dim
+    return np.ascontiguousarray(vectors.reshape(NUM_CENTROIDS, m_count, sd).transpose(1, 0, 2)).reshape(-1)
 
 
 def fixtures() -> dict[str, np.ndarray]:
     """Every fixed fixture, from the on-disk cache when it is current."""
     key = cache.fixture_key(*_SOURCES, CORRECTNESS_SEED, SPEED_SEED, np.__version__)
-    return cache.cached_arrays("pq_l2", key, _all_fixtures)
+    return cache.cached_arrays("pq_l2", key, lambda: fixture_set(SHAPES, CORRECTNESS_KINDS, SPEED_DISTRIBUTIONS,
+                                                                 _case_arrays, _workload_arrays))
 
 
 def fresh_case(shape: PqShape, kind: str, seed: int) -> dict[str, np.ndarray]:
     """An untrained per-trial case: a codebook made of 256 fresh vectors, random codes."""
     base = mix_seeds(seed, "fresh", shape.label, kind)
-    codebook = generate(kind, mix_seeds(base, "codebook"), NUM_CENTROIDS, shape.dim)
-    m_count, sd = shape.num_sub_vectors, shape.sub_dim
-    # Centroid k of sub-space m is sub-vector m of fresh vector k: layout [M][256][sd].
-    codebook = np.ascontiguousarray(codebook.reshape(NUM_CENTROIDS, m_count, sd).transpose(1, 0, 2)).reshape(-1)
-    codes = Stream(mix_seeds(base, "codes")).integers(NUM_CENTROIDS, CORRECTNESS_NUM_VECTORS * m_count)
+    codebook = codebook_from_vectors(shape, generate(kind, mix_seeds(base, "codebook"), NUM_CENTROIDS, shape.dim))
+    codes = Stream(mix_seeds(base, "codes")).integers(NUM_CENTROIDS, CORRECTNESS_NUM_VECTORS * shape.num_sub_vectors)
     query = generate(kind, mix_seeds(base, "query"), 1, shape.dim)[0]
     return {"codebook": codebook, "codes_aos": codes.astype(np.uint8), "query_0": query,
             "query_1": near_centroid_query(shape, codebook, Stream(mix_seeds(base, "near")))}
