@@ -1,5 +1,6 @@
 """Output checks shared by every target's oracle: exact type, dtype and shape, finiteness,
-float closeness under a combined absolute/relative bound, and top-K with tie tolerance."""
+float closeness under a combined absolute/relative bound or per-element bounds, and top-K with
+tie tolerance (one tolerance for all candidates, or one each)."""
 
 from __future__ import annotations
 
@@ -88,4 +89,75 @@ def check_topk(ids: object, scores: object, ref_scores: np.ndarray, k: int, *, a
     low = sign * got
     if np.any(np.diff(low) < -limit[1:]):
         return "topk: scores are not ordered best first"
+    return None
+
+
+def check_within(name: str, got: object, ref: np.ndarray, tol: np.ndarray) -> str | None:
+    """None when ``got`` is a plain finite ndarray of ``ref``'s dtype and shape with
+    |got − ref| ≤ tol element by element (for summation-aware bounds that differ per element)."""
+    if type(got) is not np.ndarray:
+        return f"{name}: expected a plain numpy.ndarray, got {type(got).__name__}"
+    if got.dtype != ref.dtype or got.shape != ref.shape:
+        return f"{name}: dtype {got.dtype} shape {got.shape} (expected {ref.dtype} {ref.shape})"
+    bad = ~np.isfinite(got)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        return f"{name}: non-finite value {got[i]!r} at index {i} ({int(bad.sum())} in all)"
+    err = np.abs(got.astype(np.float64) - ref.astype(np.float64))
+    over = err > tol
+    if over.any():
+        i = int(np.argmax(err / tol))
+        return (f"{name}: {int(over.sum())} of {err.size} values out of tolerance; worst at index {i}: got "
+                f"{float(got[i])!r}, reference {float(ref[i])!r}, |diff| {err[i]:.3g} > {tol[i]:.3g} "
+                "(summation-aware bound)")
+    return None
+
+
+def check_ranked(ids: object, values: object, ref: np.ndarray, tol: np.ndarray, want: int) -> str | None:
+    """The ``want`` smallest of ``ref`` (one reference value per candidate), each value allowed
+    ``tol`` of its own: unique in-range ids, each close enough to make the cut, every clear
+    winner present (ids may differ where values tie within tolerance), each reported value within
+    tolerance of its id's reference, ascending.
+
+    Sound bounds: at least ``want`` references lie at or below the reference cut ``kth``, so the
+    kernel's own ``want``-th value is at most ``max(ref + tol)`` over them; a candidate certainly
+    below every reference at or beyond the cut must be present.
+    """
+    for label, arr in (("ids", ids), ("values", values)):
+        if type(arr) is not np.ndarray or arr.ndim != 1:
+            return f"{label}: expected a 1-d numpy.ndarray, got {type(arr).__name__}"
+    assert isinstance(ids, np.ndarray) and isinstance(values, np.ndarray)
+    if ids.size != want or values.size != want:
+        return f"{ids.size} ids and {values.size} values (expected {want})"
+    if not np.issubdtype(ids.dtype, np.integer):
+        return f"ids: dtype {ids.dtype} is not an integer type"
+    if np.any(ids < 0) or np.any(ids >= ref.size):
+        return f"ids: id out of range (0..{ref.size - 1})"
+    if np.unique(ids).size != ids.size:
+        return "ids: duplicate id"
+    if not np.all(np.isfinite(values)):
+        return "values: non-finite value"
+    r = ref.astype(np.float64)
+    kth = np.partition(r, want - 1)[want - 1]
+    upto, beyond = r <= kth, r >= kth
+    ceiling = np.max(r[upto] + tol[upto])
+    floor = np.min(r[beyond] - tol[beyond])
+    mine = ids.astype(np.intp)
+    late = r[mine] - tol[mine] > ceiling
+    if late.any():
+        i = int(mine[np.argmax(late)])
+        return f"id {i} (reference {r[i]!r}) does not make the top {want}"
+    missing = np.setdiff1d(np.flatnonzero(r + tol < floor), mine)
+    if missing.size:
+        i = int(missing[0])
+        return f"id {i} (reference {r[i]!r}) is missing from the top {want}"
+    got = values.astype(np.float64)
+    off = np.abs(got - r[mine]) > tol[mine]
+    if off.any():
+        j = int(np.argmax(off))
+        return (f"value {float(values[j])!r} for id {int(mine[j])} differs from the reference "
+                f"{r[mine[j]]!r} by more than {tol[mine[j]]:.3g}")
+    if np.any(np.diff(got) < 0):
+        j = int(np.flatnonzero(np.diff(got) < 0)[0])
+        return f"values: not ascending at position {j + 1} ({float(values[j])!r} then {float(values[j + 1])!r})"
     return None

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from targets.harness import runner
-from targets.harness.checks import ABS_TOL
+from targets.harness.checks import ABS_TOL, check_ranked
 from targets.harness.prng import Stream, mix_seeds
 from targets.ivf_partition import inputs, reference
 from targets.ivf_partition.inputs import IvfShape
@@ -70,8 +70,8 @@ def check_partitions(out: dict[str, np.ndarray], ref: np.ndarray, scale: np.ndar
     cut and every clear winner present (ties: ids may differ where distances tie within
     tolerance); every distance within tolerance of its id's reference; distances ascending.
 
-    This is check_topk (targets/harness/checks.py) with a tolerance per centroid instead of one
-    rtol: a dot distance's rounding error scales with Σ|q_i·c_i|, not with |1 − q·c|.
+    The ranking rules are ``checks.check_ranked`` with a tolerance per centroid: a dot distance's
+    rounding error scales with Σ|q_i·c_i|, not with |1 − q·c|.
     """
     ids, dists = out.get("ids"), out.get("dists")
     for name, arr, dtype in (("ids", ids, np.uint32), ("dists", dists, np.float32)):
@@ -81,40 +81,7 @@ def check_partitions(out: dict[str, np.ndarray], ref: np.ndarray, scale: np.ndar
             return f"{name}: dtype {arr.dtype} (expected {np.dtype(dtype)})"
     assert isinstance(ids, np.ndarray) and isinstance(dists, np.ndarray)
     want = reference.probe_count(ref.size, nprobes)
-    if ids.size != want or dists.size != want:
-        return f"{ids.size} ids and {dists.size} dists (expected {want})"
-    if np.any(ids >= ref.size):
-        return f"ids: id {int(ids.max())} out of range (nlist {ref.size})"
-    if np.unique(ids).size != ids.size:
-        return "ids: duplicate id"
-    if not np.all(np.isfinite(dists)):
-        return "dists: non-finite distance"
-    ref64 = ref.astype(np.float64)
-    tol = ABS_TOL + IVF_RTOL * scale
-    kth = np.partition(ref64, want - 1)[want - 1]
-    # At least n centroids lie at or below kth, so the kernel's n-th distance is at most `ceiling`;
-    # at least nlist − n + 1 lie at or above it, so a centroid certainly below all of those is in.
-    upto, beyond = ref64 <= kth, ref64 >= kth
-    ceiling = np.max(ref64[upto] + tol[upto])
-    floor = np.min(ref64[beyond] - tol[beyond])
-    mine = ids.astype(np.intp)
-    late = ref64[mine] - tol[mine] > ceiling
-    if late.any():
-        i = int(mine[np.argmax(late)])
-        return f"id {i} (reference distance {ref64[i]!r}) does not make the top {want}"
-    missing = np.setdiff1d(np.flatnonzero(ref64 + tol < floor), mine)
-    if missing.size:
-        i = int(missing[0])
-        return f"id {i} (reference distance {ref64[i]!r}) is missing from the top {want}"
-    off = np.abs(dists.astype(np.float64) - ref64[mine]) > tol[mine]
-    if off.any():
-        j = int(np.argmax(off))
-        return (f"distance {float(dists[j])!r} for id {int(mine[j])} differs from the reference "
-                f"{ref64[mine[j]]!r} by more than {tol[mine[j]]:.3g}")
-    if np.any(np.diff(dists) < 0):
-        j = int(np.flatnonzero(np.diff(dists) < 0)[0])
-        return f"dists: not ascending at position {j + 1} ({float(dists[j])!r} then {float(dists[j + 1])!r})"
-    return None
+    return check_ranked(ids, dists, ref, ABS_TOL + IVF_RTOL * scale, want)
 
 
 def _nprobes(call: dict[str, np.ndarray]) -> int | None:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from targets.harness import runner
+from targets.harness.checks import check_ranked, check_within
 from targets.harness.prng import Stream, mix_seeds
 from targets.pq_dot import inputs, reference
 from targets.pq_dot.target import TOP_K, PqShape
@@ -33,72 +34,9 @@ def _params(shape: PqShape, n: int) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- checks
 
-def check_close(name: str, got: object, ref: np.ndarray, tol: np.ndarray) -> str | None:
-    """None when ``got`` is a plain finite f32 ndarray of ``ref``'s shape with |got − ref| ≤ tol."""
-    if type(got) is not np.ndarray:
-        return f"{name}: expected a plain numpy.ndarray, got {type(got).__name__}"
-    if got.dtype != ref.dtype or got.shape != ref.shape:
-        return f"{name}: dtype {got.dtype} shape {got.shape} (expected {ref.dtype} {ref.shape})"
-    bad = ~np.isfinite(got)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        return f"{name}: non-finite value {got[i]!r} at index {i} ({int(bad.sum())} in all)"
-    err = np.abs(got.astype(np.float64) - ref.astype(np.float64))
-    over = err > tol
-    if over.any():
-        i = int(np.argmax(err / tol))
-        return (f"{name}: {int(over.sum())} of {err.size} values out of tolerance; worst at index {i}: got "
-                f"{float(got[i])!r}, reference {float(ref[i])!r}, |diff| {err[i]:.3g} > {tol[i]:.3g} "
-                "(summation-aware bound)")
-    return None
-
-
 def check_topk(ids: object, scores: object, ref: np.ndarray, tol: np.ndarray, k: int) -> str | None:
-    """Top-K (smallest first) under per-candidate tolerances: a kernel whose every distance d_i is
-    within tol_i of the reference may rank any id whose interval [ref_i ± tol_i] can reach the cut.
-
-    Sound bounds: the K-th smallest kernel distance is at most B = max over the reference top-K of
-    (ref + tol), so a reported id needs ref_i − tol_i ≤ B; an id may be missing only if some id at or
-    beyond the reference cut can score below it, so j must be present when
-    ref_j + tol_j < A = min over {i: ref_i ≥ kth} of (ref_i − tol_i).
-    """
-    for label, arr in (("topk ids", ids), ("topk scores", scores)):
-        if type(arr) is not np.ndarray or arr.ndim != 1:
-            return f"{label}: expected a 1-d numpy.ndarray"
-    assert isinstance(ids, np.ndarray) and isinstance(scores, np.ndarray)
-    n = ref.size
-    want = min(k, n)
-    if ids.size != want or scores.size != want:
-        return f"topk: {ids.size} ids and {scores.size} scores (expected {want})"
-    if not np.issubdtype(ids.dtype, np.integer):
-        return f"topk ids: dtype {ids.dtype} is not an integer type"
-    if np.any(ids < 0) or np.any(ids >= n):
-        return "topk ids: id out of range"
-    if np.unique(ids).size != ids.size:
-        return "topk ids: duplicate id"
-    if not np.all(np.isfinite(scores)):
-        return "topk scores: non-finite score"
-    r = ref.astype(np.float64)
-    best = np.argpartition(r, want - 1)[:want]             # a reference top-K (any tie order is sound)
-    kth = float(np.max(r[best]))
-    upper = float(np.max(r[best] + tol[best]))
-    if np.any(r[ids] - tol[ids] > upper):
-        i = int(np.argmax(r[ids] - tol[ids]))
-        return f"topk: id {int(ids[i])} (reference distance {r[ids[i]]!r}) cannot make the top {want}"
-    beyond = r >= kth
-    lower = float(np.min(r[beyond] - tol[beyond])) if beyond.any() else np.inf
-    missing = np.setdiff1d(np.flatnonzero(r + tol < lower), ids)
-    if missing.size:
-        j = int(missing[0])
-        return f"topk: id {j} (reference distance {r[j]!r}) is missing"
-    got = scores.astype(np.float64)
-    diff = np.abs(got - r[ids])
-    if np.any(diff > tol[ids]):
-        i = int(np.argmax(diff / tol[ids]))
-        return f"topk: distance {got[i]!r} for id {int(ids[i])} differs from reference {r[ids[i]]!r}"
-    if np.any(np.diff(got) < -(tol[ids][1:] + tol[ids][:-1])):
-        return "topk: distances are not ordered smallest first"
-    return None
+    """Top-K (smallest first) with each distance's own summation-aware tolerance."""
+    return check_ranked(ids, scores, ref, tol, min(k, ref.size))
 
 
 class Oracle:
@@ -148,8 +86,8 @@ def check(case: runner.Case, call: int, out: dict[str, np.ndarray]) -> str | Non
     for name in ("table", "distances", "topk_ids", "topk_dists"):
         if name not in out:
             return f"missing output {name!r}"
-    return (check_close("distance_table", out["table"], table, table_tol)
-            or check_close("distances", out["distances"], dists, dist_tol)
+    return (check_within("distance_table", out["table"], table, table_tol)
+            or check_within("distances", out["distances"], dists, dist_tol)
             or check_topk(out["topk_ids"], out["topk_dists"], dists, dist_tol, TOP_K))
 
 
