@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -174,6 +175,31 @@ class Ledger:
     def release_lock(self) -> None:
         if self.lock_holder() == os.getpid():
             (self.dir / "lock").unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class Totals:
+    """What a run's finished records add up to: budgets, the live status and reports read this."""
+
+    attempts: int                  # finished records, every verdict
+    done: int                      # keeps and discards: what --max-attempts counts
+    keeps: int
+    not_kept: dict[str, int]       # reason -> count
+    hours: float
+    cost_usd: float
+    input_tokens: int
+    output_tokens: int
+
+
+def tally(records: list[dict[str, Any]]) -> Totals:
+    tokens = [r.get("tokens") or {} for r in records]
+    return Totals(attempts=len(records), done=sum(r.get("verdict") in ("keep", "discard") for r in records),
+                  keeps=sum(r.get("verdict") == "keep" for r in records),
+                  not_kept=dict(Counter(str(r.get("reason", "?")) for r in records if r.get("verdict") != "keep")),
+                  hours=sum(r.get("duration_seconds", 0.0) for r in records) / 3600.0,
+                  cost_usd=sum(r.get("cost_usd", 0.0) for r in records),
+                  input_tokens=sum(int(t.get("input_tokens", 0)) for t in tokens),
+                  output_tokens=sum(int(t.get("output_tokens", 0)) for t in tokens))
 
 
 def results_row(attempt: int, record: dict[str, Any]) -> dict[str, Any]:

@@ -256,7 +256,7 @@ def _over_cost_budget(run: Run, records: list[dict[str, Any]], usage: Usage, mes
     if limit is None:
         return None
     worst = getattr(run.provider, "worst_case_cost", lambda _: 0.0)(messages)
-    spent = sum(r.get("cost_usd", 0.0) for r in records) + usage.cost_usd
+    spent = ledger_mod.tally(records).cost_usd + usage.cost_usd
     if worst is None:
         return f"cost budget: {run.provider.model} has no known price, so no call can be made under --max-cost-usd"
     if spent + worst > limit:
@@ -335,18 +335,16 @@ def _sha256(path: Path) -> str:
 def budget_stop(run: Run, records: list[dict[str, Any]]) -> str | None:
     """Why the loop must stop before the next attempt, or None. Budgets count the whole run,
     across resumes."""
-    c = run.config
+    c, t = run.config, ledger_mod.tally(records)
     done = [r for r in records if r.get("verdict") in ("keep", "discard")]
     if (run.ledger.dir / "STOP").exists():
         return "STOP file found"
-    if c.max_attempts is not None and len(done) >= c.max_attempts:
+    if c.max_attempts is not None and t.done >= c.max_attempts:
         return f"reached --max-attempts {c.max_attempts}"
-    hours = sum(r.get("duration_seconds", 0.0) for r in records) / 3600.0
-    if c.max_hours is not None and hours >= c.max_hours:
+    if c.max_hours is not None and t.hours >= c.max_hours:
         return f"reached --max-hours {c.max_hours:g}"
-    cost = sum(r.get("cost_usd", 0.0) for r in records)
-    if c.max_cost_usd is not None and cost >= c.max_cost_usd:
-        return f"reached --max-cost-usd {c.max_cost_usd:g} (spent ${cost:.4f})"
+    if c.max_cost_usd is not None and t.cost_usd >= c.max_cost_usd:
+        return f"reached --max-cost-usd {c.max_cost_usd:g} (spent ${t.cost_usd:.4f})"
     if c.stop_after_rejects is not None:
         streak = 0
         for r in reversed(done):
@@ -407,15 +405,13 @@ def run_loop(run: Run) -> int:
 
 def budget_left(run: Run, records: list[dict[str, Any]]) -> str:
     """The budgets that are set, as what is left of each (for the live status)."""
-    c, parts = run.config, []
+    c, t, parts = run.config, ledger_mod.tally(records), []
     if c.max_attempts is not None:
-        done = sum(r.get("verdict") in ("keep", "discard") for r in records)
-        parts.append(f"{max(0, c.max_attempts - done)} attempts")
+        parts.append(f"{max(0, c.max_attempts - t.done)} attempts")
     if c.max_hours is not None:
-        hours = sum(r.get("duration_seconds", 0.0) for r in records) / 3600.0
-        parts.append(f"{max(0.0, c.max_hours - hours):.2f} h")
+        parts.append(f"{max(0.0, c.max_hours - t.hours):.2f} h")
     if c.max_cost_usd is not None:
-        parts.append(f"${max(0.0, c.max_cost_usd - sum(r.get('cost_usd', 0.0) for r in records)):.4f}")
+        parts.append(f"${max(0.0, c.max_cost_usd - t.cost_usd):.4f}")
     return ", ".join(parts)
 
 

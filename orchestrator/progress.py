@@ -11,7 +11,6 @@ import json
 import os
 import sys
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -20,6 +19,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from orchestrator.ledger import tally
 from targets.harness.files import write_atomic
 
 # What a person calls each of the loop's phases; phases with the same label print one line.
@@ -51,16 +51,14 @@ class Status:
     stop_reason: str = ""
 
 
-def tally(status: Status, records: list[dict[str, Any]]) -> None:
-    """Recount the run's totals from its finished records."""
-    status.attempts_done = len(records)
-    status.keeps = sum(r.get("verdict") == "keep" for r in records)
-    status.not_kept = dict(Counter(str(r.get("reason")) for r in records if r.get("verdict") != "keep"))
+def recount(status: Status, records: list[dict[str, Any]]) -> None:
+    """Refresh the run's totals from its finished records."""
+    t = tally(records)
+    status.attempts_done, status.keeps, status.not_kept = t.attempts, t.keeps, t.not_kept
     best = [r.get("cumulative_speedup") for r in records if r.get("verdict") == "keep" and r.get("cumulative_speedup")]
     status.best_speedup = best[-1] if best else None
-    status.input_tokens = sum((r.get("tokens") or {}).get("input_tokens", 0) for r in records)
-    status.output_tokens = sum((r.get("tokens") or {}).get("output_tokens", 0) for r in records)
-    status.cost_usd = round(sum(r.get("cost_usd", 0.0) for r in records), 6)
+    status.input_tokens, status.output_tokens = t.input_tokens, t.output_tokens
+    status.cost_usd = round(t.cost_usd, 6)
 
 
 class LiveStatus:
@@ -77,7 +75,7 @@ class LiveStatus:
 
     # -- what the loop tells it --------------------------------------------------------------
     def begin_attempt(self, n: int, records: list[dict[str, Any]], budget_left: str) -> None:
-        tally(self.status, records)
+        recount(self.status, records)
         self.status.attempt, self.status.budget_left = n, budget_left
         self.phase("prompt")
 
@@ -91,7 +89,7 @@ class LiveStatus:
             self._print(f"attempt {self.status.attempt}: {label} ({self._totals()})")
 
     def end_attempt(self, records: list[dict[str, Any]]) -> None:
-        tally(self.status, records)
+        recount(self.status, records)
         self.status.phase, self.status.phase_since = "between attempts", time.time()
         self._save()
 

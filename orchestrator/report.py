@@ -9,13 +9,12 @@ from __future__ import annotations
 import base64
 import html
 import json
-from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from orchestrator.ledger import Ledger, LedgerError
+from orchestrator.ledger import Ledger, LedgerError, tally
 from orchestrator.progress import Status, read_status
 from orchestrator.workspace import Workspace
 from targets import PROJECT_ROOT
@@ -116,20 +115,20 @@ def latest_run(target: str) -> Path:
 def summary(ledger: Ledger, ws: Workspace, stop_reason: str) -> str:
     """Printed when the daemon stops."""
     records = ledger.read().records
+    t = tally(records)
     keeps = [r for r in records if r.get("verdict") == "keep"]
-    reasons = Counter(r.get("reason", "?") for r in records if r.get("verdict") != "keep")
     best = keeps[-1] if keeps else None
     lines = [f"run stopped: {stop_reason}",
              f"  run:      {ledger.dir}",
              f"  branch:   {ws.branch} (worktree {ws.worktree})",
-             f"  attempts: {len(records)} ({len(keeps)} kept"
-             + (f"; not kept: {', '.join(f'{k} {v}' for k, v in sorted(reasons.items()))}" if reasons else "") + ")"]
-    cost = sum(r.get("cost_usd", 0.0) for r in records)
+             f"  attempts: {t.attempts} ({t.keeps} kept"
+             + (f"; not kept: {', '.join(f'{k} {v}' for k, v in sorted(t.not_kept.items()))}" if t.not_kept else "")
+             + ")"]
     if best is None:
         lines.append("  best:     the baseline (no kernel kept)")
     else:
         lines.append(f"  best:     attempt {best['attempt']}, {_cumulative(best)}; commit {str(best.get('commit'))[:10]}")
-    lines.append(f"  cost:     ${cost:.4f}")
+    lines.append(f"  cost:     ${t.cost_usd:.4f}")
     return "\n".join(lines)
 
 
@@ -156,7 +155,7 @@ def status_table(views: list[RunView]) -> str:
         best = v.best
         rows.append((v.target, v.run_id, v.state, now_doing, str(len(v.records)), str(len(v.keeps)),
                      f"{best['cumulative_speedup']:.2f}x" if best and best.get("cumulative_speedup") else "-",
-                     f"${sum(r.get('cost_usd', 0.0) for r in v.records):.4f}", _last_activity(v)))
+                     f"${tally(v.records).cost_usd:.4f}", _last_activity(v)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
@@ -266,15 +265,11 @@ def _speedup_cell(r: dict[str, Any]) -> str:
 
 
 def totals(v: RunView) -> dict[str, Any]:
-    tokens = Counter()
-    for r in v.records:
-        tokens.update({k: int(x) for k, x in (r.get("tokens") or {}).items() if isinstance(x, (int, float))})
-    seconds = sum(r.get("duration_seconds", 0.0) for r in v.records)
-    return {"attempts": len(v.records), "keeps": len(v.keeps), "in_flight": len(v.in_flight),
-            "input_tokens": tokens.get("input_tokens", 0), "output_tokens": tokens.get("output_tokens", 0),
-            "cost_usd": round(sum(r.get("cost_usd", 0.0) for r in v.records), 4),
-            "attempt_seconds": round(seconds, 1),
-            "attempts_per_hour": round(len(v.records) / (seconds / 3600.0), 1) if seconds > 0 else None}
+    t = tally(v.records)
+    return {"attempts": t.attempts, "keeps": t.keeps, "in_flight": len(v.in_flight),
+            "input_tokens": t.input_tokens, "output_tokens": t.output_tokens, "cost_usd": round(t.cost_usd, 4),
+            "attempt_seconds": round(t.hours * 3600.0, 1),
+            "attempts_per_hour": round(t.attempts / t.hours, 1) if t.hours > 0 else None}
 
 
 def html_report(v: RunView, png: bytes | None) -> str:
