@@ -33,7 +33,7 @@ from targets import TargetInfo
 from targets.harness import stats
 from targets.harness.files import write_atomic
 from targets.harness.result import TrialResult, parse_json
-from targets.harness.runner import SpeedSamples, TrialOptions, run_trial
+from targets.harness.runner import SpeedSamples, TrialOptions, log_ratio_blocks, run_trial
 
 DEFAULT_EFFECTS = (0.0, 0.02, 0.05, 0.10)
 THRESHOLDS = (0.0, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05)
@@ -71,7 +71,6 @@ class TrialRecord:
     exit_code: int
     failure: str | None = None
     estimates: dict[str, Estimate] = field(default_factory=dict)   # per method but unpaired
-    keep: dict[str, bool] = field(default_factory=dict)            # per method, at the configured gate
     cycles_ratio: float | None = None                              # incumbent / candidate, if counted
     instructions_ratio: float | None = None
     result: dict[str, Any] | None = None                           # the full trial result
@@ -92,9 +91,8 @@ def problem(options: CalibrationOptions) -> str | None:
 
 def _ablations(samples: SpeedSamples, sessions: int, trim: float) -> dict[str, Estimate]:
     """Speedup estimates from the same raw timings with parts of the method taken away."""
-    inc, cand = samples.ns[0], samples.ns[-1]
-    combos = list(cand)
-    blocks = [[np.log(inc[c][b] / cand[c][b]) for c in combos] for b in range(len(cand[combos[0]]))]
+    combos = list(samples.ns[-1])
+    blocks = log_ratio_blocks(samples, combos)
 
     def block_estimate(use: Sequence[Sequence[np.ndarray]], t: float) -> Estimate:
         lo, hi = stats.block_bootstrap_ci(use, t)

@@ -162,9 +162,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         gate_config = config_mod.load(args.config, {"min_effect": args.min_effect}).gate
     except config_mod.ConfigError as exc:
         raise UsageError(str(exc)) from None
-    for flag in ("replicates", "sessions", "queries"):
-        if getattr(args, flag) is not None and getattr(args, flag) < 1:
-            raise UsageError(f"--{flag} must be at least 1")
+    problem = runner.trial_argument_problem(args)
+    if problem:
+        raise UsageError(problem)
     options = calibrate_mod.CalibrationOptions(
         target=info, kernel=(args.kernel or info.kernel_path).resolve(), trials=args.trials,
         effects=_effects(args.effects), replicates=args.replicates, sessions=args.sessions,

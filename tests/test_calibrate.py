@@ -139,6 +139,8 @@ def test_bad_options_are_named(changes, message) -> None:
     (["--effects", "0.05"], "must include 0"),
     (["--trials", "1"], "at least 2"),
     (["--queries", "0"], "--queries must be at least 1"),
+    (["--budget-seconds", "0"], "--budget-seconds must be positive"),
+    (["--kernel", "/nonexistent/kernels.py"], "no such file"),
     (["--target", "nope"], "unknown target 'nope'"),
 ])
 def test_cli_bad_input_exits_2_and_writes_nothing(repo: Path, args: list[str], message: str) -> None:

@@ -661,6 +661,13 @@ def _counted(counts: dict[str, list[np.ndarray]], combos: Sequence[str], which: 
     return _r(stats.geomean([stats.geomean(v) for v in per_combo]), 1)
 
 
+def log_ratio_blocks(samples: SpeedSamples, combos: Sequence[str]) -> list[list[np.ndarray]]:
+    """``blocks[b][c]``: per-pair log(t_incumbent / t_candidate) for combo c in timing block b.
+    Blocks, not single pairs, are the bootstrap's unit: pairs within a block are correlated."""
+    inc, cand = samples.ns[0], samples.ns[-1]
+    return [[np.log(inc[c][b] / cand[c][b]) for c in combos] for b in range(len(cand[combos[0]]))]
+
+
 def summarise(result: TrialResult, samples: SpeedSamples, combos: Sequence[str], paired: bool,
               trim: float) -> None:
     """Fill the timing fields of ``result`` from raw samples."""
@@ -682,10 +689,7 @@ def summarise(result: TrialResult, samples: SpeedSamples, combos: Sequence[str],
     if samples.counts:
         result.incumbent_geomean_cycles_per_query = _counted(samples.counts[0], combos, 0)
         result.incumbent_geomean_instructions_per_query = _counted(samples.counts[0], combos, 1)
-    # blocks[b][c]: per-pair log(t_incumbent / t_candidate) for combo c in timing block b. Blocks,
-    # not single pairs, are the bootstrap's unit: pairs within a block are correlated.
-    n_blocks = len(cand[combos[0]])
-    replicates = [[np.log(inc[c][b] / cand[c][b]) for c in combos] for b in range(n_blocks)]
+    replicates = log_ratio_blocks(samples, combos)
     logs = stats.block_log_speedups(replicates, trim)
     per_combo_speedup = {c: math.exp(x) for c, x in zip(combos, logs)}
     result.per_combo_speedup = {c: _r(v, 4) for c, v in per_combo_speedup.items()}
@@ -715,7 +719,7 @@ def add_trial_arguments(parser: argparse.ArgumentParser, default_kernel: Path | 
 def trial_argument_problem(args: argparse.Namespace) -> str | None:
     """What is wrong with the shared trial options, as a message naming the flag, or None."""
     for flag in ("kernel", "against"):
-        path = getattr(args, flag)
+        path = getattr(args, flag, None)           # front ends without --against (calibrate)
         if path is not None and not path.is_file():
             return f"--{flag} {path}: no such file (give the path of a kernels.py to measure)"
     if args.budget_seconds <= 0:
