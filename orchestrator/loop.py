@@ -383,9 +383,9 @@ def run_loop(run: Run) -> int:
                 break
             if run.status:
                 run.status.begin_attempt(state.next_attempt, state.records, budget_left(run, state.records))
-            run_attempt(run, state.next_attempt, state.records)
+            finished = run_attempt(run, state.next_attempt, state.records)
             if run.status:
-                run.status.end_attempt(run.ledger.read().records)
+                run.status.end_attempt([*state.records, finished])
     except Interrupted as exc:
         run.stop_reason = f"interrupted by {exc}"
     except RunEnded as exc:
