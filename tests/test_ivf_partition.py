@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import FAST, ROOT
+from lance_scalar import bits, dot_scalar, l2_scalar, normalize
 from orchestrator import policy
 from orchestrator.edit import EditError, parse_and_apply, validate
 from targets.ivf_partition import inputs, kernels, reference, run_experiment, target
@@ -43,10 +44,6 @@ def _rng_case(nlist: int, dim: int, seed: int, spread: bool = False) -> tuple[np
     return centroids, query
 
 
-def _bits(a) -> np.ndarray:
-    return np.asarray(a, dtype=F32).view(np.uint32)
-
-
 def _judge(out: dict[str, np.ndarray], query: np.ndarray, centroids: np.ndarray, dt: str,
            nprobes: int | None) -> str | None:
     return run_experiment.judge(out, query, nprobes, centroids, dt)
@@ -54,65 +51,19 @@ def _judge(out: dict[str, np.ndarray], query: np.ndarray, centroids: np.ndarray,
 
 # --- bit-exact Lance order: a pure-Python port, one numpy.float32 operation at a time ----------------
 
-def lance_l2_scalar(x: np.ndarray, y: np.ndarray, lanes: int = 16) -> np.float32:
-    """lance-linalg l2_scalar::<f32, LANES>(from=x, to=y): the remainder after the last full chunk
-    summed first, from 0; LANES lane sums over the chunks; remainder + (lane sums folded in order)."""
-    n = len(x)
-    full = n - n % lanes
-    s = F32(0.0)
-    for i in range(full, n):
-        d = F32(x[i]) - F32(y[i])
-        s = F32(s + F32(d * d))
-    sums = [F32(0.0)] * lanes
-    for start in range(0, full, lanes):
-        for j in range(lanes):
-            d = F32(x[start + j]) - F32(y[start + j])
-            sums[j] = F32(sums[j] + F32(d * d))
-    total = F32(0.0)
-    for j in range(lanes):
-        total = F32(total + sums[j])
-    return F32(s + total)
-
-
-def lance_dot_distance(x: np.ndarray, y: np.ndarray, lanes: int = 16) -> np.float32:
-    """1 − dot_scalar::<f32, LANES>: the same chunking as l2_scalar, on products."""
-    n = len(x)
-    full = n - n % lanes
-    s = F32(0.0)
-    for i in range(full, n):
-        s = F32(s + F32(F32(y[i]) * F32(x[i])))
-    sums = [F32(0.0)] * lanes
-    for start in range(0, full, lanes):
-        for j in range(lanes):
-            sums[j] = F32(sums[j] + F32(F32(y[start + j]) * F32(x[start + j])))
-    total = F32(0.0)
-    for j in range(lanes):
-        total = F32(total + sums[j])
-    return F32(F32(1.0) - F32(s + total))
-
-
-def lance_normalize(x: np.ndarray) -> np.ndarray:
-    """lance-linalg normalize: sqrt of the sequential f32 sum of x², then x / norm."""
-    s = F32(0.0)
-    for v in x:
-        s = F32(s + F32(F32(v) * F32(v)))
-    norm = F32(np.sqrt(s))
-    return np.array([F32(F32(v) / norm) for v in x], dtype=F32)
-
-
 @pytest.mark.parametrize("dim", [1, 8, 15, 16, 17, 40, 48, 130])
 @pytest.mark.parametrize("spread", [False, True])
 def test_reference_bit_exact_against_scalar_port(dim: int, spread: bool) -> None:
     centroids, query = _rng_case(23, dim, seed=dim * 7 + spread, spread=spread)
-    l2 = np.array([lance_l2_scalar(query, c) for c in centroids], dtype=F32)
-    dot = np.array([lance_dot_distance(query, c) for c in centroids], dtype=F32)
-    unit = lance_normalize(query)
-    cos = np.array([lance_l2_scalar(unit, c) for c in centroids], dtype=F32)
-    np.testing.assert_array_equal(_bits(reference.normalize(query)), _bits(unit))
+    l2 = np.array([l2_scalar(query, c) for c in centroids], dtype=F32)
+    dot = np.array([F32(F32(1.0) - dot_scalar(query, c)) for c in centroids], dtype=F32)
+    unit = normalize(query)
+    cos = np.array([l2_scalar(unit, c) for c in centroids], dtype=F32)
+    np.testing.assert_array_equal(bits(reference.normalize(query)), bits(unit))
     for dt, expected in (("l2", l2), ("dot", dot), ("cosine", cos)):
         got = reference.distances(query, centroids, dt)
         assert got.dtype == F32 and got.shape == (23,)
-        np.testing.assert_array_equal(_bits(got), _bits(expected), err_msg=dt)
+        np.testing.assert_array_equal(bits(got), bits(expected), err_msg=dt)
 
 
 def test_lance_order_matters_so_bit_test_has_teeth() -> None:
@@ -122,7 +73,7 @@ def test_lance_order_matters_so_bit_test_has_teeth() -> None:
     sequential = np.zeros(256, dtype=F32)
     for d in range(40):
         sequential += diff[:, d] * diff[:, d]
-    assert np.any(_bits(sequential) != _bits(reference.l2_distances(query, centroids)))
+    assert np.any(bits(sequential) != bits(reference.l2_distances(query, centroids)))
 
 
 @pytest.mark.parametrize("dim", [8, 40, 256])

@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 
 from conftest import FAST, ROOT, finished, run_daemon, write_config
+from lance_scalar import bits, dot_scalar, rng_pq_case
 from orchestrator.edit import EditError, parse_and_apply, validate
 from orchestrator.policy import violations
+from targets.harness.checks import check_within as check_close
 from targets.harness.prng import CORRECTNESS_SEED
 from targets.pq_dot import inputs, kernels, reference
-from targets.harness.checks import check_within as check_close
 from targets.pq_dot.run_experiment import Oracle, check_topk
 from targets.pq_dot.target import ALLOWED_IMPORTS, KERNEL_API, NUM_CENTROIDS, TOP_K, PqShape, top_k
 
@@ -25,22 +26,6 @@ F32 = np.float32
 FOLDER = ROOT / "targets" / "pq_dot"
 PLAYBOOK = FOLDER / "playbook"
 BASELINE = FOLDER / "kernels.py"
-
-
-def _bits(a) -> np.ndarray:
-    return np.asarray(a, dtype=np.float32).view(np.uint32)
-
-
-def _rng_case(shape: PqShape, n: int, seed: int, scale_spread: bool = False):
-    rng = np.random.default_rng(seed)
-    m, sd = shape.num_sub_vectors, shape.sub_dim
-    codebook = rng.uniform(-1, 1, m * NUM_CENTROIDS * sd).astype(F32)
-    query = rng.uniform(-1, 1, shape.dim).astype(F32)
-    if scale_spread:
-        codebook *= (10.0 ** rng.integers(-3, 4, codebook.size)).astype(F32)
-        query *= (10.0 ** rng.integers(-3, 4, query.size)).astype(F32)
-    codes = rng.integers(0, NUM_CENTROIDS, n * m).astype(np.uint8)
-    return codebook, query, codes
 
 
 def run_kernel(module, shape: PqShape, codebook, codes, n: int, query) -> tuple[np.ndarray, np.ndarray]:
@@ -54,25 +39,6 @@ def run_kernel(module, shape: PqShape, codebook, codes, n: int, query) -> tuple[
 
 # --- bit-exact Lance order: 1 - dot_scalar::<f32, 16>, then the sum, then - (M - 1) -----------------
 
-def lance_dot_scalar_f32(x: np.ndarray, y: np.ndarray, lanes: int = 16) -> np.float32:
-    """Pure-Python port of lance-linalg's dot_scalar::<f32, LANES>, one numpy.float32 op at a time:
-    the remainder after the last full chunk summed in order from 0, LANES lane sums over the full
-    chunks, result = remainder + (lane0 + lane1 + ...), the lane sum a sequential fold from 0."""
-    n = len(x)
-    full = n - n % lanes
-    s = F32(0.0)
-    for i in range(full, n):
-        s = F32(s + F32(F32(x[i]) * F32(y[i])))
-    sums = [F32(0.0)] * lanes
-    for start in range(0, full, lanes):
-        for j in range(lanes):
-            sums[j] = F32(sums[j] + F32(F32(x[start + j]) * F32(y[start + j])))
-    lane_total = F32(0.0)
-    for j in range(lanes):
-        lane_total = F32(lane_total + sums[j])
-    return F32(s + lane_total)
-
-
 @pytest.mark.parametrize("sd", [1, 8, 10, 15, 16, 17, 20, 32, 35, 48])
 @pytest.mark.parametrize("spread", [False, True])
 def test_dot_batch_bit_exact_lance_order(sd: int, spread: bool) -> None:
@@ -84,8 +50,8 @@ def test_dot_batch_bit_exact_lance_order(sd: int, spread: bool) -> None:
         x *= (10.0 ** rng.integers(-3, 4, sd)).astype(F32)
     got = reference.dot_batch(x, cents)
     assert got.dtype == np.float32 and got.shape == (NUM_CENTROIDS,)
-    expected = np.array([lance_dot_scalar_f32(x, c) for c in cents], dtype=F32)
-    np.testing.assert_array_equal(_bits(got), _bits(expected))
+    expected = np.array([dot_scalar(x, c) for c in cents], dtype=F32)
+    np.testing.assert_array_equal(bits(got), bits(expected))
 
 
 def test_lance_order_matters_so_bit_test_has_teeth() -> None:
@@ -93,24 +59,24 @@ def test_lance_order_matters_so_bit_test_has_teeth() -> None:
     sd = 40
     cents = (rng.uniform(-1, 1, (NUM_CENTROIDS, sd)) * 10.0 ** rng.integers(-3, 4, (NUM_CENTROIDS, sd))).astype(F32)
     x = (rng.uniform(-1, 1, sd) * 10.0 ** rng.integers(-3, 4, sd)).astype(F32)
-    expected = np.array([lance_dot_scalar_f32(x, c) for c in cents], dtype=F32)
+    expected = np.array([dot_scalar(x, c) for c in cents], dtype=F32)
     sequential = np.zeros(NUM_CENTROIDS, dtype=F32)
     for d in range(sd):
         sequential += cents[:, d] * x[d]
-    assert np.any(_bits(sequential) != _bits(expected))
+    assert np.any(bits(sequential) != bits(expected))
 
 
 @pytest.mark.parametrize("shape", [PqShape(40, 4), PqShape(64, 2), PqShape(72, 2)], ids=lambda s: s.label)
 def test_distance_table_and_distances_bit_exact(shape: PqShape) -> None:
     n = 50
-    codebook, query, codes = _rng_case(shape, n, seed=5, scale_spread=True)
+    codebook, query, codes = rng_pq_case(shape, n, seed=5, scale_spread=True)
     m, sd = shape.num_sub_vectors, shape.sub_dim
     cb = codebook.reshape(m, NUM_CENTROIDS, sd)
     q = query.reshape(m, sd)
     table = reference.distance_table(shape, codebook, query)
-    expected = np.array([[F32(F32(1.0) - lance_dot_scalar_f32(q[i], cb[i, k])) for k in range(NUM_CENTROIDS)]
+    expected = np.array([[F32(F32(1.0) - dot_scalar(q[i], cb[i, k])) for k in range(NUM_CENTROIDS)]
                          for i in range(m)], dtype=F32).ravel()
-    np.testing.assert_array_equal(_bits(table), _bits(expected))
+    np.testing.assert_array_equal(bits(table), bits(expected))
     # compute_pq_distance from 0, m ascending; then distance_all's v - (M as f32 - 1.0).
     dist = reference.distances(shape, table, codes, n)
     c = codes.reshape(n, m)
@@ -120,14 +86,14 @@ def test_distance_table_and_distances_bit_exact(shape: PqShape) -> None:
         for i in range(m):
             acc = F32(acc + table[i * NUM_CENTROIDS + int(c[row, i])])
         exp_dist.append(F32(acc - F32(F32(m) - F32(1.0))))
-    np.testing.assert_array_equal(_bits(dist), _bits(np.array(exp_dist, dtype=F32)))
+    np.testing.assert_array_equal(bits(dist), bits(np.array(exp_dist, dtype=F32)))
 
 
 @pytest.mark.parametrize("shape", [PqShape(128, 16), PqShape(40, 4), PqShape(96, 12)], ids=lambda s: s.label)
 def test_reference_and_baseline_within_bound_of_float64(shape: PqShape) -> None:
     # The bound holds against exact arithmetic too, and the faithful baseline kernel passes it.
     n = 300
-    codebook, query, codes = _rng_case(shape, n, seed=shape.dim, scale_spread=True)
+    codebook, query, codes = rng_pq_case(shape, n, seed=shape.dim, scale_spread=True)
     m, sd = shape.num_sub_vectors, shape.sub_dim
     exact = 1.0 - np.einsum("mkd,md->mk", codebook.reshape(m, NUM_CENTROIDS, sd).astype(np.float64),
                             query.reshape(m, sd).astype(np.float64))

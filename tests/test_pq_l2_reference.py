@@ -9,19 +9,9 @@ from targets.harness.checks import ABS_TOL, PQ_RTOL, check_array
 from targets.pq_l2 import inputs, kernels, reference
 from targets.pq_l2.target import NUM_CENTROIDS, PqShape
 
+from lance_scalar import bits, l2_scalar, rng_pq_case
+
 F32 = np.float32
-
-
-def _rng_case(shape: PqShape, n: int, seed: int, scale_spread: bool = False):
-    rng = np.random.default_rng(seed)
-    m, sd = shape.num_sub_vectors, shape.sub_dim
-    codebook = rng.uniform(-1, 1, m * NUM_CENTROIDS * sd).astype(F32)
-    query = rng.uniform(-1, 1, shape.dim).astype(F32)
-    if scale_spread:
-        codebook *= (10.0 ** rng.integers(-3, 4, codebook.size)).astype(F32)
-        query *= (10.0 ** rng.integers(-3, 4, query.size)).astype(F32)
-    codes = rng.integers(0, NUM_CENTROIDS, n * m).astype(np.uint8)
-    return codebook, query, codes
 
 
 # --- independent brute force in float64 ------------------------------------------------------------
@@ -50,7 +40,7 @@ def _within(got, ref64):
 @pytest.mark.parametrize("shape", SMALL_SHAPES, ids=lambda s: f"{s.label}-sd{s.sub_dim}")
 def test_reference_against_float64_brute_force(shape):
     n = 300
-    codebook, query, codes = _rng_case(shape, n, seed=shape.dim * 31 + shape.num_sub_vectors)
+    codebook, query, codes = rng_pq_case(shape, n, seed=shape.dim * 31 + shape.num_sub_vectors)
     table = reference.distance_table(shape, codebook, query)
     assert table.dtype == np.float32 and table.shape == (shape.num_sub_vectors * NUM_CENTROIDS,)
     assert _within(table, brute_table(shape, codebook, query).ravel())
@@ -62,39 +52,12 @@ def test_reference_against_float64_brute_force(shape):
 def test_brute_force_comparison_has_teeth():
     # A table off by one sub-space (a classic indexing slip) fails the same bound.
     shape = PqShape(40, 4)
-    codebook, query, _ = _rng_case(shape, 1, seed=3)
+    codebook, query, _ = rng_pq_case(shape, 1, seed=3)
     wrong = reference.distance_table(shape, codebook, np.roll(query, 10))
     assert not _within(wrong, brute_table(shape, codebook, query).ravel())
 
 
 # --- bit-exact Lance order: l2_scalar::<f32, 16> ----------------------------------------------------
-
-def lance_l2_scalar_f32(x: np.ndarray, y: np.ndarray, lanes: int = 16) -> np.float32:
-    """Pure-Python port of lance-linalg's l2_scalar::<f32, LANES>, one numpy.float32 op at a time.
-
-    The remainder (after the last full chunk of LANES) is summed first, in order, from 0; LANES lane
-    sums accumulate over the full chunks; the result is remainder + (lane0 + lane1 + ...), the lane
-    sum being a sequential fold from 0.
-    """
-    n = len(x)
-    full = n - n % lanes
-    s = F32(0.0)
-    for i in range(full, n):
-        d = F32(x[i]) - F32(y[i])
-        s = F32(s + F32(d * d))
-    sums = [F32(0.0)] * lanes
-    for start in range(0, full, lanes):
-        for j in range(lanes):
-            d = F32(x[start + j]) - F32(y[start + j])
-            sums[j] = F32(sums[j] + F32(d * d))
-    lane_total = F32(0.0)
-    for j in range(lanes):
-        lane_total = F32(lane_total + sums[j])
-    return F32(s + lane_total)
-
-
-def _bits(a):
-    return np.asarray(a, dtype=np.float32).view(np.uint32)
 
 
 @pytest.mark.parametrize("sd", [1, 8, 10, 15, 16, 17, 20, 32, 35, 48])
@@ -108,8 +71,8 @@ def test_l2_batch_bit_exact_lance_order(sd, spread):
         x *= (10.0 ** rng.integers(-3, 4, sd)).astype(F32)
     got = reference.l2_batch(x, cents)
     assert got.dtype == np.float32 and got.shape == (NUM_CENTROIDS,)
-    expected = np.array([lance_l2_scalar_f32(x, c) for c in cents], dtype=F32)
-    np.testing.assert_array_equal(_bits(got), _bits(expected))
+    expected = np.array([l2_scalar(x, c) for c in cents], dtype=F32)
+    np.testing.assert_array_equal(bits(got), bits(expected))
 
 
 def test_lance_order_matters_so_bit_test_has_teeth():
@@ -119,27 +82,27 @@ def test_lance_order_matters_so_bit_test_has_teeth():
     sd = 40
     cents = (rng.uniform(-1, 1, (NUM_CENTROIDS, sd)) * 10.0 ** rng.integers(-3, 4, (NUM_CENTROIDS, sd))).astype(F32)
     x = (rng.uniform(-1, 1, sd) * 10.0 ** rng.integers(-3, 4, sd)).astype(F32)
-    expected = np.array([lance_l2_scalar_f32(x, c) for c in cents], dtype=F32)
+    expected = np.array([l2_scalar(x, c) for c in cents], dtype=F32)
     diff = cents - x
     sequential = np.zeros(NUM_CENTROIDS, dtype=F32)
     for d in range(sd):
         sequential += diff[:, d] * diff[:, d]
-    lanes_first = np.array([lance_l2_scalar_f32(x[::-1], c[::-1]) for c in cents], dtype=F32)
-    assert np.any(_bits(sequential) != _bits(expected))
-    assert np.any(_bits(lanes_first) != _bits(expected))
+    lanes_first = np.array([l2_scalar(x[::-1], c[::-1]) for c in cents], dtype=F32)
+    assert np.any(bits(sequential) != bits(expected))
+    assert np.any(bits(lanes_first) != bits(expected))
 
 
 @pytest.mark.parametrize("shape", [PqShape(40, 4), PqShape(64, 2), PqShape(72, 2)], ids=lambda s: s.label)
 def test_distance_table_and_distances_bit_exact(shape):
     n = 50
-    codebook, query, codes = _rng_case(shape, n, seed=5, scale_spread=True)
+    codebook, query, codes = rng_pq_case(shape, n, seed=5, scale_spread=True)
     m, sd = shape.num_sub_vectors, shape.sub_dim
     cb = codebook.reshape(m, NUM_CENTROIDS, sd)
     q = query.reshape(m, sd)
     table = reference.distance_table(shape, codebook, query)
-    expected = np.array([[lance_l2_scalar_f32(q[i], cb[i, k]) for k in range(NUM_CENTROIDS)] for i in range(m)],
+    expected = np.array([[l2_scalar(q[i], cb[i, k]) for k in range(NUM_CENTROIDS)] for i in range(m)],
                         dtype=F32).ravel()
-    np.testing.assert_array_equal(_bits(table), _bits(expected))
+    np.testing.assert_array_equal(bits(table), bits(expected))
     # compute_pq_distance: f32 accumulator from 0, sub-vectors in ascending order.
     dist = reference.distances(shape, table, codes, n)
     c = codes.reshape(n, m)
@@ -149,7 +112,7 @@ def test_distance_table_and_distances_bit_exact(shape):
         for i in range(m):
             acc = F32(acc + table[i * NUM_CENTROIDS + int(c[row, i])])
         exp_dist.append(acc)
-    np.testing.assert_array_equal(_bits(dist), _bits(np.array(exp_dist, dtype=F32)))
+    np.testing.assert_array_equal(bits(dist), bits(np.array(exp_dist, dtype=F32)))
 
 
 # --- the baseline kernel ----------------------------------------------------------------------------
@@ -157,7 +120,7 @@ def test_distance_table_and_distances_bit_exact(shape):
 @pytest.mark.parametrize("shape", [PqShape(128, 16), PqShape(40, 4)], ids=lambda s: s.label)
 def test_baseline_kernel_agrees_with_reference(shape):
     n = 500
-    codebook, query, codes = _rng_case(shape, n, seed=17)
+    codebook, query, codes = rng_pq_case(shape, n, seed=17)
     k = kernels.PqKernel(shape, codebook, codes, n)
     table = np.full(shape.num_sub_vectors * NUM_CENTROIDS, np.nan, dtype=F32)
     k.distance_table(query, table)
