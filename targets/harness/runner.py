@@ -72,8 +72,9 @@ class Workload:
     params: dict[str, Any]
     arrays: dict[str, np.ndarray]
     queries: Callable[[int, int], list[dict[str, np.ndarray]]]        # (seed, count) -> calls
-    # (call, outputs per arm) -> failure message or None; checks timed outputs against the oracle.
-    verify: Callable[[dict[str, np.ndarray], list[dict[str, np.ndarray]]], str | None]
+    # call -> the check of one arm's outputs for it (failure message or None): the oracle runs
+    # once per call, the runner applies the check to every arm and names the arm that fails.
+    verify: Callable[[dict[str, np.ndarray]], Callable[[dict[str, np.ndarray]], str | None]]
 
     @property
     def combo(self) -> str:
@@ -458,15 +459,17 @@ def jit_seconds(worker: Worker, ns: dict[str, list[np.ndarray]]) -> float:
     return worker.import_seconds + extra / 1e9
 
 
-def verify_pending(workloads: Sequence[Workload], samples: SpeedSamples) -> None:
+def verify_pending(workloads: Sequence[Workload], samples: SpeedSamples, labels: Sequence[str]) -> None:
     """Check the picked timed calls against the oracle, so a kernel cannot be honest when checked
     and fast when timed (it cannot tell which calls are picked)."""
     by_combo = {w.combo: w for w in workloads}
     while samples.to_verify:
         combo, call, outs = samples.to_verify.pop()
-        problem = by_combo[combo].verify(call, outs)
-        if problem is not None:
-            raise KernelIncorrect(f"timed call on {combo}: {problem}")
+        check = by_combo[combo].verify(call)
+        for label, out in zip(labels, outs):
+            problem = check(out)
+            if problem is not None:
+                raise KernelIncorrect(f"{label} kernel, timed call on {combo}: {problem}")
         samples.verified += len(outs)
 
 
@@ -631,7 +634,7 @@ def _run_phases(plan: TargetPlan, options: TrialOptions, result: TrialResult, se
             w.kill()
         if rep + 1 < passes:
             current = start_workers()         # the next pair boots while this one's calls are verified
-        verify_pending(workloads, samples)
+        verify_pending(workloads, samples, [label for label, _ in arms])
         if rep + 1 < passes:
             for w in current:
                 w.hello()

@@ -6,6 +6,7 @@ Composes the shared runner with this target's inputs and oracle. Immutable durin
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from types import ModuleType
@@ -70,16 +71,15 @@ def check(case: runner.Case, call: int, out: dict[str, np.ndarray]) -> str | Non
 def _verifier(shape: PqShape, arrays: dict[str, np.ndarray], n: int):
     columns = reference.code_columns(shape, arrays["codes_aos"], n)   # once per workload
 
-    def verify(call: dict[str, np.ndarray], outs: list[dict[str, np.ndarray]]) -> str | None:
-        table = reference.distance_table(shape, arrays["codebook"], call["query"])
-        dists = reference.distances_from_columns(table, columns)
-        for arm, out in enumerate(outs):
+    def verify(call: dict[str, np.ndarray]) -> Callable[[dict[str, np.ndarray]], str | None]:
+        dists = reference.distances_from_columns(reference.distance_table(shape, arrays["codebook"], call["query"]),
+                                                 columns)
+
+        def check_arm(out: dict[str, np.ndarray]) -> str | None:
             if "topk_ids" not in out or "topk_dists" not in out:
-                return f"arm {arm}: missing top-K outputs"
-            problem = check_topk(out["topk_ids"], out["topk_dists"], dists, TOP_K, atol=ABS_TOL, rtol=PQ_RTOL)
-            if problem is not None:
-                return f"{'incumbent' if len(outs) == 2 and arm == 0 else 'candidate'} kernel: {problem}"
-        return None
+                return "missing top-K outputs"
+            return check_topk(out["topk_ids"], out["topk_dists"], dists, TOP_K, atol=ABS_TOL, rtol=PQ_RTOL)
+        return check_arm
     return verify
 
 
