@@ -45,7 +45,9 @@ def test_new_target_runs_end_to_end(repo: Path) -> None:
     runs = sorted((repo / "runs" / "demo-scan").glob("*/run.json"))
     got = finished(runs[0].parent)
     assert [got[n]["reason"] for n in sorted(got)] == ["keep", "incorrect", "edit_failed"]
-    assert got[1]["cumulative_speedup"] > 1.5
+    # The gate's claim, re-measured against the baseline: faster, with the whole 90% CI above 1. The
+    # size of the win is the machine's BLAS (1.48x on one CI machine, 1.78x here), so it is not asserted.
+    assert got[1]["cumulative_speedup"] > 1.0 and got[1]["cumulative_ci"][0] > 1.0, got[1]
 
 
 @pytest.mark.parametrize("name,message", [
