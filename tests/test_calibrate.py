@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 from test_gate import paired
 
@@ -29,10 +30,15 @@ def options(**changes) -> CalibrationOptions:
 
 
 def test_injected_slowdown_is_measured_and_never_kept_as_is(tmp_path: Path) -> None:
+    before = psutil.Process().cpu_affinity()
     data = calibrate.calibrate(options(), tmp_path / "cal", "test machine")
+    assert psutil.Process().cpu_affinity() == before      # each in-process trial unpins the runner again
     lines = (tmp_path / "cal" / "trials.jsonl").read_text().splitlines()
     records = [json.loads(line) for line in lines]
     assert len(records) == 4 and sorted(r["effect"] for r in records) == [0.0, 0.0, 0.5, 0.5]
+    # So every trial is placed alike: runner and workers on their own cores where there are two.
+    placed = {(r["result"]["threads"]["runner_cpu"], r["result"]["threads"]["worker_cpu"]) for r in records}
+    assert placed == {(str(before[0]), str(before[-1])) if len(before) > 1 else ("None", "None")}, placed
     for r in records:
         assert r["exit_code"] == 0, r["failure"]
         speedup = r["estimates"]["paired"]["speedup"]

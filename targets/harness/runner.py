@@ -538,9 +538,11 @@ def run_trial(plan: TargetPlan, options: TrialOptions,
         query_seed=f"{seed:016x}", kernel_sha256=_sha256(options.kernel), trial_token=options.token,
         injected_slowdown=options.injected_slowdown,
         against_sha256=_sha256(options.against) if options.against else "")
+    # Taken before pinning: an in-process caller (calibrate) runs many trials, and each must find
+    # the process as the previous one found it, free to use every core.
+    original_affinity = _affinity()
     if runner_cpu is not None:
         _set_affinity([runner_cpu])
-    original_affinity = _affinity()
     with tempfile.TemporaryDirectory(prefix="lar-trial-") as tmp:
         scratch = Path(tmp)
         log_dir = options.log_dir or scratch
