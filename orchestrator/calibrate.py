@@ -6,7 +6,9 @@ that interleave the effect sizes so slow drift of the machine hits every effect 
 is judged by the daemon's own gate, by the original unpaired gate (this trial's candidate arm
 against another trial's incumbent arm: "the best, measured at another time"), and by simpler
 statistics on the same raw timings (no blocks, no trimming, one worker pair), so each measurement
-feature's contribution shows side by side. Results go to ``runs/<target>/calibration/<stamp>/``
+feature's contribution shows side by side. Features that shape how timings are collected (pinning,
+warm-up, random order) cannot be taken away afterwards: ``ablations`` runs extra trials with one
+of them switched off, interleaved with the full ones. Results go to ``runs/<target>/calibration/<stamp>/``
 after every trial (a crash keeps what was measured).
 
 Trials run in this process (the runner is trusted and never imports a kernel; the kernels still
@@ -33,13 +35,14 @@ from targets import TargetInfo
 from targets.harness import stats
 from targets.harness.files import write_atomic
 from targets.harness.result import TrialResult, parse_json
-from targets.harness.runner import SpeedSamples, TrialOptions, log_ratio_blocks, run_trial
+from targets.harness.runner import ABLATIONS, SpeedSamples, TrialOptions, log_ratio_blocks, run_trial
 
 DEFAULT_EFFECTS = (0.0, 0.02, 0.05, 0.10)
 THRESHOLDS = (0.0, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05)
 MAX_FALSE_KEEP, MIN_POWER = 0.01, 0.95
 # Statistics computed on each trial's raw timings besides the gate's own (see _ablations).
 METHODS = ("paired", "unpaired", "paired-untrimmed", "paired-iid-pairs", "one-worker-pair")
+FULL = "full"                      # the variant with every measurement feature on: the daemon's trial
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,11 @@ class CalibrationOptions:
     budget_seconds: float = 120.0
     gate: gate.GateConfig = field(default_factory=gate.GateConfig)
     sandbox: bool = True
+    ablations: tuple[str, ...] = ()            # each also runs every effect with that feature off
+
+    @property
+    def variants(self) -> tuple[str, ...]:
+        return (FULL, *self.ablations)
 
 
 @dataclass
@@ -74,6 +82,7 @@ class TrialRecord:
     cycles_ratio: float | None = None                              # incumbent / candidate, if counted
     instructions_ratio: float | None = None
     result: dict[str, Any] | None = None                           # the full trial result
+    variant: str = FULL                                            # or the one feature switched off
 
 
 def problem(options: CalibrationOptions) -> str | None:
@@ -84,6 +93,9 @@ def problem(options: CalibrationOptions) -> str | None:
         return "--effects must include 0 (the A/A trials that measure the false-keep rate)"
     if any(not (0.0 <= e < 1.0) for e in options.effects) or len(set(options.effects)) != len(options.effects):
         return "--effects must be distinct fractions in [0, 1), e.g. 0,0.02,0.05,0.10"
+    unknown = [a for a in options.ablations if a not in ABLATIONS]
+    if unknown or len(set(options.ablations)) != len(options.ablations):
+        return f"--ablate must be distinct names from {', '.join(ABLATIONS)}, e.g. pinning,warmup"
     if not options.kernel.is_file():
         return f"--kernel {options.kernel}: no such file"
     return None
@@ -116,17 +128,18 @@ def _counter_ratio(result: TrialResult, name: str) -> float | None:
     return inc / cand if inc and cand else None
 
 
-def run_one(options: CalibrationOptions, effect: float, round_: int) -> TrialRecord:
-    """One paired trial of the kernel against itself with ``effect`` injected into the incumbent."""
+def run_one(options: CalibrationOptions, effect: float, round_: int, variant: str = FULL) -> TrialRecord:
+    """One paired trial of the kernel against itself with ``effect`` injected into the incumbent
+    and, unless ``variant`` is FULL, that measurement feature switched off."""
     captured: list[SpeedSamples] = []
     trial_options = TrialOptions(kernel=options.kernel, against=options.kernel, budget_seconds=options.budget_seconds,
                                  replicates=options.replicates, sessions=options.sessions,
                                  queries_per_combo=options.queries_per_combo, sandbox=options.sandbox,
-                                 injected_slowdown=effect)
+                                 injected_slowdown=effect, ablated=() if variant == FULL else (variant,))
     plan = options.target.plan()
     result = run_trial(plan, trial_options, captured.append)
     record = TrialRecord(effect, round_, result.total_seconds or 0.0, result.exit_code, result.failure,
-                         result=json.loads(result.to_json()))
+                         result=json.loads(result.to_json()), variant=variant)
     if not result.ok or not captured:
         return record
     assert result.speedup_ci_90pct is not None and result.speedup_geomean is not None
@@ -138,11 +151,11 @@ def run_one(options: CalibrationOptions, effect: float, round_: int) -> TrialRec
 
 
 def as_judged(rec: TrialRecord) -> TrialResult | None:
-    """The record's result as the daemon's gate would see the same timings: the injection flag
+    """The record's result as the daemon's gate would see the same timings: the calibration flags
     cleared (the gate refuses any trial that carries one). None for a failed trial."""
     if rec.exit_code != 0 or rec.result is None or "paired" not in rec.estimates:
         return None
-    return dataclasses.replace(parse_json(json.dumps(rec.result)), injected_slowdown=0.0)
+    return dataclasses.replace(parse_json(json.dumps(rec.result)), injected_slowdown=0.0, ablated=[])
 
 
 def keep_decisions(records: Sequence[TrialRecord], judged: Sequence[TrialResult | None], config: gate.GateConfig,
@@ -180,10 +193,25 @@ def _wilson_upper(k: int, n: int, z: float = 1.96) -> float:
 
 
 def summarise(records: Sequence[TrialRecord], options: CalibrationOptions) -> dict[str, Any]:
-    """Per effect and method: keep rate, spread, CI widths; the min_effect sweep; the goals."""
-    budget = options.budget_seconds
-    judged = [as_judged(r) for r in records]
-    decisions = keep_decisions(records, judged, options.gate, budget)
+    """Per effect and method: keep rate, spread, CI widths; the min_effect sweep; the goals. All
+    from the full trials; with ablations, ``variants`` repeats the per-effect table per variant."""
+    full = [r for r in records if r.variant == FULL]
+    judged = [as_judged(r) for r in full]
+    per_effect = _per_effect(full, judged, options)
+    sweep = _sweep(full, judged, options, options.budget_seconds)
+    out = {"per_effect": per_effect, "sweep": sweep, "recommendation": _recommend(sweep, options.effects),
+           "goals": _goals(per_effect, full)}
+    if options.ablations:
+        out["variants"] = {}
+        for variant in options.variants:
+            mine = [r for r in records if r.variant == variant]
+            out["variants"][variant] = _per_effect(mine, [as_judged(r) for r in mine], options)
+    return out
+
+
+def _per_effect(records: Sequence[TrialRecord], judged: Sequence[TrialResult | None],
+                options: CalibrationOptions) -> dict[str, Any]:
+    decisions = keep_decisions(records, judged, options.gate, options.budget_seconds)
     per_effect: dict[str, Any] = {}
     for effect in options.effects:
         idx = [i for i, r in enumerate(records) if r.effect == effect]
@@ -212,9 +240,7 @@ def summarise(records: Sequence[TrialRecord], options: CalibrationOptions) -> di
             row[name] = ({"median": float(np.median(vals)), "log_sd_pct": float(np.std(np.log(vals)) * 100)}
                          if vals else None)
         per_effect[f"{effect:g}"] = row
-    sweep = _sweep(records, judged, options, budget)
-    return {"per_effect": per_effect, "sweep": sweep, "recommendation": _recommend(sweep, options.effects),
-            "goals": _goals(per_effect, records)}
+    return per_effect
 
 
 def _q(values: Sequence[float], q: float) -> float | None:
@@ -272,7 +298,9 @@ def markdown(data: dict[str, Any]) -> str:
     s, opts = data["summary"], data["options"]
     lines = [f"# Calibration of {opts['target']} ({data['started_at']})", "",
              f"Kernel `{opts['kernel']}` against itself; {opts['trials']} rounds of effects "
-             f"{', '.join(f'{e:g}' for e in opts['effects'])}; gate min_effect {opts['gate']['min_effect']:g}; "
+             f"{', '.join(f'{e:g}' for e in opts['effects'])}"
+             + (f" (also with {', '.join(opts['ablations'])} off, one at a time)" if opts.get("ablations") else "")
+             + f"; gate min_effect {opts['gate']['min_effect']:g}; "
              f"machine: {data['machine']}.", f"Status: {'complete' if data['complete'] else 'INCOMPLETE'}; "
              f"counters: {data.get('counters') or 'n/a'}.", "",
              "## Goals (paired gate, configured min_effect)", "", "| goal | value | met |", "|---|---|---|"]
@@ -291,7 +319,7 @@ def markdown(data: dict[str, Any]) -> str:
             cells.append("n/a" if m["keep_rate"] is None else f"{m['keep_rate']:.1%} ({m['keeps']})")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     lines += ["", "## Noise (A/A) and precision", "",
-              "| method | median speedup | sd of log (%) | max |s-median| (%) | CI half-width median / max (%) "
+              "| method | median speedup | sd of log (%) | max deviation from median (%) | CI half-width median / max (%) "
               "| CI covers 1.0 |", "|---|---|---|---|---|---|"]
     aa = s["per_effect"].get("0", {}).get("methods", {})
     for method in METHODS:
@@ -312,6 +340,7 @@ def markdown(data: dict[str, Any]) -> str:
                 lines[-1] += f"; {name} ratio {ratio['median']:.4f} (sd of log {ratio['log_sd_pct']:.2f}%)"
         lines[-1] += (f"; trial seconds median {row['trial_seconds_median']:.2f}, max {row['trial_seconds_max']:.2f}"
                       if row["trial_seconds_max"] is not None else "")
+    lines += _variants_markdown(s.get("variants") or {})
     rec = s["recommendation"]
     lines += ["", "## Recommendation", ""]
     if rec["min_effect"] is None:
@@ -331,14 +360,39 @@ def markdown(data: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _variants_markdown(variants: dict[str, Any]) -> list[str]:
+    """The ablation table: the daemon's paired gate on trials with one measurement feature off."""
+    if not variants:
+        return []
+    effects = list(next(iter(variants.values())))
+    lines = ["", "## Measurement features switched off (paired gate)", "",
+             "Each row is its own set of trials, interleaved with the full ones; `full` is the daemon's trial.", "",
+             "| variant | A/A median | A/A sd of log (%) | max deviation from median (%) | CI half-width median (%) | "
+             + " | ".join(f"keeps at effect {e}" for e in effects) + " | trial s median |",
+             "|---|---|---|---|---|" + "---|" * len(effects) + "---|"]
+    for variant, rows in variants.items():
+        aa = rows.get("0", {}).get("methods", {}).get("paired", {})
+        cells = [f"{aa['speedup_median']:.4f}", f"{aa['log_sd_pct']:.2f}", f"{aa['max_abs_deviation_pct']:.2f}",
+                 f"{aa['ci_half_width_median_pct']:.2f}"] if "speedup_median" in aa else ["n/a"] * 4
+        for e in effects:
+            m = rows[e]["methods"]["paired"]
+            cells.append("n/a" if m["keep_rate"] is None else f"{m['keep_rate']:.0%} ({m['keeps']}/{rows[e]['trials']})")
+        median = rows[effects[0]]["trial_seconds_median"]
+        cells.append("n/a" if median is None else f"{median:.1f}")
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.0%}"
 
 
-def schedule(options: CalibrationOptions, seed: int) -> list[tuple[int, float]]:
-    """(round, effect) in run order: every round runs each effect once, in a random order."""
+def schedule(options: CalibrationOptions, seed: int) -> list[tuple[int, float, str]]:
+    """(round, effect, variant) in run order: every round runs each effect under each variant
+    once, in a random order, so the machine's drift hits every cell alike."""
     rng = np.random.default_rng(seed)
-    return [(r, options.effects[i]) for r in range(options.trials) for i in rng.permutation(len(options.effects))]
+    cells = [(e, v) for v in options.variants for e in options.effects]
+    return [(r, *cells[i]) for r in range(options.trials) for i in rng.permutation(len(cells))]
 
 
 def calibrate(options: CalibrationOptions, out_dir: Path, machine: str,
@@ -357,8 +411,8 @@ def calibrate(options: CalibrationOptions, out_dir: Path, machine: str,
     started = time.monotonic()
     try:
         with open(out_dir / "trials.jsonl", "a") as log:
-            for k, (round_, effect) in enumerate(plan):
-                rec = run_one(options, effect, round_)
+            for k, (round_, effect, variant) in enumerate(plan):
+                rec = run_one(options, effect, round_, variant)
                 records.append(rec)
                 log.write(json.dumps(asdict(rec), default=str) + "\n")
                 log.flush()

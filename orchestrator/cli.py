@@ -168,15 +168,17 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     options = calibrate_mod.CalibrationOptions(
         target=info, kernel=(args.kernel or info.kernel_path).resolve(), trials=args.trials,
         effects=_effects(args.effects), replicates=args.replicates, sessions=args.sessions,
-        queries_per_combo=args.queries, budget_seconds=args.budget_seconds, gate=gate_config)
+        queries_per_combo=args.queries, budget_seconds=args.budget_seconds, gate=gate_config,
+        ablations=tuple(a.strip() for a in args.ablate.split(",") if a.strip()))
     problem = calibrate_mod.problem(options)
     if problem:
         raise UsageError(problem)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     out_dir = targets.PROJECT_ROOT / "runs" / info.name / "calibration" / stamp
-    total = options.trials * len(options.effects)
+    total = options.trials * len(options.effects) * len(options.variants)
     print(f"calibrating {info.name}: {total} paired trials of {options.kernel.name} against itself, "
-          f"effects {', '.join(f'{e:g}' for e in options.effects)}; writing {out_dir}", flush=True)
+          f"effects {', '.join(f'{e:g}' for e in options.effects)}, variants {', '.join(options.variants)}; "
+          f"writing {out_dir}", flush=True)
     machine = f"{runner.cpu_model()}, {os.cpu_count()} cpus, sandbox {sandbox.probe().label}"
     try:
         if sys.stdout.isatty():
@@ -185,11 +187,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                 task = bar.add_task("trials", total=total)
 
                 def show(done: int, _: int, rec: calibrate_mod.TrialRecord) -> None:
-                    bar.update(task, completed=done, description=f"effect {rec.effect:g}: {_trial_line(rec)}")
+                    bar.update(task, completed=done, description=_trial_line(rec))
                 data = calibrate_mod.calibrate(options, out_dir, machine, show)
         else:
             data = calibrate_mod.calibrate(options, out_dir, machine, lambda done, n, rec: print(
-                f"[{done}/{n}] effect {rec.effect:g}: {_trial_line(rec)}", flush=True))
+                f"[{done}/{n}] {_trial_line(rec)}", flush=True))
     except KeyboardInterrupt:
         print(f"\ninterrupted; partial results in {out_dir}", file=sys.stderr)
         return 130
@@ -199,10 +201,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def _trial_line(rec: calibrate_mod.TrialRecord) -> str:
+    what = f"effect {rec.effect:g}" + ("" if rec.variant == calibrate_mod.FULL else f", no {rec.variant}")
     est = rec.estimates.get("paired")
     if est is None:
-        return f"failed ({rec.failure and rec.failure.splitlines()[0]})"
-    return f"speedup {est.speedup:.4f} [{est.lo:.4f}, {est.hi:.4f}] in {rec.seconds:.1f} s"
+        return f"{what}: failed ({rec.failure and rec.failure.splitlines()[0]})"
+    return f"{what}: speedup {est.speedup:.4f} [{est.lo:.4f}, {est.hi:.4f}] in {rec.seconds:.1f} s"
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -325,6 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sessions", type=int, help="timing blocks per worker pair")
     p.add_argument("--queries", type=int, help="timed queries per combo and block")
     p.add_argument("--budget-seconds", type=float, default=120.0)
+    p.add_argument("--ablate", default="", metavar="FEATURES",
+                   help=f"also run every effect with one of these switched off, to show what it buys: "
+                        f"{','.join(runner.ABLATIONS)}")
     p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("status", help="list runs: running or not, attempt and phase, keeps, best, cost")

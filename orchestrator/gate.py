@@ -143,6 +143,8 @@ def _malformed(result: TrialResult) -> str | None:
         return "correctness is not pass"
     if result.injected_slowdown != 0.0:
         return f"the trial carries an injected slowdown of {result.injected_slowdown:g} (calibration only)"
+    if result.ablated:
+        return f"the trial ran with {', '.join(result.ablated)} switched off (calibration only)"
     if result.speedup_ci_90pct is None or result.speedup_geomean is None or result.worst_combo_speedup is None:
         return "missing speedup fields"
     combos = set(result.per_combo_geomean_ns)

@@ -17,6 +17,8 @@ from orchestrator import calibrate, loop
 from orchestrator.calibrate import CalibrationOptions, Estimate, TrialRecord
 from orchestrator.gate import GateConfig, judge
 from targets.harness.counters import Counters
+from targets.harness import runner
+from targets.harness.result import TrialResult
 from targets.harness.runner import parse_args
 
 from conftest import BASELINE, ROOT
@@ -77,11 +79,11 @@ def test_injected_slowdown_is_measured_and_never_kept_as_is(tmp_path: Path) -> N
 def test_an_interrupted_calibration_still_writes_its_summary(tmp_path: Path, monkeypatch) -> None:
     calls = []
 
-    def fake_run_one(opts, effect, round_):
+    def fake_run_one(opts, effect, round_, variant):
         calls.append(effect)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return TrialRecord(effect, round_, 1.0, 1, "crash: boom")
+        return TrialRecord(effect, round_, 1.0, 1, "crash: boom", variant=variant)
 
     monkeypatch.setattr(calibrate, "run_one", fake_run_one)
     with pytest.raises(KeyboardInterrupt):
@@ -135,6 +137,8 @@ def test_recommendation_moves_up_when_noise_keeps_aa_trials() -> None:
     ({"effects": (0.0, 1.5)}, "--effects must be distinct fractions"),
     ({"effects": (0.0, 0.05, 0.05)}, "--effects must be distinct fractions"),
     ({"kernel": Path("/nonexistent/kernels.py")}, "no such file"),
+    ({"ablations": ("pinning", "luck")}, "--ablate must be distinct names from pinning, warmup, random-order"),
+    ({"ablations": ("warmup", "warmup")}, "--ablate must be distinct names"),
 ])
 def test_bad_options_are_named(changes, message) -> None:
     assert message in calibrate.problem(options(**changes))
@@ -148,6 +152,7 @@ def test_bad_options_are_named(changes, message) -> None:
     (["--budget-seconds", "0"], "--budget-seconds must be positive"),
     (["--kernel", "/nonexistent/kernels.py"], "no such file"),
     (["--target", "nope"], "unknown target 'nope'"),
+    (["--ablate", "pinning,gc"], "--ablate must be distinct names"),
 ])
 def test_cli_bad_input_exits_2_and_writes_nothing(repo: Path, args: list[str], message: str) -> None:
     argv = ["--target", "pq-l2", *args] if "--target" not in args else args
@@ -162,6 +167,11 @@ def test_no_trial_command_line_can_inject_a_slowdown() -> None:
         parse_args(["--injected-slowdown", "0.1"], "pq-l2", BASELINE)
     options, _ = parse_args([], "pq-l2", BASELINE)
     assert options.injected_slowdown == 0.0
+    with pytest.raises(SystemExit):
+        parse_args(["--ablated", "pinning"], "pq-l2", BASELINE)
+    assert options.ablated == ()
+    assert "ablat" not in (ROOT / "orchestrator" / "trial.py").read_text()
+    assert "ablat" not in (ROOT / "orchestrator" / "loop.py").read_text()
     assert "injected" not in (ROOT / "orchestrator" / "trial.py").read_text()
     assert "injected" not in (ROOT / "orchestrator" / "loop.py").read_text()
 
@@ -200,3 +210,61 @@ def test_unpaired_daemon_rule_uses_the_stored_best() -> None:
     assert best is not None and best.per_combo == first["incumbent_per_combo_geomean_ns"]  # the baseline's arm
     assert loop._stored_best_timing([]) is None
     assert loop._stored_best_timing([{"verdict": "keep", "trial": {"mode": "paired"}}]) is None   # unreadable
+
+
+def _timed_order(monkeypatch, ablated: tuple[str, ...]) -> tuple[TrialResult, list[str], int]:
+    """Run a tiny paired trial in-process; return its result, the arm labels of timed calls in
+    order, and the number of warm-up calls."""
+    order, warmups = [], []
+    real = runner._call
+
+    def spy(worker, inst, call, what, spin_ns=0):
+        if what.startswith("timing"):
+            order.append(worker.label)
+        elif what.startswith("warming"):
+            warmups.append(worker.label)
+        return real(worker, inst, call, what, spin_ns)
+
+    monkeypatch.setattr(runner, "_call", spy)
+    result = runner.run_trial(PQ.plan(), runner.TrialOptions(kernel=BASELINE, against=BASELINE, seed=7,
+                                                             ablated=ablated, replicates=2, sessions=1,
+                                                             queries_per_combo=3))
+    assert result.ok, result.failure
+    return result, order, len(warmups)
+
+
+def test_each_ablation_switches_off_only_its_feature(monkeypatch) -> None:
+    full, order, warmups = _timed_order(monkeypatch, ())
+    pairs = [tuple(order[i:i + 2]) for i in range(0, len(order), 2)]
+    assert set(pairs) == {("incumbent", "candidate"), ("candidate", "incumbent")}   # random per query
+    assert warmups > 0 and full.ablated == []
+    cpus = psutil.Process().cpu_affinity()
+    if len(cpus) > 1:
+        assert full.threads["worker_cpu"] == str(cpus[-1])
+
+    fixed, order, warmups = _timed_order(monkeypatch, ("random-order",))
+    assert set(tuple(order[i:i + 2]) for i in range(0, len(order), 2)) == {("incumbent", "candidate")}
+    assert warmups > 0 and fixed.ablated == ["random-order"]
+
+    cold, order, warmups = _timed_order(monkeypatch, ("warmup",))
+    assert warmups == 0 and len(order) == len(pairs) * 2 and cold.ablated == ["warmup"]
+
+    loose, _, _ = _timed_order(monkeypatch, ("pinning",))
+    assert loose.threads["worker_cpu"] == "None" and loose.threads["runner_cpu"] == "None"
+    assert psutil.Process().cpu_affinity() == cpus
+
+
+def test_ablated_variants_are_summarised_beside_the_full_trials(tmp_path: Path) -> None:
+    data = calibrate.calibrate(options(effects=(0.0,), ablations=("warmup",)), tmp_path / "cal", "test machine")
+    records = [json.loads(line) for line in (tmp_path / "cal" / "trials.jsonl").read_text().splitlines()]
+    assert sorted(r["variant"] for r in records) == ["full", "full", "warmup", "warmup"]
+    assert all(r["result"]["ablated"] == ([] if r["variant"] == "full" else ["warmup"]) for r in records)
+    summary = data["summary"]
+    # The goals and the headline table come from the full trials only ...
+    assert summary["per_effect"]["0"]["trials"] == 2
+    # ... and each variant has its own table, judged by the same gate.
+    assert set(summary["variants"]) == {"full", "warmup"}
+    assert summary["variants"]["warmup"]["0"]["trials"] == 2
+    assert summary["variants"]["full"]["0"] == summary["per_effect"]["0"]
+    text = (tmp_path / "cal" / "summary.md").read_text()
+    assert "## Measurement features switched off" in text and "| warmup | " in text and "| full | " in text

@@ -241,6 +241,9 @@ def test_a_calibration_result_is_never_kept() -> None:
     # The injected slowdown makes a kernel look faster than it is: only calibrate may use it.
     verdict = judge(paired(injected_slowdown=0.05), DEFAULT, BUDGET)
     assert not verdict.keep and verdict.codes == ["parse_error"] and "injected slowdown" in verdict.reasons[0]
+    # Nor is a trial measured with a measurement feature switched off.
+    verdict = judge(paired(ablated=["random-order"]), DEFAULT, BUDGET)
+    assert not verdict.keep and verdict.codes == ["parse_error"] and "random-order switched off" in verdict.reasons[0]
 
 
 # ----------------------------------------------------------------------------- the unpaired rule (SPEC §5)

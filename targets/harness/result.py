@@ -80,6 +80,7 @@ class TrialResult:
     incumbent_geomean_instructions_per_query: float | None = None
     counters: str = ""                        # what the counter fields hold, or once why they are n/a
     injected_slowdown: float = 0.0            # calibration only; the gate refuses any other value
+    ablated: list[str] = field(default_factory=list)   # calibration only: measurement features off
     # Costs.
     jit_seconds: float | None = None
     fixture_seconds: float | None = None
@@ -131,6 +132,7 @@ _KINDS: dict[str, str] = {
     "incumbent_geomean_ns_per_query": "float?", "incumbent_geomean_ns_ci_90pct": "interval?",
     "incumbent_worst_ns_per_query": "measured?", "incumbent_geomean_cycles_per_query": "float?",
     "incumbent_geomean_instructions_per_query": "float?", "counters": "str", "injected_slowdown": "float",
+    "ablated": "list",
     "jit_seconds": "float?", "fixture_seconds": "float?", "peak_mem_mb": "float?",
     "total_seconds": "float?", "kernel_sha256": "str", "against_sha256": "str", "sandbox": "str",
     "trial_token": "str",

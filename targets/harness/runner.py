@@ -100,6 +100,12 @@ class TargetPlan:
     trim: float = 0.2
 
 
+# What `orchestrator calibrate --ablate` can switch off. "pinning" also ends the runner's busy-wait,
+# which needs a core of its own; "random-order" runs the incumbent first everywhere (start,
+# warm-up, every query pair) and the combos in their listed order.
+ABLATIONS = ("pinning", "warmup", "random-order")
+
+
 @dataclass(frozen=True)
 class TrialOptions:
     kernel: Path
@@ -117,6 +123,9 @@ class TrialOptions:
     # spins for this fraction of each timed call's own duration. No command line reaches it, and
     # the gate refuses any result that carries it.
     injected_slowdown: float = 0.0
+    # Calibration only, likewise: measurement features (ABLATIONS) switched off for this trial, so
+    # calibrate can show what each one buys. The gate refuses any result that carries one.
+    ablated: tuple[str, ...] = ()
 
 
 # ----------------------------------------------------------------------------- failures
@@ -391,31 +400,31 @@ def _call(worker: Worker, inst: str, call: dict[str, np.ndarray], what: str,
 
 def measure_block(workers: Sequence[Worker], workloads: Sequence[Workload], seed: int, block: int,
                   queries_per_combo: int, warmup_calls: int, verify_fraction: float,
-                  samples: SpeedSamples, spins: Sequence[float] = ()) -> None:
+                  samples: SpeedSamples, spins: Sequence[float] = (), fixed_order: bool = False) -> None:
     """One block: a pass over every combo (in random order) with one set of workers, alternating
     arms query by query in a random order per query. A secret-seeded subset of timed calls is
-    kept for verification."""
+    kept for verification. ``fixed_order`` (calibration's ablation) drops the randomness of order."""
     # The runner's own collector must not pause between a request and its timed reply: it is off
     # for the block and catches up afterwards, off the clock.
     gc.disable()
     try:
         _measure_block(workers, workloads, seed, block, queries_per_combo, warmup_calls, verify_fraction, samples,
-                       spins)
+                       spins, fixed_order)
     finally:
         gc.enable()
 
 
 def _measure_block(workers: Sequence[Worker], workloads: Sequence[Workload], seed: int, block: int,
                    queries_per_combo: int, warmup_calls: int, verify_fraction: float,
-                   samples: SpeedSamples, spins: Sequence[float]) -> None:
+                   samples: SpeedSamples, spins: Sequence[float], fixed_order: bool) -> None:
     stream = Stream(mix_seeds(seed, "order", block))
     combo_order = [workloads[i] for i in np.argsort(stream.f32(len(workloads)), kind="stable")]
-    for w in combo_order:
+    for w in (workloads if fixed_order else combo_order):
         # Queries never repeat for a kernel within a trial: each block draws its own.
         calls = w.queries(mix_seeds(seed, "block", block), warmup_calls + queries_per_combo)
         inst = f"speed:{w.combo}"
         # Which arm is built and warmed first is random too: any first-mover effect becomes noise.
-        first_movers = list(workers)[::-1] if stream.integers(2, 1)[0] else list(workers)
+        first_movers = list(workers)[::-1] if stream.integers(2, 1)[0] and not fixed_order else list(workers)
         for worker in first_movers:
             worker.request({"cmd": "setup", "instance": inst, "params": w.params}, w.arrays,
                            f"building workload {w.combo}")
@@ -436,7 +445,7 @@ def _measure_block(workers: Sequence[Worker], workloads: Sequence[Workload], see
         check[stream.integers(queries_per_combo, 1)[0]] = True       # at least one per combo
         for q, call in enumerate(calls[warmup_calls:]):
             arms = list(range(len(workers)))
-            if flips[q]:
+            if flips[q] and not fixed_order:
                 arms.reverse()
             outs: list[dict[str, np.ndarray]] = [{} for _ in workers]
             for arm in arms:
@@ -524,7 +533,7 @@ def run_trial(plan: TargetPlan, options: TrialOptions,
     paired = options.against is not None
     mode = "paired" if paired else options.mode
     seed = options.seed if options.seed is not None else secrets.randbits(64)
-    runner_cpu, worker_cpu = _cpus()
+    runner_cpu, worker_cpu = (None, None) if "pinning" in options.ablated else _cpus()
     result = TrialResult(
         target=plan.name, mode=mode, exit_code=EXIT_INTERNAL, correctness="not_run",
         arch=platform.machine(), cpu=cpu_model(), python=platform.python_version(),
@@ -536,7 +545,7 @@ def run_trial(plan: TargetPlan, options: TrialOptions,
         queries_per_combo=options.queries_per_combo or (
             plan.queries_per_combo if paired else plan.single_queries_per_combo),
         query_seed=f"{seed:016x}", kernel_sha256=_sha256(options.kernel), trial_token=options.token,
-        injected_slowdown=options.injected_slowdown,
+        injected_slowdown=options.injected_slowdown, ablated=list(options.ablated),
         against_sha256=_sha256(options.against) if options.against else "")
     # Taken before pinning: an in-process caller (calibrate) runs many trials, and each must find
     # the process as the previous one found it, free to use every core.
@@ -593,7 +602,7 @@ def _run_phases(plan: TargetPlan, options: TrialOptions, result: TrialResult, se
     def start_workers() -> list[Worker]:
         """A fresh process per arm, started in random order; returned in arm order."""
         order = list(range(len(arms)))
-        if start_order.integers(2, 1)[0]:
+        if start_order.integers(2, 1)[0] and "random-order" not in options.ablated:
             order.reverse()
         fresh: dict[int, Worker] = {}
         for i in order:
@@ -625,8 +634,9 @@ def _run_phases(plan: TargetPlan, options: TrialOptions, result: TrialResult, se
     block = 0
     for rep in range(passes):
         for _ in range(result.sessions):
-            measure_block(current, workloads, seed, block, result.queries_per_combo, plan.warmup_calls,
-                          plan.verify_fraction, samples, spins)
+            measure_block(current, workloads, seed, block, result.queries_per_combo,
+                          0 if "warmup" in options.ablated else plan.warmup_calls, plan.verify_fraction, samples,
+                          spins, fixed_order="random-order" in options.ablated)
             block += 1
         for arm, w in enumerate(current):
             samples.jit_seconds[arm] += jit_seconds(w, samples.ns[arm])
