@@ -227,6 +227,10 @@ class Worker:
         cache.mkdir(exist_ok=True)
         env = worker_env(home, cache)
         self.home = home
+        # With namespaces the root is `unshare`, which reaps its child (the worker, init of the
+        # namespace) and exits as soon as that dies. Killing unshare too could orphan the worker's
+        # zombie to the system's init, which may reap only once a second (1.5-2 s here, pinned).
+        self._spare_root = box.namespaces
         if box.namespaces:
             env["LAR_WRITABLE"] = os.pathsep.join((str(home), str(cache)))   # all else read-only
         with open(self.log_path, "wb") as log:
@@ -313,8 +317,8 @@ class Worker:
         return max(peaks, default=0.0)
 
     def kill(self) -> None:
-        """SIGKILL the worker's whole tree without waiting: tearing down its namespaces can take
-        the kernel a second, which the trial need not spend idle (``reap`` checks at the end)."""
+        """SIGKILL the worker's tree without waiting, so its teardown overlaps the trial's next
+        steps (``reap`` checks at the end)."""
         if self.counters is not None:
             self.counters.close()
             self.counters = None
@@ -330,18 +334,23 @@ class Worker:
             except psutil.NoSuchProcess:
                 self._tree = []
         for proc in self._tree:
-            try:
-                proc.kill()
-            except psutil.NoSuchProcess:
-                pass
+            if proc.pid != self.proc.pid or not self._spare_root:
+                try:
+                    proc.kill()
+                except psutil.NoSuchProcess:
+                    pass
 
     def reap(self, timeout: float) -> list[int]:
         """Wait for the killed tree to be gone; returns survivors (there should be none)."""
         self.kill()
         try:
-            self.proc.wait(timeout=timeout)
+            self.proc.wait(timeout=min(timeout, 2.0) if self._spare_root else timeout)
         except subprocess.TimeoutExpired:
-            pass
+            self.proc.kill()                  # a spared root that did not exit on its own
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                pass
         _, alive = psutil.wait_procs(self._tree or [], timeout=timeout)
         inner = self.home / "worker.log"
         if inner.is_file() and inner.stat().st_size:          # keep what the worker printed
