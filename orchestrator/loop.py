@@ -211,7 +211,8 @@ def run_attempt(run: Run, n: int, records: list[dict[str, Any]]) -> dict[str, An
         rec["trial_exit_code"] = outcome.exit_code
         rec["trial"] = asdict(outcome.result) if outcome.result else None
         _copy_metrics(rec, outcome.result)
-        with phases("workspace"):
+        # Part of judging the trial, so watchers see "trial → gate", not a return to editing.
+        with phases("gate"):
             tampered = guard.restore_changed()
         if tampered:
             run.ws.reset()
@@ -460,18 +461,6 @@ def start(config: RunConfig, target: TargetInfo, provider: Provider, log: Callab
     if warning:
         run.warnings.append(warning)
     return run
-
-
-def find_run(target: str, run_id: str | None) -> Path:
-    base = PROJECT_ROOT / "runs" / target
-    if run_id:
-        if not (base / run_id / "run.json").is_file():
-            raise FileNotFoundError(f"no run {run_id!r} of {target} under {base}")
-        return base / run_id
-    candidates = sorted(p.parent for p in base.glob("*/run.json"))
-    if not candidates:
-        raise FileNotFoundError(f"no runs of {target} to resume under {base}; start one without --resume")
-    return candidates[-1]
 
 
 def resume(run_dir: Path, config: RunConfig, target: TargetInfo, provider: Provider,
