@@ -114,10 +114,11 @@ def cmd_loop(args: argparse.Namespace) -> int:
         config = config_mod.load(args.config, overrides)
         if resuming:
             # A resumed run keeps its stored config unless --config or a flag changes it.
-            run_dir = loop.find_run(_target(config.target).name, args.resume or None)
+            name = _target(config.target).name
+            run_dir = report.find_run(args.resume, name) if args.resume else report.latest_run(name)
             stored = ledger_mod.Ledger(run_dir).run_info()["config"]
             config = config_mod.load(args.config, overrides, config_mod.from_dict(stored))
-    except (config_mod.ConfigError, ledger_mod.LedgerError, FileNotFoundError) as exc:
+    except (config_mod.ConfigError, ledger_mod.LedgerError, report.ReportError) as exc:
         raise UsageError(str(exc)) from None
     info = _target(config.target)
     try:

@@ -197,6 +197,7 @@ def test_offline_playbook_run_is_labelled_and_keeps(repo: Path) -> None:
     ([], ": : :\n", "not valid YAML"),
     (["--max-attempts", "0"], None, "max_attempts: must be positive"),
     (["--resume", "20990101-000000"], None, "no run '20990101-000000'"),
+    (["--resume"], None, "no runs of pq-l2"),
 ])
 def test_bad_input_exits_2_and_writes_nothing(repo: Path, args: list[str], config: str | None, message: str) -> None:
     cmd = [sys.executable, "-m", "orchestrator", "loop", "--target", "pq-l2", "--model", "offline", *args]
