@@ -264,7 +264,8 @@ def test_ablated_variants_are_summarised_beside_the_full_trials(tmp_path: Path) 
     assert summary["per_effect"]["0"]["trials"] == 2
     # ... and each variant has its own table, judged by the same gate.
     assert set(summary["variants"]) == {"full", "warmup"}
-    assert summary["variants"]["warmup"]["0"]["trials"] == 2
-    assert summary["variants"]["full"]["0"] == summary["per_effect"]["0"]
+    assert summary["variants"]["warmup"]["per_effect"]["0"]["trials"] == 2
+    assert summary["variants"]["full"]["per_effect"]["0"] == summary["per_effect"]["0"]
+    assert summary["variants"]["full"]["sweep"] == summary["sweep"]
     text = (tmp_path / "cal" / "summary.md").read_text()
     assert "## Measurement features switched off" in text and "| warmup | " in text and "| full | " in text
