@@ -649,8 +649,8 @@ def _run_phases(plan: TargetPlan, options: TrialOptions, result: TrialResult, se
             block += 1
         for arm, w in enumerate(current):
             samples.jit_seconds[arm] += jit_seconds(w, samples.ns[arm])
-        # Killed as soon as they are done: a worker's teardown (its namespaces, its memory) takes
-        # up to a second, which then overlaps the verification and the next pair's start.
+        # Killed as soon as they are done: a worker's teardown (its namespace, its memory) then
+        # overlaps the verification and the next pair's start.
         for w in current:
             w.kill()
         if rep + 1 < passes:
