@@ -53,7 +53,9 @@ def cmd_trial(args: argparse.Namespace) -> int:
                                  budget_seconds=args.budget_seconds, seed=args.seed,
                                  replicates=args.replicates, sessions=args.sessions,
                                  queries_per_combo=args.queries)
-    outcome = trial.run(request, args.out_dir or Path(tempfile.mkdtemp(prefix="lar-trial-")))
+    out_dir = args.out_dir or Path(tempfile.mkdtemp(prefix="lar-trial-"))
+    outcome = trial.run(request, out_dir)
+    print(f"trial logs and result.json: {out_dir}", file=sys.stderr)     # stderr: --json stays parseable
     # Paired trials are judged by the daemon's own gate, so a kernel can be judged by hand exactly
     # as the loop would judge it.
     verdict = (gate.judge(outcome.result, gate_config, args.budget_seconds, outcome.error or "", outcome.exit_code)

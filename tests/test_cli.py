@@ -51,6 +51,9 @@ def test_trial_block_output_and_incorrect_exit(write_kernel) -> None:
     assert proc.returncode == 2
     assert parse_block(proc.stdout).failure_kind == "incorrect"
     assert "incorrect:" in proc.stderr
+    # Without --out-dir the logs go to a fresh directory, and the user is told which.
+    logs = Path(proc.stderr.split("trial logs and result.json: ")[1].split("\n")[0])
+    assert (logs / "result.json").is_file() and (logs / "workers").is_dir()
 
 
 @pytest.mark.parametrize("args, message", [
