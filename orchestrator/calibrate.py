@@ -194,21 +194,19 @@ def _wilson_upper(k: int, n: int, z: float = 1.96) -> float:
 
 def summarise(records: Sequence[TrialRecord], options: CalibrationOptions) -> dict[str, Any]:
     """Per effect and method: keep rate, spread, CI widths; the min_effect sweep; the goals. All
-    from the full trials; with ablations, ``variants`` repeats the per-effect table and the sweep
-    per variant."""
-    full = [r for r in records if r.variant == FULL]
-    judged = [as_judged(r) for r in full]
-    per_effect = _per_effect(full, judged, options)
-    sweep = _sweep(full, judged, options, options.budget_seconds)
-    out = {"per_effect": per_effect, "sweep": sweep, "recommendation": _recommend(sweep, options.effects),
-           "goals": _goals(per_effect, full)}
+    from the full trials; with ablations, ``variants`` holds the per-effect table and the sweep
+    of every variant (the full one included)."""
+    by_variant: dict[str, dict[str, Any]] = {}
+    for variant in options.variants:
+        mine = [r for r in records if r.variant == variant]
+        judged = [as_judged(r) for r in mine]
+        by_variant[variant] = {"per_effect": _per_effect(mine, judged, options),
+                               "sweep": _sweep(mine, judged, options, options.budget_seconds)}
+    full = by_variant[FULL]
+    out = {**full, "recommendation": _recommend(full["sweep"], options.effects),
+           "goals": _goals(full["per_effect"], [r for r in records if r.variant == FULL])}
     if options.ablations:
-        out["variants"] = {}
-        for variant in options.variants:
-            mine = [r for r in records if r.variant == variant]
-            mine_judged = [as_judged(r) for r in mine]
-            out["variants"][variant] = {"per_effect": _per_effect(mine, mine_judged, options),
-                                        "sweep": _sweep(mine, mine_judged, options, options.budget_seconds)}
+        out["variants"] = by_variant
     return out
 
 
