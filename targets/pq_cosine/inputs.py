@@ -57,8 +57,8 @@ def _case_arrays(shape: PqShape, kind: str, seed: int) -> dict[str, np.ndarray]:
     base = mix_seeds(seed, "cosine", shape.label, kind)
     centres = _centres(base, shape.dim)
     data = generate(kind, mix_seeds(base, "data"), CORRECTNESS_NUM_VECTORS, shape.dim, centres)
-    codebook = l2_inputs.train_codebook(shape, data[:l2_inputs.TRAIN_ROWS], Stream(mix_seeds(base, "init")))
-    return {"codebook": codebook, "codes_aos": l2_inputs.encode(shape, codebook, data),
+    codebook, codes = l2_inputs.train_and_encode(shape, data, base)
+    return {"codebook": codebook, "codes_aos": codes,
             "query_0": generate(kind, mix_seeds(base, "query"), 1, shape.dim, centres)[0],
             "query_1": near_duplicate(data, Stream(mix_seeds(base, "near")))}
 
@@ -67,8 +67,8 @@ def _workload_arrays(shape: PqShape, dist: str) -> dict[str, np.ndarray]:
     base = mix_seeds(SPEED_SEED, "cosine", shape.label, dist)
     centres = _centres(base, shape.dim)
     data = generate(dist, mix_seeds(base, "data"), SPEED_NUM_VECTORS, shape.dim, centres)
-    codebook = l2_inputs.train_codebook(shape, data[:l2_inputs.TRAIN_ROWS], Stream(mix_seeds(base, "init")))
-    return {"codebook": codebook, "codes_aos": l2_inputs.encode(shape, codebook, data), "centres": centres}
+    codebook, codes = l2_inputs.train_and_encode(shape, data, base)
+    return {"codebook": codebook, "codes_aos": codes, "centres": centres}
 
 
 def fixtures() -> dict[str, np.ndarray]:

@@ -64,8 +64,7 @@ def reconstruction_query(shape: PqShape, codebook: np.ndarray, codes_aos: np.nda
 def _case_arrays(shape: PqShape, kind: str, seed: int) -> dict[str, np.ndarray]:
     base = mix_seeds(seed, "dot", shape.label, kind)
     data = generate(kind, mix_seeds(base, "data"), CORRECTNESS_NUM_VECTORS, shape.dim)
-    codebook = l2_inputs.train_codebook(shape, data[:l2_inputs.TRAIN_ROWS], Stream(mix_seeds(base, "init")))
-    codes = l2_inputs.encode(shape, codebook, data)
+    codebook, codes = l2_inputs.train_and_encode(shape, data, base)
     query = generate(kind, mix_seeds(base, "query"), 1, shape.dim)[0]
     return {"codebook": codebook, "codes_aos": codes, "query_0": query,
             "query_1": reconstruction_query(shape, codebook, codes, Stream(mix_seeds(base, "hit")))}
@@ -75,8 +74,8 @@ def _workload_arrays(shape: PqShape, dist: str) -> dict[str, np.ndarray]:
     base = mix_seeds(SPEED_SEED, "dot", shape.label, dist)
     centres = l2_inputs.centres_for(base, shape.dim)
     data = generate(dist, mix_seeds(base, "data"), SPEED_NUM_VECTORS, shape.dim, centres)
-    codebook = l2_inputs.train_codebook(shape, data[:l2_inputs.TRAIN_ROWS], Stream(mix_seeds(base, "init")))
-    return {"codebook": codebook, "codes_aos": l2_inputs.encode(shape, codebook, data), "centres": centres}
+    codebook, codes = l2_inputs.train_and_encode(shape, data, base)
+    return {"codebook": codebook, "codes_aos": codes, "centres": centres}
 
 
 def fixtures() -> dict[str, np.ndarray]:
