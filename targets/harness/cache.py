@@ -8,6 +8,7 @@ hash of everything the fixtures depend on, so editing a generator invalidates it
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import tempfile
 from collections.abc import Callable
@@ -37,21 +38,39 @@ def fixture_key(*parts: str | bytes | int | Path) -> str:
 def cached_arrays(name: str, key: str, build: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """Load ``name-key.npz`` from the cache, or build, store atomically and return it.
 
-    A corrupt or unreadable cache file is rebuilt, never trusted.
+    A cache file is trusted only if its content hash matches the one stored beside it and both
+    are this user's and writable by no one else; anything else is rebuilt, never trusted. (Workers
+    cannot reach the cache at all: it is outside their sandbox.)
     """
     path = cache_dir() / f"{name}-{key}.npz"
+    digest_path = path.with_suffix(".npz.sha256")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    except (OSError, ValueError, EOFError):
+        data_bytes = _private_bytes(path)
+        if hashlib.sha256(data_bytes).hexdigest() == _private_bytes(digest_path).decode().strip():
+            with np.load(io.BytesIO(data_bytes), allow_pickle=False) as data:
+                return {k: data[k] for k in data.files}
+    except (OSError, ValueError, EOFError, UnicodeDecodeError):
         pass
     arrays = build()
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, path)
+        # The data first, then its hash: a crash in between leaves a mismatch, i.e. a rebuild.
+        for target, content in ((path, buffer.getvalue()), (digest_path, hashlib.sha256(buffer.getvalue()).hexdigest().encode())):
+            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(content)
+            os.replace(tmp, target)
     except OSError:
         pass                      # an unwritable cache costs time, never correctness
     return arrays
+
+
+def _private_bytes(path: Path) -> bytes:
+    """The file's bytes, if it is this user's and no one else may write it."""
+    with open(path, "rb") as fh:
+        info = os.fstat(fh.fileno())
+        if info.st_uid != os.geteuid() or info.st_mode & 0o022:
+            raise OSError(f"{path} is not private to this user")
+        return fh.read()
