@@ -30,6 +30,17 @@ class UsageError(Exception):
     """Bad input: printed as one clear message, exit code 2, nothing written."""
 
 
+UNSAFE_HELP = "run kernels WITHOUT the sandbox, with your own rights (recorded in the run; trusted kernels only)"
+
+
+def _sandbox(unsafe: bool) -> sandbox.Sandbox:
+    """The sandbox kernels will run in; no sandbox is an error unless the user chose to go without."""
+    box = sandbox.sandbox_for(unsafe)
+    if not box.active and not box.off:
+        raise UsageError(f"no sandbox for untrusted kernels on this machine: {box.unavailable}")
+    return box
+
+
 def _target(name: str) -> targets.TargetInfo:
     try:
         return targets.get(name)
@@ -43,6 +54,7 @@ def cmd_trial(args: argparse.Namespace) -> int:
     problem = runner.trial_argument_problem(args)
     if problem:
         raise UsageError(problem)
+    _sandbox(args.unsafe_no_sandbox)
     kernel = (args.kernel or info.kernel_path).resolve()
     against = args.against.resolve() if args.against else None
     try:
@@ -52,7 +64,7 @@ def cmd_trial(args: argparse.Namespace) -> int:
     request = trial.TrialRequest(target=info, kernel=kernel, against=against, mode=args.mode,
                                  budget_seconds=args.budget_seconds, seed=args.seed,
                                  replicates=args.replicates, sessions=args.sessions,
-                                 queries_per_combo=args.queries)
+                                 queries_per_combo=args.queries, unsafe_no_sandbox=args.unsafe_no_sandbox)
     out_dir = args.out_dir or Path(tempfile.mkdtemp(prefix="lar-trial-"))
     outcome = trial.run(request, out_dir)
     print(f"trial logs and result.json: {out_dir}", file=sys.stderr)     # stderr: --json stays parseable
@@ -110,7 +122,7 @@ def _provider(config: config_mod.RunConfig, info: targets.TargetInfo) -> provide
 def cmd_loop(args: argparse.Namespace) -> int:
     overrides = {k: getattr(args, k) for k in ("target", "model", "base_url", "max_attempts", "max_hours", "max_cost_usd",
                                                  "stop_after_rejects", "repair_turns", "trial_budget_seconds",
-                                                 "min_effect")}
+                                                 "min_effect", "unsafe_no_sandbox")}
     resuming = args.resume is not None
     try:
         config = config_mod.load(args.config, overrides)
@@ -131,22 +143,22 @@ def cmd_loop(args: argparse.Namespace) -> int:
     if not resuming and repo.head.is_valid() and not repo.git.ls_tree("HEAD", "--", kernel_rel):
         raise UsageError(f"{kernel_rel} is not committed, and a run branches from HEAD; commit the target "
                          f"first (git add targets/{info.folder.name} && git commit)")
+    box = _sandbox(config.unsafe_no_sandbox)        # before the run exists: a refusal leaves nothing behind
     provider = _provider(config, info)
     try:
         run = (loop.resume(run_dir, config, info, provider) if resuming else loop.start(config, info, provider))
     except ledger_mod.LockHeld as exc:
         raise UsageError(str(exc)) from None
     sandbox.set_dumpable(False)   # the API key in this process's environment stays out of same-user reach
-    box = sandbox.probe()
     run.ledger.update_run_info(sandbox=box.label)
-    if box.degraded:
-        run.warnings.append(f"kernels run WITHOUT namespaces ({box.degraded}); see docs/security.md")
+    if box.off:
+        run.warnings.append("kernels run WITHOUT the sandbox (--unsafe-no-sandbox); see docs/security.md")
     label = "offline playbook (no LLM)" if provider.name == "offline" else provider.model
     print(f"run {run.run_id}: target {info.name}, model {label}, branch {run.ws.branch}, sandbox {box.label}",
           flush=True)
     for warning in run.warnings:
         print(f"warning: {warning}", file=sys.stderr, flush=True)
-    run.status = progress.LiveStatus(run.ledger.dir, progress.Status(run.run_id, info.name, label))
+    run.status = progress.LiveStatus(run.ledger.dir, progress.Status(run.run_id, info.name, label, sandbox=box.label))
     run.log = run.status.log
     return loop.run_loop(run)
 
@@ -168,11 +180,12 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     problem = runner.trial_argument_problem(args)
     if problem:
         raise UsageError(problem)
+    box = _sandbox(args.unsafe_no_sandbox)
     options = calibrate_mod.CalibrationOptions(
         target=info, kernel=(args.kernel or info.kernel_path).resolve(), trials=args.trials,
         effects=_effects(args.effects), replicates=args.replicates, sessions=args.sessions,
         queries_per_combo=args.queries, budget_seconds=args.budget_seconds, gate=gate_config,
-        ablations=tuple(a.strip() for a in args.ablate.split(",") if a.strip()))
+        ablations=tuple(a.strip() for a in args.ablate.split(",") if a.strip()), sandbox=box.active)
     problem = calibrate_mod.problem(options)
     if problem:
         raise UsageError(problem)
@@ -182,7 +195,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     print(f"calibrating {info.name}: {total} paired trials of {options.kernel.name} against itself, "
           f"effects {', '.join(f'{e:g}' for e in options.effects)}, variants {', '.join(options.variants)}; "
           f"writing {out_dir}", flush=True)
-    machine = f"{runner.cpu_model()}, {os.cpu_count()} cpus, sandbox {sandbox.probe().label}"
+    machine = f"{runner.cpu_model()}, {os.cpu_count()} cpus, sandbox {box.label}"
     try:
         if sys.stdout.isatty():
             with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
@@ -300,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, help="run config whose gate thresholds judge a paired trial")
     p.add_argument("--out-dir", type=Path, help="keep the trial's logs and result.json here")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--unsafe-no-sandbox", action="store_true", help=UNSAFE_HELP)
     p.set_defaults(func=cmd_trial)
 
     p = sub.add_parser("loop", help="run the autoresearch loop until a budget, the playbook or a signal stops it")
@@ -317,6 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-effect", type=float, help="keep only if the CI lower bound beats 1 + this (0.01)")
     p.add_argument("--resume", nargs="?", const="", metavar="RUN_ID",
                    help="continue a run (default: the target's latest)")
+    p.add_argument("--unsafe-no-sandbox", action="store_true", default=None, help=UNSAFE_HELP)
     p.set_defaults(func=cmd_loop)
 
     p = sub.add_parser("calibrate", help="measure the gate's false-keep rate and detection power on this machine")
@@ -334,6 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ablate", default="", metavar="FEATURES",
                    help=f"also run every effect with one of these switched off, to show what it buys: "
                         f"{','.join(runner.ABLATIONS)}")
+    p.add_argument("--unsafe-no-sandbox", action="store_true", help=UNSAFE_HELP)
     p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("status", help="list runs: running or not, attempt and phase, keeps, best, cost")

@@ -43,6 +43,7 @@ class RunConfig:
     provider_retries: int = 5                  # retries after the first call (429, 5xx, timeouts)
     provider_retry_wait_seconds: float = 600.0 # total sleep across one call's retries
     models: dict[str, Any] | None = None       # overrides of orchestrator/models.yaml (aliases, prices, ...)
+    unsafe_no_sandbox: bool = False            # run kernels without the sandbox: the user's explicit choice
     gate: GateConfig = field(default_factory=GateConfig)
 
 
@@ -60,6 +61,8 @@ def _check_type(key: str, value: Any, annotation: Any) -> Any:
         return None
     for kind in allowed:
         if typing.get_origin(kind) is dict and isinstance(value, dict):
+            return value
+        if kind is bool and isinstance(value, bool):
             return value
         if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)

@@ -303,7 +303,8 @@ def _copy_metrics(rec: dict[str, Any], result: TrialResult | None) -> None:
 def _request(run: Run, against: Path) -> trial.TrialRequest:
     c = run.config
     return trial.TrialRequest(run.target, run.ws.kernel_path, against=against, budget_seconds=c.trial_budget_seconds,
-                              replicates=c.trial_replicates, sessions=c.trial_sessions, queries_per_combo=c.trial_queries)
+                              replicates=c.trial_replicates, sessions=c.trial_sessions, queries_per_combo=c.trial_queries,
+                              unsafe_no_sandbox=c.unsafe_no_sandbox)
 
 
 def _measure_cumulative(run: Run, rec: dict[str, Any], adir: Path) -> None:

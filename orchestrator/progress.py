@@ -49,6 +49,7 @@ class Status:
     cost_usd: float = 0.0
     budget_left: str = ""
     stop_reason: str = ""
+    sandbox: str = ""                                        # its label; "OFF ..." is shown on every line
 
 
 def recount(status: Status, records: list[dict[str, Any]]) -> None:
@@ -104,9 +105,14 @@ class LiveStatus:
             self._live = None
 
     # -- rendering ---------------------------------------------------------------------------
+    @property
+    def unsandboxed(self) -> bool:
+        return self.status.sandbox.startswith("OFF")
+
     def _totals(self) -> str:
         s = self.status
-        best = f"best {s.best_speedup:.2f}x" if s.best_speedup else "best: baseline"
+        best = ("UNSANDBOXED; " if self.unsandboxed else "") + (
+            f"best {s.best_speedup:.2f}x" if s.best_speedup else "best: baseline")
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(s.not_kept.items()))
         return (f"{best}; {s.keeps} kept, {s.attempts_done - s.keeps} not" + (f" ({reasons})" if reasons else "")
                 + f"; {s.input_tokens + s.output_tokens} tokens, ${s.cost_usd:.4f}"
@@ -118,6 +124,8 @@ class LiveStatus:
         grid.add_column(style="bold")
         grid.add_column()
         grid.add_row("run", f"{s.run_id} ({s.target}, {s.model})")
+        if self.unsandboxed:
+            grid.add_row("SANDBOX", "OFF (--unsafe-no-sandbox): kernels run with your rights")
         grid.add_row("attempt", f"{s.attempt or '-'}: {s.phase} for {time.time() - s.phase_since:.0f} s")
         grid.add_row("best", f"{s.best_speedup:.3f}x vs baseline" if s.best_speedup else "the baseline")
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(s.not_kept.items())) or "-"

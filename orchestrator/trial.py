@@ -19,7 +19,7 @@ from pathlib import Path
 from targets import PROJECT_ROOT, TargetInfo
 from targets.harness.resources import DEFAULT_BUDGET_SECONDS
 from targets.harness.result import (EXIT_INTERNAL, EXIT_TIMEOUT, ResultParseError, TrialResult,
-                                    parse_json)
+                                    parse_json, signed_by)
 from targets.harness.runner import kill_tree
 from targets.harness.sandbox import die_with_parent
 
@@ -39,6 +39,7 @@ class TrialRequest:
     replicates: int | None = None
     sessions: int | None = None
     queries_per_combo: int | None = None
+    unsafe_no_sandbox: bool = False            # only by the user's explicit flag; recorded in the result
 
 
 @dataclass(frozen=True)
@@ -77,12 +78,14 @@ def run(request: TrialRequest, out_dir: Path) -> TrialOutcome:
         cmd += ["--sessions", str(request.sessions)]
     if request.queries_per_combo is not None:
         cmd += ["--queries", str(request.queries_per_combo)]
+    if request.unsafe_no_sandbox:
+        cmd += ["--unsafe-no-sandbox"]
     started = time.monotonic()
     with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
         proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=trial_env(), stdin=subprocess.PIPE,
                                 stdout=out, stderr=err, start_new_session=True, preexec_fn=die_with_parent)
         # The token goes over stdin (not argv or the environment, which other processes can read);
-        # a result that does not echo it was not written by this trial's runner.
+        # a result not signed with it was not written by this trial's runner, or was changed since.
         token = secrets.token_hex(16)
         assert proc.stdin is not None
         try:
@@ -101,13 +104,15 @@ def run(request: TrialRequest, out_dir: Path) -> TrialOutcome:
                                 time.monotonic() - started, stdout_path, stderr_path, result_path)
     seconds = time.monotonic() - started
     try:
-        result = parse_json(result_path.read_text())
+        text = result_path.read_text()
+        result = parse_json(text)
     except (OSError, ResultParseError) as exc:
         tail = stderr_path.read_text(errors="replace")[-2000:]
         return TrialOutcome(code if code else EXIT_INTERNAL, None, f"no valid result ({exc}); stderr tail:\n{tail}",
                             seconds, stdout_path, stderr_path, result_path)
-    if result.trial_token != token:
-        return TrialOutcome(EXIT_INTERNAL, None, "the result does not carry this trial's token; not trusted",
+    if not signed_by(text, token):
+        return TrialOutcome(EXIT_INTERNAL, None, "the result is not signed with this trial's token (written or "
+                            "changed by something other than its runner); not trusted",
                             seconds, stdout_path, stderr_path, result_path)
     if result.exit_code != code:
         return TrialOutcome(code if code else EXIT_INTERNAL, None,

@@ -212,18 +212,26 @@ def test_unpaired_daemon_rule_uses_the_stored_best() -> None:
     assert loop._stored_best_timing([{"verdict": "keep", "trial": {"mode": "paired"}}]) is None   # unreadable
 
 
+REAL_CALL = runner._call
+
+
 def _timed_order(monkeypatch, ablated: tuple[str, ...]) -> tuple[TrialResult, list[str], int]:
     """Run a tiny paired trial in-process; return its result, the arm labels of timed calls in
-    order, and the number of warm-up calls."""
+    order, and the number of warm-up calls. Checks that every rival is frozen during a timed call
+    unless freezing is ablated."""
     order, warmups = [], []
-    real = runner._call
+    real = REAL_CALL                   # not runner._call: an earlier call of this helper patched it
 
-    def spy(worker, inst, call, what, spin_ns=0):
+    def spy(worker, inst, call, what, rivals, spin_ns=0):
         if what.startswith("timing"):
             order.append(worker.label)
         elif what.startswith("warming"):
             warmups.append(worker.label)
-        return real(worker, inst, call, what, spin_ns)
+        out = real(worker, inst, call, what, rivals, spin_ns)
+        others = [w for w in rivals if w is not worker]
+        assert all(w.frozen for w in others) and not worker.frozen
+        assert ("freeze" in ablated) == (others == [])
+        return out
 
     monkeypatch.setattr(runner, "_call", spy)
     result = runner.run_trial(PQ.plan(), runner.TrialOptions(kernel=BASELINE, against=BASELINE, seed=7,
@@ -252,6 +260,9 @@ def test_each_ablation_switches_off_only_its_feature(monkeypatch) -> None:
     loose, _, _ = _timed_order(monkeypatch, ("pinning",))
     assert loose.threads["worker_cpu"] == "None" and loose.threads["runner_cpu"] == "None"
     assert psutil.Process().cpu_affinity() == cpus
+
+    unfrozen, _, _ = _timed_order(monkeypatch, ("freeze",))
+    assert unfrozen.ablated == ["freeze"]
 
 
 def test_ablated_variants_are_summarised_beside_the_full_trials(tmp_path: Path) -> None:

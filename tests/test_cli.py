@@ -12,7 +12,7 @@ import pytest
 from conftest import BASELINE, FAST, ROOT, processes_mentioning
 from orchestrator import trial
 from targets import TargetInfo, discover
-from targets.harness.result import TrialResult, parse_block
+from targets.harness.result import TrialResult, parse_block, sign
 
 
 def orchestrator(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -88,19 +88,27 @@ def test_outer_budget_kills_a_hung_trial_and_its_children(tmp_path: Path, monkey
     assert processes_mentioning("hang_target child") == []
 
 
-@pytest.mark.parametrize("result, code, error", [
-    ('{"target": "bogus"}', "0", "no valid result"),                          # missing fields
-    ("not json", "0", "no valid result"),
-    (TrialResult(target="t", mode="single", exit_code=2, correctness="fail", failure_kind="incorrect",
-                 failure="distances differ", trial_token="TOKEN").to_json(), "0",
-     "exited 0 but its result says 2"),                                       # disagreeing channels
-    (TrialResult(target="t", mode="single", exit_code=2, correctness="fail", failure_kind="incorrect",
-                 failure="x", trial_token="forged").to_json(), "2", "does not carry this trial's token"),
+FAILING = TrialResult(target="t", mode="single", exit_code=2, correctness="fail", failure_kind="incorrect",
+                      failure="distances differ")
+
+
+@pytest.mark.parametrize("result, code, signed, tamper, error", [
+    ('{"target": "bogus"}', "0", False, "", "no valid result"),               # missing fields
+    ("not json", "0", False, "", "no valid result"),
+    (FAILING.to_json(), "0", True, "", "exited 0 but its result says 2"),    # disagreeing channels
+    (FAILING.to_json(), "2", False, "", "not signed with this trial's token"),          # unsigned
+    (sign(FAILING, "a guessed token"), "2", False, "", "not signed with this trial's token"),   # forged
+    # Signed by the runner, then changed: the MAC covers every field.
+    (FAILING.to_json(), "2", True, 'distances differ|distances agree', "not signed with this trial's token"),
 ])
-def test_the_trial_stage_trusts_only_a_valid_consistent_result(tmp_path: Path, monkeypatch, result: str,
-                                                               code: str, error: str) -> None:
+def test_the_trial_stage_trusts_only_a_valid_consistent_result(tmp_path: Path, monkeypatch, result: str, code: str,
+                                                               signed: bool, tamper: str, error: str) -> None:
     monkeypatch.setenv("FAKE_RESULT", result)
     monkeypatch.setenv("FAKE_EXIT", code)
+    if signed:
+        monkeypatch.setenv("FAKE_SIGN", "1")
+    if tamper:
+        monkeypatch.setenv("FAKE_TAMPER", tamper)
     fake = TargetInfo("bogus", ROOT / "tests" / "fake_targets" / "bogus", "tests.fake_targets.bogus")
     outcome = trial.run(trial.TrialRequest(target=fake, kernel=BASELINE, budget_seconds=30), tmp_path)
     assert outcome.result is None

@@ -7,6 +7,8 @@ Parsing fails closed: an unknown, duplicated, missing or malformed field raises
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import math
 import re
@@ -88,8 +90,10 @@ class TrialResult:
     total_seconds: float | None = None
     kernel_sha256: str = ""
     against_sha256: str = ""
-    sandbox: str = ""                         # the isolation workers ran under (or why it is degraded)
-    trial_token: str = ""                     # the per-trial token the caller passed (its channel check)
+    sandbox: str = ""                         # the isolation workers ran under (or that it was off)
+    # HMAC-SHA256 of every other field, keyed by the per-trial token the caller passed: proves the
+    # trial's own runner wrote this result and that nothing changed it since ("" without a token).
+    result_mac: str = ""
 
     @property
     def ok(self) -> bool:
@@ -135,8 +139,10 @@ _KINDS: dict[str, str] = {
     "ablated": "list",
     "jit_seconds": "float?", "fixture_seconds": "float?", "peak_mem_mb": "float?",
     "total_seconds": "float?", "kernel_sha256": "str", "against_sha256": "str", "sandbox": "str",
-    "trial_token": "str",
+    "result_mac": "str",
 }
+# Fields of older results, ignored when read (ledgers keep loading across versions).
+_RETIRED = {"trial_token"}
 # Optional fields the block simply omits when absent (their absence is the information).
 _OPTIONAL_ABSENT = {"failure_kind", "failure"}
 # Map values: numbers everywhere but threads.
@@ -259,9 +265,33 @@ def parse_json(text: str) -> TrialResult:
     for key, raw in data.items():
         kind = _KINDS.get(key)
         if kind is None:
+            if key in _RETIRED:
+                continue
             raise ResultParseError(f"unknown field {key!r}")
         values[key] = _from_json_value(kind, raw, key)
     return _build(values, "JSON")
+
+
+def _mac(data: dict[str, Any], key: str) -> str:
+    # Over the parsed JSON, canonically re-encoded: both sides see the very same numbers and text.
+    body = json.dumps({k: v for k, v in data.items() if k != "result_mac"}, sort_keys=True, separators=(",", ":"))
+    return hmac.new(key.encode(), body.encode(), hashlib.sha256).hexdigest()
+
+
+def sign(result: TrialResult, key: str) -> str:
+    """The result as JSON with its ``result_mac`` set (the runner's side)."""
+    data = json.loads(result.to_json())
+    data["result_mac"] = _mac(data, key) if key else ""
+    return json.dumps(data, indent=2) + "\n"
+
+
+def signed_by(text: str, key: str) -> bool:
+    """Whether result JSON carries a valid MAC under ``key`` (the daemon's side)."""
+    try:
+        data = json.loads(text)
+        return isinstance(data, dict) and hmac.compare_digest(str(data.get("result_mac", "")), _mac(data, key))
+    except (ValueError, TypeError):
+        return False
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import os
 import platform
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -38,15 +39,8 @@ from targets.harness.files import write_atomic
 from targets.harness.prng import Stream, mix_seeds
 from targets.harness.resources import DEFAULT_BUDGET_SECONDS, peak_rss_mb
 from targets.harness.result import (EXIT_INCORRECT, EXIT_INTERNAL, EXIT_OK, EXIT_TIMEOUT, Measured,
-                                    TrialResult)
+                                    TrialResult, sign)
 
-# Kernels run single-threaded: every threading knob a numeric library reads, pinned to 1.
-THREAD_ENV = {name: "1" for name in (
-    "NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-    "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")}
-# The only variables a worker inherits. OPENBLAS_CORETYPE/L2_SIZE work around CPU detection bugs
-# on some hosts; without them OpenBLAS may crash or compute wrong results.
-PASSTHROUGH_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 BOOT = ("import sys; sys.path.insert(0, sys.argv[1]); "
         "from targets.harness.worker import main; sys.exit(main(sys.argv[2:]))")
 
@@ -103,7 +97,9 @@ class TargetPlan:
 # What `orchestrator calibrate --ablate` can switch off. "pinning" also ends the runner's busy-wait,
 # which needs a core of its own; "random-order" runs the incumbent first everywhere (start,
 # warm-up, every query pair) and the combos in their listed order.
-ABLATIONS = ("pinning", "warmup", "random-order")
+# "freeze" lets the idle arm run while the other is timed (what a kernel with a background thread
+# or timer then does to its rival is what the red-team suite shows).
+ABLATIONS = ("pinning", "warmup", "random-order", "freeze")
 
 
 @dataclass(frozen=True)
@@ -113,8 +109,8 @@ class TrialOptions:
     mode: str = "single"                                   # single | baseline | paired
     budget_seconds: float = DEFAULT_BUDGET_SECONDS
     seed: int | None = None                                # per-trial query seed; secret if None
-    sandbox: bool = True                                   # namespaces where the machine allows them
-    token: str = ""                                        # echoed in the result: proves who wrote it
+    sandbox: bool = True                                   # False only by an explicit --unsafe-no-sandbox
+    token: str = ""                                        # keys the result's MAC: proves who wrote it
     replicates: int | None = None
     sessions: int | None = None
     queries_per_combo: int | None = None
@@ -150,14 +146,6 @@ class TrialTimeout(TrialFailure):
 
 
 # ----------------------------------------------------------------------------- workers
-
-def worker_env(home: Path, numba_cache: Path) -> dict[str, str]:
-    """A minimal, explicit environment: no API keys or other secrets reach kernel code."""
-    env = {k: os.environ[k] for k in PASSTHROUGH_ENV if k in os.environ}
-    env.update(THREAD_ENV)
-    env.update(HOME=str(home), TMPDIR=str(home), NUMBA_CACHE_DIR=str(numba_cache))
-    return env
-
 
 def kill_tree(pid: int, timeout: float = 3.0, reap: Callable[[], Any] | None = None) -> list[int]:
     """Kill a process and all its descendants; return the pids still alive afterwards.
@@ -206,37 +194,50 @@ class Worker:
     """One worker process and its two pipes; every request has the trial's deadline."""
 
     def __init__(self, label: str, kernel: Path, ops_module: str, scratch: Path, log_dir: Path,
-                 deadline: float, cpu: int | None, spin: bool, box: sandbox.Sandbox, cpu_seconds: float) -> None:
+                 deadline: float, cpu: int | None, spin: bool, box: sandbox.Sandbox, cpu_seconds: float,
+                 uid: int | None = None) -> None:
         self.label, self.deadline, self.spin = label, deadline, spin
         home = Path(tempfile.mkdtemp(prefix=f"{label}-", dir=scratch))
         # One copy of the kernel and one numba cache per arm and trial, at stable paths: a later
         # worker pair of the same arm loads the cached machine code instead of compiling again.
         arm = scratch / f"arm-{label}"
         self.kernel = arm / "kernels.py"
+        cache = arm / "numba-cache"
         if not self.kernel.exists():
             arm.mkdir(exist_ok=True)
             shutil.copyfile(kernel, self.kernel)
+            cache.mkdir()
+        if uid is not None:                   # the arm's own uid owns what it may write, and nothing else
+            for path in (home, cache):
+                os.chown(path, uid, uid)
         self.log_path = log_dir / f"{home.name}.log"
         req_r, self._req_w = os.pipe()
         self._rep_r, rep_w = os.pipe()
         for fd in (req_r, rep_w):
             _widen_pipe(fd)
-        argv = box.wrap([sys.executable, "-I", "-B", "-c", BOOT, str(scratch / "bundle"), str(req_r), str(rep_w),
-                         ops_module, str(self.kernel)])
-        cache = arm / "numba-cache"
-        cache.mkdir(exist_ok=True)
-        env = worker_env(home, cache)
+        bundle = scratch / "bundle"
+        argv = [sys.executable, "-I", "-B", "-c", BOOT, str(bundle), str(req_r), str(rep_w), ops_module, str(self.kernel)]
+        env = sandbox.worker_env(home, cache)
+        passed = [req_r, rep_w]
+        if box.active:
+            env["LAR_SANDBOX"] = "1"          # the worker checks its confinement before loading the kernel
+            filter_r, filter_w = os.pipe()    # bwrap reads the seccomp program from here
+            os.write(filter_w, box.seccomp)
+            os.close(filter_w)
+            passed.append(filter_r)
+            argv = box.command(argv, uid, [*sandbox.runtime_paths(), bundle, self.kernel], [home, cache], filter_r, Path("/"))
         self.home = home
-        # With namespaces the root is `unshare`, which reaps its child (the worker, init of the
-        # namespace) and exits as soon as that dies. Killing unshare too could orphan the worker's
+        self.uid = uid
+        # With a sandbox the root is bwrap, which reaps its child (the worker, init of its PID
+        # namespace) and exits as soon as that dies. Killing bwrap too could orphan the worker's
         # zombie to the system's init, which may reap only once a second (1.5-2 s here, pinned).
-        self._spare_root = box.namespaces
-        if box.namespaces:
-            env["LAR_WRITABLE"] = os.pathsep.join((str(home), str(cache)))   # all else read-only
+        self._spare_root = box.active
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=home,
-                pass_fds=(req_r, rep_w), start_new_session=True, preexec_fn=sandbox.preexec(cpu, cpu_seconds))
+                pass_fds=passed, start_new_session=True, preexec_fn=sandbox.preexec(cpu, cpu_seconds))
+        for fd in passed[2:]:
+            os.close(fd)
         os.close(req_r)
         os.close(rep_w)
         self.import_seconds = 0.0
@@ -244,18 +245,61 @@ class Worker:
         self._tree: list[psutil.Process] | None = None
         self.counters: Counters | None = None
         self.counters_note = "n/a: not opened"
+        self.pid: int | None = None           # the worker's Python process, once it said hello
+        self.pid_namespace: int | None = None
+        self.frozen = False
 
     def hello(self) -> None:
         reply, _ = self._recv("starting")
         self.import_seconds = float(reply.get("import_seconds", 0.0))
-        opened = Counters.open(self._python_pid())
+        self.pid = self._python_pid()
+        if self._spare_root:                  # sandboxed: the worker's own PID namespace, for the survivor check
+            try:
+                self.pid_namespace = os.stat(f"/proc/{self.pid}/ns/pid").st_ino
+            except OSError:
+                pass
+        opened = Counters.open(self.pid)
         if isinstance(opened, Counters):
             self.counters, self.counters_note = opened, "cycles,instructions per call (user space, worker process)"
         else:
             self.counters_note = opened
 
+    def freeze(self) -> None:
+        """SIGSTOP the worker and wait until it is stopped: while another arm is timed, nothing of
+        this one runs (no handler, no leftover work), whatever its kernel tried."""
+        if self.frozen or self.pid is None:
+            return
+        os.kill(self.pid, signal.SIGSTOP)
+        self.frozen = True
+        self._await_state(stopped=True)
+
+    def thaw(self) -> None:
+        if not self.frozen or self.pid is None:
+            return
+        os.kill(self.pid, signal.SIGCONT)
+        self.frozen = False
+        self._await_state(stopped=False)
+
+    def _await_state(self, stopped: bool, limit: float = 2.0) -> None:
+        """Wait until /proc says the worker is (not) stopped; a worker that cannot be frozen fails
+        the trial rather than be timed beside a running rival."""
+        until = time.monotonic() + limit
+        while True:
+            try:
+                with open(f"/proc/{self.pid}/stat", "rb") as fh:
+                    state = fh.read().rsplit(b")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                raise KernelCrash(f"{self.label} kernel: worker died while being "
+                                  f"{'frozen' if stopped else 'resumed'}\n{self.log_tail()}") from None
+            if (state in (b"T", b"t")) == stopped:
+                return
+            if time.monotonic() > until:
+                raise KernelCrash(f"{self.label} kernel: worker would not {'stop' if stopped else 'resume'} "
+                                  f"(state {state.decode()})")
+            time.sleep(0)
+
     def _python_pid(self) -> int:
-        """The worker's Python process as this runner sees it (under `unshare` it is a child)."""
+        """The worker's Python process as this runner sees it (under bwrap it is a child)."""
         try:
             for child in psutil.Process(self.proc.pid).children(recursive=True):
                 if child.cmdline()[:1] == [sys.executable]:
@@ -280,6 +324,7 @@ class Worker:
     def request(self, message: dict[str, Any], arrays: dict[str, np.ndarray] | None = None,
                 what: str = "", timed: bool = False) -> tuple[dict[str, Any], dict[str, np.ndarray], int]:
         what = what or str(message.get("cmd"))
+        self.thaw()
         start = time.perf_counter_ns()
         try:
             wire.send(self._req_w, message, arrays, self.deadline)
@@ -292,14 +337,11 @@ class Worker:
         return reply, out, time.perf_counter_ns() - start
 
     def log_tail(self, limit: int = 2000) -> str:
-        """The end of the worker's output (its start-up log, then the log inside its home)."""
-        text = ""
-        for path in (self.log_path, self.home / "worker.log"):
-            try:
-                text += path.read_text(errors="replace")
-            except OSError:
-                pass
-        return text[-limit:]
+        """The end of the worker's output."""
+        try:
+            return self.log_path.read_text(errors="replace")[-limit:]
+        except OSError:
+            return ""
 
     def peak_mb(self) -> float:
         """The largest resident high-water mark in the worker's tree (the sandbox wrapper included)."""
@@ -352,10 +394,6 @@ class Worker:
             except subprocess.TimeoutExpired:
                 pass
         _, alive = psutil.wait_procs(self._tree or [], timeout=timeout)
-        inner = self.home / "worker.log"
-        if inner.is_file() and inner.stat().st_size:          # keep what the worker printed
-            with open(self.log_path, "ab") as log:
-                log.write(inner.read_bytes()[-(1 << 20):])
         return [p.pid for p in alive]
 
 
@@ -392,10 +430,14 @@ class SpeedSamples:
     verified: int = 0
 
 
-def _call(worker: Worker, inst: str, call: dict[str, np.ndarray], what: str,
+def _call(worker: Worker, inst: str, call: dict[str, np.ndarray], what: str, rivals: Sequence[Worker],
           spin_ns: int = 0) -> tuple[dict[str, np.ndarray], int, tuple[int, int]]:
     """One timed call: outputs, ns as the runner saw it, and the worker's (cycles, instructions)
-    for it, (-1, -1) without counters. Counters are read outside the timed window."""
+    for it, (-1, -1) without counters. Counters are read outside the timed window. Every rival
+    worker is frozen first, so only the timed one can run."""
+    for rival in rivals:
+        if rival is not worker:
+            rival.freeze()
     message: dict[str, Any] = {"cmd": "call", "instance": inst, "op": "speed"}
     if spin_ns:
         message["spin_ns"] = spin_ns
@@ -409,7 +451,8 @@ def _call(worker: Worker, inst: str, call: dict[str, np.ndarray], what: str,
 
 def measure_block(workers: Sequence[Worker], workloads: Sequence[Workload], seed: int, block: int,
                   queries_per_combo: int, warmup_calls: int, verify_fraction: float,
-                  samples: SpeedSamples, spins: Sequence[float] = (), fixed_order: bool = False) -> None:
+                  samples: SpeedSamples, spins: Sequence[float] = (), fixed_order: bool = False,
+                  freeze: bool = True) -> None:
     """One block: a pass over every combo (in random order) with one set of workers, alternating
     arms query by query in a random order per query. A secret-seeded subset of timed calls is
     kept for verification. ``fixed_order`` (calibration's ablation) drops the randomness of order."""
@@ -418,14 +461,15 @@ def measure_block(workers: Sequence[Worker], workloads: Sequence[Workload], seed
     gc.disable()
     try:
         _measure_block(workers, workloads, seed, block, queries_per_combo, warmup_calls, verify_fraction, samples,
-                       spins, fixed_order)
+                       spins, fixed_order, workers if freeze else ())
     finally:
         gc.enable()
 
 
 def _measure_block(workers: Sequence[Worker], workloads: Sequence[Workload], seed: int, block: int,
                    queries_per_combo: int, warmup_calls: int, verify_fraction: float,
-                   samples: SpeedSamples, spins: Sequence[float], fixed_order: bool) -> None:
+                   samples: SpeedSamples, spins: Sequence[float], fixed_order: bool,
+                   rivals: Sequence[Worker]) -> None:
     stream = Stream(mix_seeds(seed, "order", block))
     combo_order = [workloads[i] for i in np.argsort(stream.f32(len(workloads)), kind="stable")]
     for w in (workloads if fixed_order else combo_order):
@@ -443,7 +487,7 @@ def _measure_block(workers: Sequence[Worker], workloads: Sequence[Workload], see
         last_ns = [0] * len(workers)
         for worker in first_movers:
             for i, call in enumerate(calls[:warmup_calls]):       # untimed; numba compiles here
-                _, ns, _ = _call(worker, inst, call, f"warming up {w.combo}")
+                _, ns, _ = _call(worker, inst, call, f"warming up {w.combo}", rivals)
                 last_ns[workers.index(worker)] = ns
                 if i == 0:
                     worker.first_call_ns.setdefault(w.combo, ns)
@@ -460,7 +504,7 @@ def _measure_block(workers: Sequence[Worker], workloads: Sequence[Workload], see
             for arm in arms:
                 spin_ns = int(spin[arm] * last_ns[arm])
                 outs[arm], timed[arm, q], counts[arm, q] = _call(workers[arm], inst, call, f"timing {w.combo}",
-                                                                 spin_ns)
+                                                                 rivals, spin_ns)
                 last_ns[arm] = int(timed[arm, q]) - spin_ns
             if check[q]:
                 samples.to_verify.append((w.combo, call, outs))
@@ -547,13 +591,13 @@ def run_trial(plan: TargetPlan, options: TrialOptions,
         target=plan.name, mode=mode, exit_code=EXIT_INTERNAL, correctness="not_run",
         arch=platform.machine(), cpu=cpu_model(), python=platform.python_version(),
         numpy=_version("numpy"), numba=_version("numba"),
-        threads={**THREAD_ENV, "worker_cpu": str(worker_cpu), "runner_cpu": str(runner_cpu)},
+        threads={**sandbox.THREAD_ENV, "worker_cpu": str(worker_cpu), "runner_cpu": str(runner_cpu)},
         passes=3 if mode == "baseline" else 1,
         replicates=(options.replicates or plan.replicates) if paired else 1,
         sessions=(options.sessions or plan.sessions) if paired else 1,
         queries_per_combo=options.queries_per_combo or (
             plan.queries_per_combo if paired else plan.single_queries_per_combo),
-        query_seed=f"{seed:016x}", kernel_sha256=_sha256(options.kernel), trial_token=options.token,
+        query_seed=f"{seed:016x}", kernel_sha256=_sha256(options.kernel),
         injected_slowdown=options.injected_slowdown, ablated=list(options.ablated),
         against_sha256=_sha256(options.against) if options.against else "")
     # Taken before pinning: an in-process caller (calibrate) runs many trials, and each must find
@@ -582,6 +626,9 @@ def run_trial(plan: TargetPlan, options: TrialOptions,
             for w in workers:
                 w.kill()
             survivors = [pid for w in workers for pid in w.reap(timeout=10.0)]
+            # Not only the trees the runner knows: anything left as a worker's uid or in its namespace.
+            survivors += sandbox.survivors({w.uid for w in workers if w.uid is not None},
+                                           {w.pid_namespace for w in workers if w.pid_namespace is not None})
             _set_affinity(original_affinity)
     if survivors:
         result.exit_code, result.failure_kind = EXIT_INTERNAL, "internal"
@@ -604,9 +651,13 @@ def _run_phases(plan: TargetPlan, options: TrialOptions, result: TrialResult, se
 
     start_order = Stream(mix_seeds(seed, "start-order"))
 
-    box = sandbox.probe() if options.sandbox else sandbox.Sandbox(False, False, "switched off (--no-sandbox)")
+    box = sandbox.sandbox_for(unsafe_no_sandbox=not options.sandbox)
     result.sandbox = box.label
+    if not box.active and not box.off:
+        raise TrialFailure(f"no sandbox for untrusted kernels: {box.unavailable}")
     sandbox.make_bundle(dirs[0], plan.ops_module)
+    # Root: each arm gets a uid of its own, so nothing of one arm can touch the other's files.
+    uids = {label: sandbox.new_uid() if box.active and box.setpriv else None for label, _ in arms}
 
     def start_workers() -> list[Worker]:
         """A fresh process per arm, started in random order; returned in arm order."""
@@ -617,7 +668,7 @@ def _run_phases(plan: TargetPlan, options: TrialOptions, result: TrialResult, se
         for i in order:
             label, path = arms[i]
             fresh[i] = Worker(label, path, plan.ops_module, *dirs, deadline, worker_cpu, spin, box,
-                              options.budget_seconds)
+                              options.budget_seconds, uids[label])
             workers.append(fresh[i])
         return [fresh[i] for i in range(len(arms))]
 
@@ -645,7 +696,7 @@ def _run_phases(plan: TargetPlan, options: TrialOptions, result: TrialResult, se
         for _ in range(result.sessions):
             measure_block(current, workloads, seed, block, result.queries_per_combo,
                           0 if "warmup" in options.ablated else plan.warmup_calls, plan.verify_fraction, samples,
-                          spins, fixed_order="random-order" in options.ablated)
+                          spins, fixed_order="random-order" in options.ablated, freeze="freeze" not in options.ablated)
             block += 1
         for arm, w in enumerate(current):
             samples.jit_seconds[arm] += jit_seconds(w, samples.ns[arm])
@@ -759,9 +810,10 @@ def parse_args(argv: Sequence[str] | None, target: str, default_kernel: Path) ->
                                      description=f"Run one {target} trial: correctness, then timing.")
     add_trial_arguments(parser, default_kernel)
     parser.add_argument("--log-dir", type=Path, help="keep worker logs here")
-    parser.add_argument("--no-sandbox", action="store_true", help="run workers without namespaces (debugging)")
+    parser.add_argument("--unsafe-no-sandbox", action="store_true",
+                        help="run kernels WITHOUT the sandbox, with your own rights (trusted kernels only)")
     parser.add_argument("--token-stdin", action="store_true",
-                        help="read a per-trial token from stdin and echo it in the result (the daemon's channel)")
+                        help="read a per-trial token from stdin and sign the result with it (the daemon's channel)")
     parser.add_argument("--result-json", type=Path, help="also write the result as JSON here")
     args = parser.parse_args(argv)
     problem = trial_argument_problem(args)
@@ -770,7 +822,7 @@ def parse_args(argv: Sequence[str] | None, target: str, default_kernel: Path) ->
     options = TrialOptions(kernel=args.kernel.resolve(), against=args.against.resolve() if args.against else None,
                            mode=args.mode, budget_seconds=args.budget_seconds, seed=args.seed,
                            replicates=args.replicates, sessions=args.sessions, queries_per_combo=args.queries,
-                           log_dir=args.log_dir, sandbox=not args.no_sandbox,
+                           log_dir=args.log_dir, sandbox=not args.unsafe_no_sandbox,
                            token=sys.stdin.readline().strip() if args.token_stdin else "")
     return options, args.result_json
 
@@ -781,7 +833,7 @@ def main(plan: TargetPlan, argv: Sequence[str] | None, default_kernel: Path) -> 
     options, result_json = parse_args(argv, plan.name, default_kernel)
     result = run_trial(plan, options)
     if result_json is not None:
-        write_atomic(result_json, result.to_json())
+        write_atomic(result_json, sign(result, options.token))
     sys.stdout.write(result.to_block())
     sys.stdout.flush()
     return result.exit_code

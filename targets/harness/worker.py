@@ -1,6 +1,6 @@
 """A worker process: imports one kernel file and executes calls on the runner's request.
 
-Runs as ``python -I -c <boot> ...`` with a minimal environment (see ``runner.worker_env``). It is
+Runs as ``python -I -c <boot> ...`` with a minimal environment (see ``sandbox.worker_env``). It is
 trusted code sharing a process with untrusted code, so it never decides anything: it runs the
 target's op functions and ships their outputs back as raw bytes for the runner to judge.
 """
@@ -11,7 +11,6 @@ import gc
 import importlib
 import importlib.util
 import os
-import subprocess
 import sys
 import time
 import traceback
@@ -49,33 +48,32 @@ def enable_numba_caching(module: ModuleType) -> int:
     return found
 
 
-def lock_filesystem(writable: list[str]) -> None:
-    """Inside the worker's own mount namespace (as its root), before any kernel code runs: make
-    every mount read-only except ``writable`` (its home and its arm's numba cache), so kernel
-    code can't change the project, the harness, site-packages or the other arm's files.
-
-    Open files for writing pin a mount read-write, so the log moves into the home first.
-    """
-    for path in writable:
-        subprocess.run(["mount", "--bind", path, path], check=True, capture_output=True)
-    log = os.open(os.path.join(writable[0], "worker.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    os.dup2(log, 1)
-    os.dup2(log, 2)
-    os.close(log)
-    with open("/proc/self/mounts") as fh:
-        mounts = [line.split()[1] for line in fh]
-    for mount in reversed(mounts):
-        if mount in writable or mount == "/proc" or mount.startswith("/proc/"):
-            continue
-        subprocess.run(["mount", "-o", "remount,bind,ro", mount], capture_output=True)
-    probe = os.path.join(os.path.dirname(writable[0]), ".write-probe")
+def confinement_problems() -> list[str]:
+    """What is missing from the sandbox this process should be in (empty when confined): checked
+    by the worker before it loads a kernel, and by the runner's probe."""
+    with open("/proc/self/status") as fh:
+        status = {k: v.strip() for k, _, v in (line.partition(":") for line in fh)}
+    problems = [f"{key} is {status.get(key)}" for key in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")
+                if int(status.get(key, "1"), 16) != 0]
+    if status.get("NoNewPrivs") != "1":
+        problems.append("no_new_privs is not set")
+    if status.get("Seccomp") != "2":
+        problems.append("no seccomp filter")
+    if 0 in (os.getuid(), os.geteuid()):
+        problems.append("running as root")
+    if os.getpid() != 1:
+        problems.append("not alone in its own PID namespace")
+    with open("/proc/net/dev") as fh:
+        interfaces = [line.split(":")[0].strip() for line in fh.readlines()[2:]]
+    if interfaces not in ([], ["lo"]):
+        problems.append(f"network interfaces {interfaces}")
     try:
-        with open(probe, "w"):
+        with open("/.write-probe", "w"):
             pass
+        problems.append("the root file system is writable")
     except OSError:
-        return
-    os.unlink(probe)
-    raise RuntimeError("could not make the file system read-only for the kernel")
+        pass
+    return problems
 
 
 def _error(exc: BaseException) -> dict[str, Any]:
@@ -84,12 +82,10 @@ def _error(exc: BaseException) -> dict[str, Any]:
 
 def serve(request_fd: int, reply_fd: int, target_module: str, kernel_path: str) -> int:
     ops = importlib.import_module(target_module)
-    writable = [p for p in os.environ.get("LAR_WRITABLE", "").split(os.pathsep) if p]
-    if writable:
-        try:
-            lock_filesystem(writable)
-        except (OSError, RuntimeError, subprocess.CalledProcessError) as exc:
-            wire.send(reply_fd, {"ok": False, "error": f"sandbox: {exc}"})
+    if os.environ.get("LAR_SANDBOX") == "1":
+        problems = confinement_problems()
+        if problems:
+            wire.send(reply_fd, {"ok": False, "error": f"sandbox: refusing to load the kernel: {'; '.join(problems)}"})
             return 0
     started = time.perf_counter()
     try:
