@@ -1,0 +1,78 @@
+"""The sandbox as a user meets it: a worker checks its own confinement; without a sandbox the
+commands refuse and write nothing; --unsafe-no-sandbox is the user's explicit choice and shows
+everywhere."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import FAST, ROOT, run_daemon, the_run, write_config, write_script
+from targets.harness import sandbox
+from targets.harness.worker import confinement_problems
+
+NO_BWRAP = {"LAR_BWRAP": "/nonexistent/bwrap"}
+
+
+def orchestrator(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "orchestrator", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, **(env or {})})
+
+
+def test_an_unconfined_process_is_told_what_is_missing() -> None:
+    problems = confinement_problems()          # this test process: no seccomp, not PID 1, ...
+    assert "no seccomp filter" in problems and "not alone in its own PID namespace" in problems
+
+
+def test_the_probe_confines_a_python_and_says_how() -> None:
+    box = sandbox.probe()
+    assert box.active, box.unavailable
+    assert box.label.startswith(f"bwrap {box.version}") and "seccomp" in box.label
+    assert ("own unprivileged uid per arm" in box.label) == (os.geteuid() == 0)
+
+
+def test_without_a_sandbox_trial_and_loop_refuse_and_write_nothing(repo: Path) -> None:
+    proc = orchestrator("trial", "--target", "pq-l2", env=NO_BWRAP)
+    assert proc.returncode == 2
+    assert "no sandbox for untrusted kernels" in proc.stderr and "--unsafe-no-sandbox" in proc.stderr
+    proc = orchestrator("loop", "--target", "pq-l2", "--model", "offline", cwd=repo, env=NO_BWRAP)
+    assert proc.returncode == 2 and "--unsafe-no-sandbox" in proc.stderr
+    assert not (repo / "runs" / "pq-l2").exists()
+
+
+def test_a_trial_without_a_sandbox_fails_closed_however_it_is_started(tmp_path: Path) -> None:
+    out = tmp_path / "result.json"
+    proc = subprocess.run([sys.executable, "-m", "targets.pq_l2.run_experiment", "--result-json", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, env={**os.environ, **NO_BWRAP})
+    data = json.loads(out.read_text())
+    assert proc.returncode == 1 and data["failure_kind"] == "internal"
+    assert "no sandbox for untrusted kernels" in data["failure"] and data["correctness"] == "not_run"
+
+
+def test_unsafe_no_sandbox_is_recorded_and_shown_on_every_line(repo: Path) -> None:
+    kernel = (ROOT / "targets" / "pq_l2" / "kernels.py").read_text() + "\n# the same kernel, reworded\n"
+    script = write_script(repo, "one", [f"HYPOTHESIS: the same kernel.\n\n```python\n{kernel}```\n"])
+    proc = run_daemon(repo, script, "--unsafe-no-sandbox", "--max-attempts", "1", config=write_config(repo),
+                      env=NO_BWRAP)
+    assert proc.returncode == 0, proc.stderr
+    run_dir = the_run(repo)
+    assert json.loads((run_dir / "run.json").read_text())["sandbox"] == sandbox.UNSAFE_LABEL
+    status_lines = [line for line in proc.stdout.splitlines() if line.startswith("attempt ")]
+    assert status_lines and all("UNSANDBOXED" in line for line in status_lines)
+    assert "WITHOUT the sandbox" in proc.stderr
+    result = json.loads(next(run_dir.glob("attempts/*/trial/result.json")).read_text())
+    assert result["sandbox"] == sandbox.UNSAFE_LABEL
+    assert json.loads((run_dir / "run.json").read_text())["config"]["unsafe_no_sandbox"] is True
+
+
+@pytest.mark.parametrize("flag", [[], ["--unsafe-no-sandbox"]])
+def test_trial_json_names_the_sandbox_it_ran_under(flag: list[str]) -> None:
+    proc = orchestrator("trial", "--target", "pq-l2", *FAST, "--json", *flag)
+    assert proc.returncode == 0, proc.stderr
+    label = json.loads(proc.stdout)["sandbox"]
+    assert label == (sandbox.UNSAFE_LABEL if flag else sandbox.probe().label)
