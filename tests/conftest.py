@@ -56,6 +56,20 @@ def processes_mentioning(text: str) -> list[psutil.Process]:
     return found
 
 
+def worker_processes() -> list[int]:
+    """Any worker of any trial still alive: by its boot code, or by a uid the runner hands to
+    workers when it is root (a kernel can change its command line, not its uid)."""
+    from targets.harness.sandbox import UID_RANGE
+    found = {p.pid for p in processes_mentioning("targets.harness.worker")}
+    for proc in psutil.process_iter():
+        try:
+            if UID_RANGE[0] <= proc.uids().real < UID_RANGE[1]:
+                found.add(proc.pid)
+        except psutil.Error:
+            continue
+    return sorted(found)
+
+
 # ---------------------------------------------------------------------------------- daemon runs
 
 # Small trials so loop tests stay quick; keeps in these tests use kernels 2x+ faster than needed.

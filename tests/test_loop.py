@@ -12,7 +12,7 @@ import git
 import pytest
 
 from conftest import (BASELINE, CANARY, ROOT, daemon_cmd, events, finished, processes_mentioning, run_daemon,
-                      the_run, wait_for, write_config, write_script)
+                      the_run, wait_for, worker_processes, write_config, write_script)
 
 PLAYBOOK = ROOT / "targets" / "pq_l2" / "playbook"
 
@@ -126,6 +126,8 @@ def test_sigkill_mid_trial_then_resume_loses_and_duplicates_nothing(repo: Path) 
     run_dir = the_run(repo)
     assert [e["event"] for e in events(run_dir)] == ["started"]           # in flight when killed
     wait_for(lambda: processes_mentioning(str(run_dir)) == [], timeout=10, what="the trial tree to die")
+    # The sandboxed workers too: their uid change must not have cleared their death signal.
+    wait_for(lambda: worker_processes() == [], timeout=10, what="the workers to die")
     # Resume with the stored config: the in-flight attempt becomes "interrupted", numbering goes on,
     # and --max-attempts 2 counts completed attempts across both sessions.
     second = write_script(repo, "second", [SLOWER, INCORRECT, SLOWER])

@@ -18,15 +18,14 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pytest
 
 from conftest import BASELINE, CANARY, FAST, copy_repo, finished, processes_mentioning, run_daemon, the_run, \
-    write_config, write_script
+    worker_processes, write_config, write_script
 from fake_llm import FakeLLMServer
 from orchestrator import gate, policy
 from targets import get
-from targets.harness import cache, sandbox
+from targets.harness import cache
 from targets.harness.runner import TrialOptions, run_trial
 
 CASES = Path(__file__).resolve().parent / "redteam"
@@ -120,19 +119,6 @@ def site_packages_state() -> dict[str, tuple[int, int]]:
     return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in site.iterdir()}
 
 
-def worker_uid_processes() -> list[int]:
-    """Processes running as any uid the runner hands to workers when it is root."""
-    lo, hi = sandbox.UID_RANGE
-    return [p.pid for p in psutil.process_iter() if _real_uid(p) is not None and lo <= _real_uid(p) < hi]
-
-
-def _real_uid(proc: psutil.Process) -> int | None:
-    try:
-        return proc.uids().real
-    except psutil.Error:
-        return None
-
-
 def bypassed_trial(name: str, repo: Path, out_dir: Path, port: int, user: int | None = None,
                    env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess[str], dict]:
     """The case's kernel through `orchestrator trial`, the daemon's own trial stage, with the static
@@ -167,7 +153,7 @@ def assert_held(name: str, proc: subprocess.CompletedProcess[str], data: dict, b
         sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k)))
     assert not (repo / "ESCAPED").exists()
     assert server.requests == []
-    assert processes_mentioning(str(out_dir.parent)) == [] and worker_uid_processes() == []
+    assert processes_mentioning(str(out_dir.parent)) == [] and worker_processes() == []
     artifacts = [p for p in out_dir.rglob("*") if p.is_file()]
     assert [p for p in artifacts if CANARY.encode() in p.read_bytes()] == []
     assert CANARY not in proc.stdout + proc.stderr

@@ -8,11 +8,12 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from conftest import FAST, ROOT, run_daemon, the_run, write_config, write_script
+from conftest import FAST, ROOT, run_daemon, the_run, wait_for, worker_processes, write_config, write_script
 from targets.harness import sandbox
 from targets.harness.worker import confinement_problems
 
@@ -76,3 +77,21 @@ def test_trial_json_names_the_sandbox_it_ran_under(flag: list[str]) -> None:
     assert proc.returncode == 0, proc.stderr
     label = json.loads(proc.stdout)["sandbox"]
     assert label == (sandbox.UNSAFE_LABEL if flag else sandbox.probe().label)
+
+
+def test_a_worker_dies_with_its_runner_even_mid_call(tmp_path: Path) -> None:
+    """SIGKILL the trial's runner while a kernel spins in a call (so the worker never reads the
+    closed pipe): the worker must die by its death signal, which its uid change would clear."""
+    kernel = tmp_path / "kernels.py"
+    kernel.write_text((ROOT / "targets" / "pq_l2" / "kernels.py").read_text().replace(
+        "    def distance_table(self, query, out):\n", "    def distance_table(self, query, out):\n        while True:\n            pass\n"))
+    runner = subprocess.Popen([sys.executable, "-m", "targets.pq_l2.run_experiment", "--kernel", str(kernel)], cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: worker_processes() != [], what="a worker to start")
+        time.sleep(3)                                   # well into the spinning call
+        assert worker_processes() != []
+    finally:
+        runner.kill()
+        runner.wait()
+    wait_for(lambda: worker_processes() == [], timeout=10, what="the worker to die with its runner")

@@ -7,8 +7,8 @@ runtime use on Linux, and the kernel enforces the rest before any kernel code ru
   libraries and the worker's bundle, plus that one arm's kernel file; only the worker's home and
   its arm's numba cache are writable. The project, the oracle, the fixture cache, the other arm's
   files, ``runs/`` and the host's ``/proc`` are not there to be reached.
-- **Namespaces**: PID (the worker is PID 1 of its own; when it dies everything in it dies),
-  network (no interface), IPC, UTS, cgroup and mount.
+- **Namespaces**: PID (the worker and bwrap's init alone; init dies with the runner and takes
+  everything in the namespace with it), network (no interface), IPC, UTS, cgroup and mount.
 - **No privilege**: when the daemon is root, each arm runs as a fresh unprivileged uid (the trial
   picks one per arm; ``setpriv`` drops to it inside the sandbox with an empty bounding set), else
   as the daemon's own uid inside a user namespace; no capabilities, ``no_new_privs``.
@@ -103,8 +103,10 @@ class Sandbox:
                 seccomp_fd: int, cwd: Path) -> list[str]:
         """``argv`` wrapped in bwrap: the binds, the namespaces, the filter and the uid drop."""
         ro, rw = [Path(p) for p in ro], [Path(p) for p in rw]
+        # Not --as-pid-1: bwrap's own init then holds the namespace, and its death (it dies with its
+        # parent) kills everything in it; a worker that is init itself survived its parent's death.
         cmd = [self.bwrap, "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
-               "--die-with-parent", "--new-session", "--as-pid-1", "--cap-drop", "ALL"]
+               "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
         if self.setpriv:
             # Root: bwrap builds the sandbox without a user namespace; setpriv, inside it, needs only
             # these three capabilities to become the arm's uid and empty the bounding set.
@@ -123,7 +125,8 @@ class Sandbox:
         if self.setpriv:
             assert uid is not None and uid > 0
             cmd += [self.setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all",
-                    "--ambient-caps=-all", "--bounding-set=-all", "--"]
+                    "--ambient-caps=-all", "--bounding-set=-all",
+                    "--pdeathsig=SIGKILL", "--"]   # a uid change clears the death signal bwrap set
         return cmd + argv
 
 
