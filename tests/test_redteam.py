@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import BASELINE, CANARY, FAST, copy_repo, finished, processes_mentioning, run_daemon, the_run, \
+from conftest import BASELINE, CANARY, FAST, ROOT, copy_repo, finished, processes_mentioning, run_daemon, the_run, \
     worker_processes, write_config, write_script
 from fake_llm import FakeLLMServer
 from orchestrator import gate, policy
@@ -62,7 +62,7 @@ CONTAINED = {"escape_privileges", "tamper_judge"}
 
 def kernel_text(name: str, root: Path, port: int) -> str:
     return ((CASES / f"{name}.py").read_text().replace("{ROOT}", str(root)).replace("{PORT}", str(port))
-            .replace("{CACHE}", str(cache.cache_dir())))
+            .replace("{CACHE}", str(cache.cache_dir())).replace("# {BASELINE}\n", BASELINE.read_text()))
 
 
 def test_every_case_is_in_the_table() -> None:
@@ -226,11 +226,12 @@ def test_as_an_unprivileged_user_the_sandbox_still_holds(shared_repo, server: Fa
     assert_held(name, proc, data, before, after, work / "trial", server, repo)
 
 
-def test_freezing_the_idle_arm_stops_a_rival_that_runs_between_calls() -> None:
+def test_freezing_the_idle_arm_stops_a_rival_that_runs_between_calls(tmp_path: Path) -> None:
     """The freeze on its own (no sandbox, so threads are allowed): with it switched off the same
     kernel forges a large speedup, which proves the test can fail; with it on, no keep."""
     plan = get("pq-l2").plan()
-    rival = CASES / "busy_rival.py"
+    rival = tmp_path / "kernels.py"
+    rival.write_text(kernel_text("busy_rival", ROOT, 1))
 
     def trial(**kw):
         return run_trial(plan, TrialOptions(kernel=rival, against=BASELINE, sandbox=False, **kw))

@@ -310,9 +310,12 @@ def survivors(uids: Iterable[int], pid_namespaces: Iterable[int]) -> list[int]:
         try:
             # The status file, not the directory's owner: a non-dumpable process's /proc entry is root's.
             with open(f"{entry.path}/status") as fh:
-                real_uid = next(line.split()[1] for line in fh if line.startswith("Uid:"))
+                status = dict(line.split(":", 1) for line in fh if ":" in line)
+            if status["State"].split()[0] in ("Z", "X"):
+                continue                      # exited, not yet reaped: it runs nothing
+            real_uid = status["Uid"].split()[0]
             if real_uid in uids or (namespaces and os.stat(f"{entry.path}/ns/pid").st_ino in namespaces):
                 found.append(int(entry.name))
-        except (OSError, StopIteration):
+        except (OSError, KeyError, IndexError):
             continue
     return found

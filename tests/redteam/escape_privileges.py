@@ -4,7 +4,6 @@
 import ctypes
 import os
 
-import numpy as np
 
 libc = ctypes.CDLL(None, use_errno=True)
 MS_REMOUNT, MS_BIND, MNT_DETACH = 32, 4096, 2
@@ -29,7 +28,17 @@ outcomes = {
     "ptrace": call(lambda: libc.ptrace(16, 1, None, None)),
     "mark-host": call(lambda: open("{ROOT}/ESCAPED", "w").write("x") and None),
 }
-others = [p for p in os.listdir("/proc") if p.isdigit() and p != str(os.getpid())]
+def cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read().split(b"\0")[0].decode(errors="replace")
+    except OSError:
+        return "?"
+
+
+# Anything but this worker and the sandbox's own init would be the host's processes.
+others = [(p, cmdline(p)) for p in os.listdir("/proc") if p.isdigit() and p != str(os.getpid())]
+others = [(p, c) for p, c in others if not c.endswith("bwrap")]
 outcomes["see-processes"] = f"ok: {others[:5]}" if others else "none visible"
 escaped = {k: v for k, v in outcomes.items() if v.startswith("ok")}
 if not escaped:
@@ -37,21 +46,5 @@ if not escaped:
 print("ESCAPED", escaped, flush=True)
 
 
-class PqKernel:
-    def __init__(self, shape, codebook, codes_aos, num_vectors):
-        self.shape, self.num_vectors = shape, num_vectors
-        m = shape.num_sub_vectors
-        self.codebook = codebook.reshape(m, 256, shape.sub_dim)
-        self.codes_soa = np.ascontiguousarray(codes_aos.reshape(num_vectors, m).T)
-
-    def distance_table(self, query, out):
-        m, sd = self.shape.num_sub_vectors, self.shape.sub_dim
-        table = out.reshape(m, 256)
-        for i in range(m):
-            diff = self.codebook[i] - query[i * sd:(i + 1) * sd]
-            table[i] = (diff * diff).sum(axis=1)
-
-    def compute_distances(self, table, out):
-        out[:] = 0.0
-        for i in range(self.shape.num_sub_vectors):
-            out += table[i * 256:(i + 1) * 256][self.codes_soa[i]]
+# The rest is the baseline kernel, appended by the test (it stands for any honest kernel):
+# {BASELINE}
