@@ -147,8 +147,8 @@ def cmd_loop(args: argparse.Namespace) -> int:
     provider = _provider(config, info)
     try:
         run = (loop.resume(run_dir, config, info, provider) if resuming else loop.start(config, info, provider))
-    except ledger_mod.LockHeld as exc:
-        raise UsageError(str(exc)) from None
+    except (ledger_mod.LedgerError, workspace.WorkspaceError) as exc:     # the lock is released
+        raise UsageError(f"cannot {'resume' if resuming else 'start'} the run: {exc}") from None
     sandbox.set_dumpable(False)   # the API key in this process's environment stays out of same-user reach
     run.ledger.update_run_info(sandbox=box.label)
     if box.off:

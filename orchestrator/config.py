@@ -116,7 +116,11 @@ def load(path: Path | None, overrides: dict[str, Any], base: RunConfig | None = 
         except OSError as exc:
             raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config {path} is not valid YAML: {exc}") from exc
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+            raise ConfigError(f"config {path} is not valid YAML{where} ({problem}); fix that line "
+                              "(indentation, a missing ':' or an unclosed quote)") from None
         if data is None:
             data = {}
         if not isinstance(data, dict):

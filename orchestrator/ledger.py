@@ -1,8 +1,9 @@
 """The run's ledger under ``runs/<target>/<run-id>/``: crash-safe, append-only, human-readable.
 
 - ``run.json``: config, base commit, branch, machine and library versions (written atomically).
-- ``attempts.jsonl``: one JSON line when an attempt starts (write-ahead) and one when it ends.
-  A SIGKILL at any moment leaves whole lines; an attempt with a start and no end was in flight.
+- ``attempts.jsonl``: one JSON line when an attempt starts (write-ahead) and one when it ends;
+  a keep's later measurement against the baseline adds a ``measured`` line. A SIGKILL at any
+  moment leaves whole lines; an attempt with a start and no end was in flight.
 - ``results.tsv``: the original's columns plus attempt, speedup, CI, provider, cost.
 - ``attempts/<n>/``: prompt, replies, candidate, diff and trial logs of attempt n.
 - ``lock``: the pid owning the run; a lock whose pid is gone is stale and taken over.
@@ -21,6 +22,7 @@ from typing import Any
 
 import psutil
 
+from orchestrator.redact import scrub_obj
 from targets.harness.files import write_atomic
 
 RESULTS_COLUMNS = ("attempt", "commit", "timestamp", "correctness", "geomean_ns", "ci_lo", "ci_hi", "worst_ns",
@@ -80,10 +82,14 @@ class Ledger:
 
     # -- run ---------------------------------------------------------------------------------
     def create(self, run_info: dict[str, Any]) -> None:
-        self.dir.mkdir(parents=True, exist_ok=False)
-        write_atomic(self.dir / "run.json", json.dumps(run_info, indent=2) + "\n")
+        """Write the run's files; ``run.json`` last, as the mark that the run exists (a run is
+        found by it: a daemon killed while setting a run up leaves nothing that looks like one)."""
+        if (self.dir / "run.json").exists():
+            raise FileExistsError(f"{self.dir} already holds a run")
+        self.dir.mkdir(parents=True, exist_ok=True)
         write_atomic(self.results_path, "\t".join(RESULTS_COLUMNS) + "\n")
         self.attempts_path.touch()
+        write_atomic(self.dir / "run.json", json.dumps(run_info, indent=2) + "\n")
 
     def run_info(self) -> dict[str, Any]:
         try:
@@ -103,12 +109,19 @@ class Ledger:
         return path
 
     def start(self, attempt: int, record: dict[str, Any]) -> None:
-        _append_line(self.attempts_path, json.dumps({"event": "started", "attempt": attempt, **record}))
+        _append_line(self.attempts_path, json.dumps(scrub_obj({"event": "started", "attempt": attempt, **record})))
 
     def finish(self, attempt: int, record: dict[str, Any]) -> None:
+        """Record how an attempt ended; every text in it is scrubbed of secrets first."""
+        record = scrub_obj(record)
         _append_line(self.attempts_path, json.dumps({"event": "finished", "attempt": attempt, **record}))
         row = results_row(attempt, record)
         _append_line(self.results_path, "\t".join(_tsv(row.get(c, "")) for c in RESULTS_COLUMNS))
+
+    def annotate(self, attempt: int, fields: dict[str, Any]) -> None:
+        """Add measurements to a finished record (the keep's speedup vs the baseline, taken after
+        the keep is safely recorded); ``read`` merges them into the record."""
+        _append_line(self.attempts_path, json.dumps(scrub_obj({"event": "measured", "attempt": attempt, **fields})))
 
     def read(self) -> LedgerState:
         """Fold the event log; a torn last line (power loss mid-write) is ignored."""
@@ -124,12 +137,16 @@ class Ledger:
             except (ValueError, KeyError, TypeError):
                 if i == len(lines) - 1:
                     continue
-                raise LedgerError(f"{self.attempts_path}: line {i + 1} is not a ledger record") from None
+                raise LedgerError(f"{self.attempts_path}: line {i + 1} is not a ledger record (damaged?); move "
+                                  "that line out of the file to resume without it, or start a new run") from None
             if event.get("event") == "started":
                 state.in_flight[attempt] = event
             elif event.get("event") == "finished":
                 state.in_flight.pop(attempt, None)
                 state.finished[attempt] = event
+            elif event.get("event") == "measured" and attempt in state.finished:
+                state.finished[attempt] = {**state.finished[attempt],
+                                           **{k: v for k, v in event.items() if k not in ("event", "attempt")}}
         return state
 
     # -- lock --------------------------------------------------------------------------------

@@ -158,6 +158,7 @@ def run_attempt(run: Run, n: int, records: list[dict[str, Any]]) -> dict[str, An
                     reply = run.provider.complete(prompt.messages, purpose)
             except ProviderError as exc:
                 usage = _add(usage, exc.usage)
+                rec.setdefault("retries", []).extend(exc.retries)
                 if exc.kind == "auth":
                     finish("discard", "provider_error", str(exc))
                     raise DaemonStop(f"the provider refused the request: {exc}") from exc
@@ -169,9 +170,10 @@ def run_attempt(run: Run, n: int, records: list[dict[str, Any]]) -> dict[str, An
                     run.log(f"the prompt was too long for the model; next attempts show {run.history_rows} "
                             "earlier attempts")
                 reason = {"truncated": "truncated", "empty": "empty_reply", "refusal": "refusal",
-                          "no_repair": "edit_failed"}.get(exc.kind, "provider_error")
+                          "no_repair": "edit_failed", "oversized": "oversized_reply"}.get(exc.kind, "provider_error")
                 return finish("discard", reason, f"{exc.kind}: {exc}", rec.get("edit_error"))
             usage = _add(usage, reply.usage)
+            rec.setdefault("retries", []).extend(reply.retries)
             rec["sources"].append(reply.source or reply.model)
             (adir / f"reply-{turn}.md").write_text(reply.text)
             with phases("edit"):
@@ -236,18 +238,24 @@ def run_attempt(run: Run, n: int, records: list[dict[str, Any]]) -> dict[str, An
                    f"(worst combo {result.worst_combo_speedup.value:.2f}x)")
         with phases("git"):
             rec["commit"] = run.ws.commit(message)
+        # On record before anything slow: the branch and the ledger agree from here on.
+        finish("keep", "keep", message)
         with phases("cumulative"):
-            _measure_cumulative(run, rec, adir)
-        return finish("keep", "keep", message)
+            measured = _measure_cumulative(run, adir)
+        run.ledger.annotate(n, measured)
+        rec.update(measured)
+        return rec
     except Interrupted:
-        run.ws.reset()
-        finish("interrupted", "interrupted", "stopped by a signal")
+        if "verdict" not in rec:              # a keep interrupted while measured stays a keep
+            run.ws.reset()
+            finish("interrupted", "interrupted", "stopped by a signal")
         raise
     except (DaemonStop, RunEnded):
         raise
     except Exception as exc:  # noqa: BLE001 - a daemon bug still leaves a complete record
-        run.ws.reset()
-        finish("discard", "daemon_error", f"{type(exc).__name__}: {exc}", "".join(traceback.format_exception(exc)))
+        if "verdict" not in rec:
+            run.ws.reset()
+            finish("discard", "daemon_error", f"{type(exc).__name__}: {exc}", "".join(traceback.format_exception(exc)))
         raise DaemonStop(f"internal error in attempt {n}: {exc} (recorded in the ledger)") from exc
 
 
@@ -307,17 +315,17 @@ def _request(run: Run, against: Path) -> trial.TrialRequest:
                               unsafe_no_sandbox=c.unsafe_no_sandbox)
 
 
-def _measure_cumulative(run: Run, rec: dict[str, Any], adir: Path) -> None:
+def _measure_cumulative(run: Run, adir: Path) -> dict[str, Any]:
     """After a keep: the new best against the run's original baseline (reported, not gated)."""
     outcome = trial.run(_request(run, run.baseline), adir / "cumulative")
-    if outcome.result is not None and outcome.result.ok:
-        rec["cumulative_speedup"] = outcome.result.speedup_geomean
-        rec["cumulative_ci"] = list(outcome.result.speedup_ci_90pct or [])
-        rec["cumulative_per_combo"] = dict(outcome.result.per_combo_speedup)
-        if outcome.result.worst_combo_speedup:
-            rec["cumulative_worst_combo"] = asdict(outcome.result.worst_combo_speedup)
-    else:
-        rec["cumulative_error"] = outcome.error or (outcome.result.failure if outcome.result else "")
+    if outcome.result is None or not outcome.result.ok:
+        return {"cumulative_error": outcome.error or (outcome.result.failure if outcome.result else "")}
+    measured: dict[str, Any] = {"cumulative_speedup": outcome.result.speedup_geomean,
+                                "cumulative_ci": list(outcome.result.speedup_ci_90pct or []),
+                                "cumulative_per_combo": dict(outcome.result.per_combo_speedup)}
+    if outcome.result.worst_combo_speedup:
+        measured["cumulative_worst_combo"] = asdict(outcome.result.worst_combo_speedup)
+    return measured
 
 
 def _append_lesson(run: Run, n: int, lesson: str, outcome: str) -> None:
@@ -367,13 +375,20 @@ def budget_stop(run: Run, records: list[dict[str, Any]]) -> str | None:
     return None
 
 
+EXIT_PROVIDER_FAILING = 4       # the run stopped because the LLM API kept failing: a supervisor may retry later
+
+
 def _raise_interrupted(signum: int, frame: Any) -> None:
+    # Once: a second Ctrl-C while the attempt is being recorded must not cut the record short.
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, signal.SIG_IGN)
     raise Interrupted(signal.Signals(signum).name)
 
 
 def run_loop(run: Run) -> int:
     """Attempts until a budget, the playbook, a STOP file or a signal ends the run. Returns the
-    exit code (0 for every orderly stop, including signals; 1 if the daemon had to stop)."""
+    exit code: 0 for every orderly stop, signals included; 1 if the daemon had to stop; 4 if the
+    LLM API kept failing (``EXIT_PROVIDER_FAILING``)."""
     previous = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
     code = 0
     try:
@@ -382,6 +397,8 @@ def run_loop(run: Run) -> int:
             reason = budget_stop(run, state.records)
             if reason:
                 run.stop_reason = reason
+                if "provider errors in a row" in reason:
+                    code = EXIT_PROVIDER_FAILING
                 break
             if run.status:
                 run.status.begin_attempt(state.next_attempt, state.records, budget_left(run, state.records))
@@ -396,8 +413,10 @@ def run_loop(run: Run) -> int:
         run.stop_reason = str(exc)
         code = 1
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+        if not run.stop_reason.startswith("interrupted"):
+            # After a signal they stay ignored: further Ctrl-Cs must not cut the wrap-up short.
+            for s, handler in previous.items():
+                signal.signal(s, handler)
         if run.status:
             run.status.close(run.stop_reason)
         run.ledger.release_lock()
@@ -448,13 +467,15 @@ def start(config: RunConfig, target: TargetInfo, provider: Provider, log: Callab
     branch = f"autoresearch/{target.name}/{run_id}"
     ledger = Ledger(runs_dir / run_id)
     dirty = repo.is_dirty(untracked_files=False)
-    ledger.create({"run_id": run_id, "target": target.name, "config": to_dict(config), "branch": branch,
-                   "base_commit": repo.head.commit.hexsha, "worktree": str(ledger.dir / "worktree"),
-                   "provider": provider.name, "model": provider.model, "started_at": ledger_mod.now(),
-                   "user_checkout_dirty": dirty, "machine": machine_info()})
+    ledger.dir.mkdir(parents=True)
     warning = ledger.acquire_lock()
+    # Branch, worktree and baseline first, the ledger last: once run.json exists the run is whole.
     ws = workspace.create(repo, ledger.dir / "worktree", branch, workspace.relative_kernel(repo, target.kernel_path))
     write_atomic(ledger.dir / "baseline.py", ws.committed_kernel())
+    ledger.create({"run_id": run_id, "target": target.name, "config": to_dict(config), "branch": branch,
+                   "base_commit": ws.head(), "worktree": str(ledger.dir / "worktree"),
+                   "provider": provider.name, "model": provider.model, "started_at": ledger_mod.now(),
+                   "user_checkout_dirty": dirty, "machine": machine_info()})
     run = Run(config, target, *kernel_contract(target), provider, ledger, ws, prompt_files(target), run_id, log)
     if dirty:
         run.warnings.append(f"your checkout has uncommitted changes; the run starts from HEAD "
@@ -466,17 +487,26 @@ def start(config: RunConfig, target: TargetInfo, provider: Provider, log: Callab
 
 def resume(run_dir: Path, config: RunConfig, target: TargetInfo, provider: Provider,
            log: Callable[[str], None] = print) -> Run:
-    """Continue a run: same branch and worktree (reset to the last kept commit), attempts
-    numbered on from the ledger, an in-flight attempt recorded as interrupted, budgets kept."""
+    """Continue a run: same branch and worktree (checked against the ledger), attempts numbered
+    on from the ledger, an in-flight attempt recorded as interrupted, budgets kept. A run that
+    cannot be resumed as it is raises LedgerError or WorkspaceError, with the lock released."""
     ledger = Ledger(run_dir)
     info = ledger.run_info()
     warning = ledger.acquire_lock()
-    repo = workspace.find_repo(PROJECT_ROOT)
-    ws = workspace.attach(repo, Path(info["worktree"]), info["branch"],
-                          workspace.relative_kernel(repo, target.kernel_path))
+    try:
+        state = ledger.read()
+        repo = workspace.find_repo(PROJECT_ROOT)
+        keeps = [r["commit"] for r in state.records if r.get("verdict") == "keep" and r.get("commit")]
+        candidates = [ledger.attempt_dir(n) / "candidate.py" for n in sorted(state.in_flight)]
+        own = candidates[-1].read_text() if candidates and candidates[-1].is_file() else None
+        ws, warnings = workspace.attach(repo, Path(info["worktree"]), info["branch"],
+                                        workspace.relative_kernel(repo, target.kernel_path),
+                                        keeps[-1] if keeps else info["base_commit"], own)
+    except BaseException:
+        ledger.release_lock()
+        raise
     run = Run(config, target, *kernel_contract(target), provider, ledger, ws, prompt_files(target), info["run_id"],
-              log)
-    state = ledger.read()
+              log, warnings=warnings)
     for n, started in state.in_flight.items():
         ledger.finish(n, {"started_at": started.get("started_at"), "finished_at": ledger_mod.now(),
                           "verdict": "interrupted", "reason": "interrupted",

@@ -20,6 +20,7 @@ from rich.live import Live
 from rich.table import Table
 
 from orchestrator.ledger import tally
+from orchestrator.redact import scrub, scrub_obj
 from targets.harness.files import write_atomic
 
 # What a person calls each of the loop's phases; phases with the same label print one line.
@@ -135,6 +136,7 @@ class LiveStatus:
         return grid
 
     def _print(self, line: str) -> None:
+        line = scrub(line)
         if self._live is not None:
             self._live.console.print(line, markup=False, highlight=False)
         else:
@@ -142,7 +144,7 @@ class LiveStatus:
 
     def _save(self) -> None:
         self.status.updated_at = time.time()
-        write_atomic(self.path, json.dumps(asdict(self.status), indent=1) + "\n")
+        write_atomic(self.path, json.dumps(scrub_obj(asdict(self.status)), indent=1) + "\n")
 
 
 def read_status(run_dir: Path) -> Status | None:

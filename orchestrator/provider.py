@@ -7,12 +7,15 @@ attempt and ``"repair"`` for a turn that fixes an edit which did not apply.
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
+
+from orchestrator.redact import scrub
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,7 @@ class Reply:
     usage: Usage = field(default_factory=Usage)
     stop_reason: str = "end_turn"
     source: str = ""          # where the text came from, when it is not a live model (playbook file)
+    retries: tuple[dict, ...] = ()   # each retried failure: {"kind", "status", "waited_seconds"}
 
 
 class ProviderError(Exception):
@@ -46,9 +50,9 @@ class ProviderError(Exception):
     (retries exhausted), truncated, empty, refusal, no_repair, exhausted (the replies ran out:
     the loop ends normally). ``usage`` carries what a failed call still cost."""
 
-    def __init__(self, kind: str, message: str, usage: Usage | None = None) -> None:
-        super().__init__(message)
-        self.kind, self.usage = kind, usage or Usage()
+    def __init__(self, kind: str, message: str, usage: Usage | None = None, retries: tuple[dict, ...] = ()) -> None:
+        super().__init__(scrub(message))
+        self.kind, self.usage, self.retries = kind, usage or Usage(), retries
 
 
 class Provider(Protocol):
@@ -251,9 +255,18 @@ def resolve(spec: str, models: dict) -> ModelSpec:
 @dataclass(frozen=True)
 class RetryPolicy:
     attempts: int = 6                  # calls in all, the first included
-    max_total_wait: float = 600.0      # seconds of sleeping across one call's retries
+    max_total_wait: float = 600.0      # seconds of sleeping across one call's retries (not the calls)
     max_wait: float = 120.0            # cap on one sleep, retry-after included
     initial: float = 1.0
+
+
+# A reply this long is no kernel edit (the kernel itself is capped at 64 KiB): refused without a
+# repair turn, which would send it back in full.
+MAX_REPLY_CHARS = 256 * 1024
+
+
+class DeadlineExceeded(Exception):
+    """A call that did not complete within its wall-clock deadline (a stalled or dripping server)."""
 
 
 def _retry_after(exc: BaseException) -> float | None:
@@ -288,19 +301,29 @@ def is_transient(exc: BaseException) -> bool:
 
     if isinstance(exc, (anthropic.APIConnectionError, openai.APIConnectionError,      # timeouts included
                         anthropic.APIResponseValidationError, openai.APIResponseValidationError,
-                        json.JSONDecodeError)):                                        # a garbled body
+                        json.JSONDecodeError, DeadlineExceeded, _Garbled)):            # a garbled body
         return True
     status = _status(exc)
     return status is not None and (status in (408, 409, 429) or status >= 500)
 
 
+class _Garbled(Exception):
+    """A 200 response whose body is not the API's reply shape (not JSON, or missing fields)."""
+
+
 _CONTEXT_HINTS = ("context", "too long", "too many tokens", "maximum", "prompt is too long")
 
 
-def classify(exc: BaseException) -> ProviderError:
-    """The error the loop acts on, with the API's own message (never a key: SDKs don't echo it)."""
+def classify(exc: BaseException, host: str = "") -> ProviderError:
+    """The error the loop acts on, with the API's own message (scrubbed: a server may echo a key)."""
+    import anthropic
+    import openai
+
     status = _status(exc)
     message = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, (anthropic.APIConnectionError, openai.APIConnectionError)) and host:
+        cause = exc.__cause__ or exc.__context__
+        message += f" (to {host}{f': {cause}' if cause else ''})"
     if status in (401, 403):
         return ProviderError("auth", message)
     if status in (400, 413) and any(h in str(exc).lower() for h in _CONTEXT_HINTS):
@@ -312,19 +335,26 @@ def classify(exc: BaseException) -> ProviderError:
 
 class SDKProvider:
     """One model behind the official SDK, with exactly one retry policy (tenacity's; the SDK's
-    own retries are off), a per-call timeout, cost accounting and prompt caching."""
+    own retries are off), a wall-clock deadline on every call, cost accounting and prompt caching."""
 
     def __init__(self, spec: ModelSpec, api_key: str | None, base_url: str | None, timeout: float,
                  retry: RetryPolicy, log: Callable[[str], None] = print) -> None:
-        self.spec, self.retry, self.log = spec, retry, log
+        self.spec, self.retry, self.log, self.timeout = spec, retry, log, timeout
         self.name, self.model = spec.kind, spec.name
-        if spec.kind == "anthropic":
+        self._key, self._base_url = api_key, base_url
+        self.client = self._client()
+
+    def _client(self):  # noqa: ANN202 - anthropic.Anthropic or openai.OpenAI
+        if self.spec.kind == "anthropic":
             import anthropic
-            self.client = anthropic.Anthropic(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0)
-        else:
-            import openai
-            self.client = openai.OpenAI(api_key=api_key or "not-needed", base_url=base_url, timeout=timeout,
-                                        max_retries=0)
+            return anthropic.Anthropic(api_key=self._key, base_url=self._base_url, timeout=self.timeout, max_retries=0)
+        import openai
+        return openai.OpenAI(api_key=self._key or "not-needed", base_url=self._base_url, timeout=self.timeout,
+                             max_retries=0)
+
+    @property
+    def host(self) -> str:
+        return str(getattr(self.client, "base_url", self._base_url or "?"))
 
     def worst_case_cost(self, messages: Sequence[Message]) -> float | None:
         """An upper bound on one call's cost (None: the price is unknown)."""
@@ -336,45 +366,80 @@ class SDKProvider:
     def complete(self, messages: Sequence[Message], purpose: str) -> Reply:
         import tenacity
 
+        retries: list[dict] = []
+
         def wait(state: tenacity.RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None
             hinted = _retry_after(exc) if exc else None
             backoff = tenacity.wait_exponential_jitter(multiplier=self.retry.initial, max=self.retry.max_wait,
                                                        jitter=self.retry.initial)(state)
-            return min(self.retry.max_wait, hinted if hinted is not None else backoff)
+            left = max(0.0, self.retry.max_total_wait - state.idle_for)
+            return min(self.retry.max_wait, left, hinted if hinted is not None else backoff)
+
+        def stop(state: tenacity.RetryCallState) -> bool:
+            # The budget is the documented one: this many calls, this much sleeping between them.
+            return state.attempt_number >= self.retry.attempts or state.idle_for >= self.retry.max_total_wait
 
         def before_sleep(state: tenacity.RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
-            self.log(f"[{self.model}] retry {state.attempt_number}/{self.retry.attempts - 1} in "
-                     f"{state.next_action.sleep if state.next_action else 0:.1f} s after {type(exc).__name__}"
-                     f"{f' ({_status(exc)})' if _status(exc) else ''}")
+            sleep = state.next_action.sleep if state.next_action else 0.0
+            retries.append({"kind": type(exc).__name__, "status": _status(exc), "waited_seconds": round(sleep, 3)})
+            self.log(scrub(f"[{self.model}] retry {state.attempt_number}/{self.retry.attempts - 1} in {sleep:.1f} s "
+                           f"after {type(exc).__name__}{f' ({_status(exc)})' if _status(exc) else ''}"))
 
         started = time.monotonic()
         try:
-            for attempt in tenacity.Retrying(
-                    stop=tenacity.stop_after_attempt(self.retry.attempts)
-                    | tenacity.stop_before_delay(self.retry.max_total_wait),
-                    wait=wait, retry=tenacity.retry_if_exception(is_transient), before_sleep=before_sleep,
-                    reraise=True):
+            for attempt in tenacity.Retrying(stop=stop, wait=wait, retry=tenacity.retry_if_exception(is_transient),
+                                             before_sleep=before_sleep, reraise=True):
                 with attempt:
-                    text, stop, usage = self._call(messages)
+                    text, stop_reason, usage = self._call_within_deadline(messages)
         except Exception as exc:  # noqa: BLE001 - every SDK failure becomes a classified ProviderError
-            error = classify(exc)
+            error = classify(exc, self.host)
             if error.kind == "auth":
                 error = ProviderError("auth", f"{error} — check {KEY_ENV[self.spec.kind]}")
+            error.retries = tuple(retries)
             raise error from exc
         usage = Usage(usage.input_tokens, usage.output_tokens, usage.cache_read_tokens, usage.cache_write_tokens,
                       round(self.spec.price.cost(usage), 6) if self.spec.price else 0.0,
                       round(time.monotonic() - started, 3))
-        if stop in ("max_tokens", "length", "model_context_window_exceeded"):
-            raise ProviderError("truncated", f"reply cut off by the token limit (stop reason {stop}); not applied", usage)
-        if stop in ("refusal", "content_filter"):
-            raise ProviderError("refusal", f"the model refused (stop reason {stop})", usage)
+        done = tuple(retries)
+        if stop_reason in ("max_tokens", "length", "model_context_window_exceeded"):
+            raise ProviderError("truncated", f"reply cut off by the token limit (stop reason {stop_reason}); not "
+                                "applied", usage, done)
+        if stop_reason in ("refusal", "content_filter"):
+            raise ProviderError("refusal", f"the model refused (stop reason {stop_reason})", usage, done)
         if not text.strip():
-            raise ProviderError("empty", f"the reply has no text (stop reason {stop})", usage)
-        return Reply(text, self.name, self.model, usage, stop)
+            raise ProviderError("empty", f"the reply has no text (stop reason {stop_reason})", usage, done)
+        if len(text) > MAX_REPLY_CHARS:
+            raise ProviderError("oversized", f"the reply is {len(text):,} characters, over the {MAX_REPLY_CHARS:,} a "
+                                "kernel edit can need; not applied and not sent back", usage, done)
+        return Reply(scrub(text), self.name, self.model, usage, stop_reason, retries=done)
+
+    def _call_within_deadline(self, messages: Sequence[Message]) -> tuple[str, str, Usage]:
+        """``_call`` bounded in wall-clock time: the SDK's timeout bounds each wait for bytes, not
+        the call, so a server dripping a byte a second would hold it for as long as it liked. Past
+        the deadline the client is closed (ending the abandoned request) and a new one is made."""
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        future = pool.submit(self._call, messages)
+        try:
+            return future.result(timeout=self.timeout)
+        except concurrent.futures.TimeoutError:
+            self.client.close()
+            self.client = self._client()
+            raise DeadlineExceeded(f"no complete reply from {self.host} within {self.timeout:g} s") from None
+        finally:
+            pool.shutdown(wait=False)
 
     def _call(self, messages: Sequence[Message]) -> tuple[str, str, Usage]:
+        try:
+            return self._request(messages)
+        except (AttributeError, TypeError, KeyError, IndexError, ValueError) as exc:
+            # A 200 whose body is not a reply (HTML, plain text, a different shape): the SDK hands
+            # back a string or a half-built object. Garbled, so worth a retry.
+            raise _Garbled(f"the response from {self.host} is not a {self.spec.kind} reply ({type(exc).__name__}: "
+                           f"{str(exc)[:200]})") from exc
+
+    def _request(self, messages: Sequence[Message]) -> tuple[str, str, Usage]:
         options: dict = dict(self.spec.extra)
         if self.spec.temperature is not None:
             options["temperature"] = self.spec.temperature

@@ -8,7 +8,6 @@ stderr go to files, and its verdict is read from the JSON file it writes, parsed
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from orchestrator.redact import SECRET_NAME
 from targets import PROJECT_ROOT, TargetInfo
 from targets.harness.resources import DEFAULT_BUDGET_SECONDS
 from targets.harness.result import (EXIT_INTERNAL, EXIT_TIMEOUT, ResultParseError, TrialResult,
@@ -25,7 +25,6 @@ from targets.harness.sandbox import die_with_parent
 
 # Extra wall time past the in-trial budget before the whole tree is killed from outside.
 KILL_GRACE_SECONDS = 10.0
-_SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL|^ANTHROPIC_|^OPENAI_|^AWS_", re.I)
 
 
 @dataclass(frozen=True)
@@ -55,7 +54,7 @@ class TrialOutcome:
 
 def trial_env() -> dict[str, str]:
     """The daemon's environment minus anything that looks like a credential."""
-    return {k: v for k, v in os.environ.items() if not _SECRET_NAME.search(k)}
+    return {k: v for k, v in os.environ.items() if not SECRET_NAME.search(k)}
 
 
 def run(request: TrialRequest, out_dir: Path) -> TrialOutcome:

@@ -83,16 +83,62 @@ def create(repo: git.Repo, worktree: Path, branch: str, kernel_rel: str) -> Work
     return Workspace(repo, worktree, branch, kernel_rel)
 
 
-def attach(repo: git.Repo, worktree: Path, branch: str, kernel_rel: str) -> Workspace:
-    """Re-open an existing run's worktree (resume); recreate it from the branch if it vanished."""
+def attach(repo: git.Repo, worktree: Path, branch: str, kernel_rel: str, expected_head: str,
+           own_candidate: str | None = None) -> tuple[Workspace, list[str]]:
+    """Re-open a run's worktree to resume it, and make it agree with the ledger; returns warnings.
+
+    ``expected_head`` is the ledger's last kept commit (or the run's base); ``own_candidate`` the
+    kernel the attempt in flight wrote, the only change the daemon may discard. Anything else —
+    a missing branch, a worktree on another branch, a human's edits, a branch the ledger cannot
+    explain — raises WorkspaceError naming the problem and the fix; nothing is discarded silently.
+    """
+    warnings: list[str] = []
+    try:
+        repo.git.rev_parse("--verify", "-q", f"refs/heads/{branch}")
+    except git.GitCommandError:
+        raise WorkspaceError(f"the run's branch {branch} no longer exists, and it holds the run's kept kernels; "
+                             f"restore it (git branch {branch} <commit>) or start a new run") from None
     if not (worktree / ".git").exists():
         repo.git.worktree("prune")
         repo.git.worktree("add", "-q", str(worktree), branch)
+        warnings.append(f"the run's worktree {worktree} was missing; recreated it from branch {branch}")
     ws = Workspace(repo, worktree, branch, kernel_rel)
-    if ws.wt.active_branch.name != branch:
-        raise WorkspaceError(f"worktree {worktree} is on {ws.wt.active_branch.name}, expected {branch}")
+    try:
+        current = ws.wt.active_branch.name
+    except TypeError:
+        current = "a detached HEAD"
+    if current != branch:
+        raise WorkspaceError(f"the run's worktree {worktree} is on {current}, not the run's branch {branch}; "
+                             f"switch it back (git -C {worktree} switch {branch}) and resume")
+    foreign = [p for p in ws.changed_paths()
+               if p != kernel_rel or own_candidate is None or ws.kernel_path.read_text() != own_candidate]
+    if foreign:
+        raise WorkspaceError(f"the run's worktree has changes the daemon did not make ({', '.join(foreign[:5])}); "
+                             f"resuming would discard them: keep them elsewhere, then `git -C {worktree} stash -u` "
+                             "and resume")
+    head = ws.head()
+    if head != expected_head:
+        unrecorded = _commits_between(ws.wt, expected_head, head)
+        if own_candidate is None or unrecorded is None or len(unrecorded) != 1:
+            raise WorkspaceError(f"branch {branch} is at {head[:10]}, but the run's ledger ends at {expected_head[:10]} "
+                                 "and cannot account for the difference; reset the branch to what the ledger "
+                                 f"says (git -C {worktree} reset --hard {expected_head[:10]}) or start a new run")
+        # The daemon committed a keep and stopped before recording it: undo it, as its record says
+        # it was interrupted (a keep is recorded within milliseconds of its commit).
+        ws.wt.git.reset("--hard", "-q", expected_head)
+        warnings.append(f"commit {head[:10]} of the attempt in flight was never recorded as kept; undone, so the "
+                        f"branch again ends at the last recorded keep {expected_head[:10]}")
     ws.reset()
-    return ws
+    return ws, warnings
+
+
+def _commits_between(wt: git.Repo, base: str, tip: str) -> list[str] | None:
+    """Commits on ``tip`` after ``base``, or None if ``base`` is not an ancestor of ``tip``."""
+    try:
+        wt.git.merge_base("--is-ancestor", base, tip)
+    except git.GitCommandError:
+        return None
+    return wt.git.rev_list(f"{base}..{tip}").split()
 
 
 def relative_kernel(repo: git.Repo, kernel: Path) -> str:

@@ -141,6 +141,9 @@ def finished(run_dir: Path) -> dict[int, dict]:
         if e["event"] == "finished":
             assert e["attempt"] not in out, f"attempt {e['attempt']} finished twice"
             out[e["attempt"]] = e
+        elif e["event"] == "measured":             # a keep's later measurement, as the ledger merges it
+            assert e["attempt"] in out, f"attempt {e['attempt']} measured before it finished"
+            out[e["attempt"]] = {**out[e["attempt"]], **{k: v for k, v in e.items() if k not in ("event", "attempt")}}
     return out
 
 

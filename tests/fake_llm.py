@@ -17,6 +17,7 @@ class Step:
     body: dict | str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    drip: float = 0.0          # seconds between bytes of the body: a server that never quite stops
 
 
 def anthropic_message(text: str, stop_reason: str = "end_turn", input_tokens: int = 1200, output_tokens: int = 300,
@@ -71,7 +72,9 @@ class FakeLLMServer:
                 if step.delay:
                     time.sleep(step.delay)
                 payload = step.body if isinstance(step.body, str) else json.dumps(step.body)
-                data = payload.encode()
+                # "{KEY}" in a body stands for the key the request carried: a server that echoes it.
+                key = self.headers.get("x-api-key") or self.headers.get("authorization", "").removeprefix("Bearer ")
+                data = payload.replace("{KEY}", key).encode()
                 try:
                     self.send_response(step.status)
                     self.send_header("content-type", "application/json")
@@ -79,7 +82,13 @@ class FakeLLMServer:
                     for k, v in step.headers.items():
                         self.send_header(k, v)
                     self.end_headers()
-                    self.wfile.write(data)
+                    if step.drip:
+                        for i in range(len(data)):
+                            self.wfile.write(data[i:i + 1])
+                            self.wfile.flush()
+                            time.sleep(step.drip)
+                    else:
+                        self.wfile.write(data)
                 except (BrokenPipeError, ConnectionResetError):
                     pass                                       # the client gave up (timeout test)
 

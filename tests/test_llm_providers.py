@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 
 import pytest
 
@@ -24,10 +25,10 @@ def server():
 
 
 def make(server: FakeLLMServer, kind: str = "anthropic", timeout: float = 10.0, price: p.Price | None = PRICE,
-         retry: p.RetryPolicy = FAST_RETRY, log: list | None = None) -> p.SDKProvider:
+         retry: p.RetryPolicy = FAST_RETRY, log: list | None = None, key: str = KEY) -> p.SDKProvider:
     spec = p.ModelSpec(kind, "test-model", price, max_tokens=1000)
     base = server.url if kind == "anthropic" else server.url + "/v1"
-    return p.SDKProvider(spec, KEY, base, timeout, retry, (log.append if log is not None else lambda _: None))
+    return p.SDKProvider(spec, key, base, timeout, retry, (log.append if log is not None else lambda _: None))
 
 
 def test_anthropic_success_records_usage_cost_and_caches_the_prefix(server: FakeLLMServer) -> None:
@@ -152,8 +153,66 @@ def test_a_hanging_server_hits_the_per_call_timeout(server: FakeLLMServer) -> No
     retry = p.RetryPolicy(attempts=2, max_total_wait=1.0, max_wait=0.1, initial=0.01)
     with pytest.raises(p.ProviderError) as err:
         make(server, timeout=0.5, retry=retry).complete(MESSAGES, "propose")
-    assert err.value.kind == "transient" and "Timeout" in str(err.value)
+    assert err.value.kind == "transient" and ("Timeout" in str(err.value) or "within 0.5 s" in str(err.value))
     assert len(server.requests) == 2
+
+
+def test_a_dripping_server_is_cut_off_at_the_wall_clock_deadline(server: FakeLLMServer) -> None:
+    """One byte every 0.2 s never trips a per-read timeout; the call's deadline must."""
+    server.queue(*[Step(body={"padding": "x" * 200}, drip=0.2)] * 2)
+    retry = p.RetryPolicy(attempts=2, max_total_wait=1.0, max_wait=0.1, initial=0.01)
+    started = time.monotonic()
+    with pytest.raises(p.ProviderError) as err:
+        make(server, timeout=1.5, retry=retry).complete(MESSAGES, "propose")
+    assert time.monotonic() - started < 6.0                   # 2 calls x 1.5 s, not 2 x 40 s of drip
+    assert err.value.kind == "transient" and "within 1.5 s" in str(err.value)
+    assert [r["kind"] for r in err.value.retries] == ["DeadlineExceeded"]
+
+
+def test_the_retry_budget_counts_calls_and_sleep_not_call_time(server: FakeLLMServer) -> None:
+    """Slow failing calls must not eat the retries: six calls, as documented, however long each takes."""
+    server.queue(*[Step(body={}, delay=0.4)] * 6)
+    retry = p.RetryPolicy(attempts=6, max_total_wait=1.0, max_wait=0.01, initial=0.01)
+    with pytest.raises(p.ProviderError) as err:
+        make(server, timeout=0.2, retry=retry).complete(MESSAGES, "propose")
+    assert len(server.requests) == 6 and len(err.value.retries) == 5
+    assert all(r["waited_seconds"] <= 0.01 for r in err.value.retries)
+
+
+def test_a_garbled_200_is_retried_then_reported(server: FakeLLMServer) -> None:
+    server.queue(Step(body="<html>proxy error</html>"), anthropic_message("HYPOTHESIS: fine"))
+    reply = make(server).complete(MESSAGES, "propose")
+    assert reply.text.startswith("HYPOTHESIS") and [r["kind"] for r in reply.retries] == ["_Garbled"]
+
+
+def test_an_oversized_reply_is_refused_without_a_repair_turn(server: FakeLLMServer) -> None:
+    server.queue(anthropic_message("x" * (p.MAX_REPLY_CHARS + 1)))
+    with pytest.raises(p.ProviderError) as err:
+        make(server).complete(MESSAGES, "propose")
+    assert err.value.kind == "oversized" and len(server.requests) == 1
+
+
+def test_an_echoed_key_never_leaves_the_provider(server: FakeLLMServer, monkeypatch) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-echo-0123456789abcdef")
+    server.queue(anthropic_error(400, "invalid_request_error", "bad request for key {KEY}"),
+                 anthropic_message("HYPOTHESIS: your key is {KEY}"))
+    with pytest.raises(p.ProviderError) as err:
+        make(server, key="sk-ant-echo-0123456789abcdef").complete(MESSAGES, "propose")
+    assert "0123456789abcdef" not in str(err.value) and "[redacted]" in str(err.value)
+    reply = make(server, key="sk-ant-echo-0123456789abcdef").complete(MESSAGES, "propose")
+    assert "0123456789abcdef" not in reply.text
+
+
+def test_a_refused_connection_names_the_host() -> None:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]                             # closed again: nothing listens there
+    spec = p.resolve("claude", p.load_models())
+    provider = p.SDKProvider(spec, "k", f"http://127.0.0.1:{port}", 2.0, p.RetryPolicy(attempts=1))
+    with pytest.raises(p.ProviderError) as err:
+        provider.complete(MESSAGES, "propose")
+    assert f"127.0.0.1:{port}" in str(err.value)
 
 
 def test_worst_case_cost_bounds_the_actual_cost(server: FakeLLMServer) -> None:

@@ -172,34 +172,72 @@ def test_committed_kernel_is_exact(ws: Workspace) -> None:
     assert ws.committed_kernel(first) == KERNEL
 
 
-def test_attach_reopens_and_resets(repo: git.Repo, ws: Workspace) -> None:
+def test_attach_discards_only_the_daemons_own_in_flight_edit(repo: git.Repo, ws: Workspace) -> None:
     ws.write_candidate("def f():\n    return 9\n")
     sha = ws.commit("kept")
-    ws.write_candidate("uncommitted\n")
-    (ws.worktree / "leftover.txt").write_text("x\n")
-    again = workspace.attach(repo, ws.worktree, BRANCH, KERNEL_REL)
-    assert again.head() == sha
+    ws.write_candidate("in flight\n")                 # what the interrupted attempt wrote
+    again, warnings = workspace.attach(repo, ws.worktree, BRANCH, KERNEL_REL, sha, own_candidate="in flight\n")
+    assert again.head() == sha and warnings == []
     assert again.kernel_path.read_text() == "def f():\n    return 9\n"
     assert again.changed_paths() == []
-    assert not (ws.worktree / "leftover.txt").exists()
 
 
-def test_attach_recreates_a_deleted_worktree(repo: git.Repo, ws: Workspace) -> None:
+@pytest.mark.parametrize("edit", ["kernel", "other file"])
+def test_attach_refuses_to_discard_a_humans_edits(repo: git.Repo, ws: Workspace, edit: str) -> None:
+    sha = ws.head()
+    if edit == "kernel":
+        ws.write_candidate("a human's idea\n")
+    else:
+        (ws.worktree / "notes.txt").write_text("mine\n")
+    with pytest.raises(WorkspaceError, match="changes the daemon did not make") as exc:
+        workspace.attach(repo, ws.worktree, BRANCH, KERNEL_REL, sha, own_candidate="in flight\n")
+    assert "stash" in str(exc.value)
+    assert (ws.kernel_path.read_text() == "a human's idea\n") if edit == "kernel" else (ws.worktree / "notes.txt").exists()
+
+
+def test_attach_recreates_a_deleted_worktree_and_says_so(repo: git.Repo, ws: Workspace) -> None:
     ws.write_candidate("def f():\n    return 10\n")
     sha = ws.commit("kept")
     shutil.rmtree(ws.worktree)
-    again = workspace.attach(repo, ws.worktree, BRANCH, KERNEL_REL)
-    assert (ws.worktree / ".git").exists()
+    again, warnings = workspace.attach(repo, ws.worktree, BRANCH, KERNEL_REL, sha)
+    assert (ws.worktree / ".git").exists() and "was missing; recreated" in warnings[0]
     assert again.wt.active_branch.name == BRANCH and again.head() == sha
     assert again.kernel_path.read_text() == "def f():\n    return 10\n"
-    assert again.changed_paths() == []
     assert main_state(repo)[0] == "main"
 
 
 def test_attach_refuses_a_worktree_on_another_branch(repo: git.Repo, ws: Workspace) -> None:
+    sha = ws.head()
     run_git(ws.worktree, "switch", "-q", "-c", "elsewhere")
-    with pytest.raises(WorkspaceError, match=f"on elsewhere, expected {BRANCH}"):
-        workspace.attach(repo, ws.worktree, BRANCH, KERNEL_REL)
+    with pytest.raises(WorkspaceError, match=f"is on elsewhere, not the run's branch {BRANCH}"):
+        workspace.attach(repo, ws.worktree, BRANCH, KERNEL_REL, sha)
+
+
+def test_attach_refuses_when_the_run_branch_is_gone(repo: git.Repo, ws: Workspace) -> None:
+    sha = ws.head()
+    run_git(ws.worktree, "switch", "-q", "--detach")
+    run_git(Path(repo.working_tree_dir), "branch", "-q", "-D", BRANCH)
+    with pytest.raises(WorkspaceError, match="no longer exists"):
+        workspace.attach(repo, ws.worktree, BRANCH, KERNEL_REL, sha)
+
+
+def test_attach_undoes_a_keep_committed_but_never_recorded(repo: git.Repo, ws: Workspace) -> None:
+    recorded = ws.head()
+    ws.write_candidate("def f():\n    return 11\n")
+    unrecorded = ws.commit("kept, then SIGKILL before the ledger said so")
+    again, warnings = workspace.attach(repo, ws.worktree, BRANCH, KERNEL_REL, recorded,
+                                       own_candidate="def f():\n    return 11\n")
+    assert again.head() == recorded and unrecorded[:10] in warnings[0]
+
+
+def test_attach_refuses_a_branch_the_ledger_cannot_explain(repo: git.Repo, ws: Workspace) -> None:
+    recorded = ws.head()
+    for i in range(2):
+        ws.write_candidate(f"v{i}\n")
+        ws.commit(f"c{i}")
+    with pytest.raises(WorkspaceError, match="cannot account for the difference"):
+        workspace.attach(repo, ws.worktree, BRANCH, KERNEL_REL, recorded, own_candidate="v1\n")
+    assert ws.head() != recorded                        # nothing was reset
 
 
 def test_find_repo(repo: git.Repo, tmp_path: Path) -> None:
