@@ -44,14 +44,19 @@ class RunConfig:
     provider_retry_wait_seconds: float = 600.0 # total sleep across one call's retries
     models: dict[str, Any] | None = None       # overrides of orchestrator/models.yaml (aliases, prices, ...)
     unsafe_no_sandbox: bool = False            # run kernels without the sandbox: the user's explicit choice
+    # A trial that is not a keep and during which other work took more than this share of the
+    # worker core is measured again once the machine is quiet (see docs/robustness.md).
+    contention_threshold: float = 0.15
+    contention_retries: int = 1
+    quiet_wait_seconds: float = 300.0
     gate: GateConfig = field(default_factory=GateConfig)
 
 
 _POSITIVE = {"max_attempts", "max_hours", "max_cost_usd", "stop_after_rejects", "trial_budget_seconds",
              "stop_after_provider_errors", "trial_replicates", "trial_sessions", "trial_queries",
              "provider_timeout_seconds", "provider_retry_wait_seconds",
-             "history_rows", "worst_combo_min", "tradeoff_ratio"}
-_NON_NEGATIVE = {"repair_turns", "min_effect", "provider_retries"}
+             "history_rows", "worst_combo_min", "tradeoff_ratio", "contention_threshold"}
+_NON_NEGATIVE = {"repair_turns", "min_effect", "provider_retries", "contention_retries", "quiet_wait_seconds"}
 
 
 def _check_type(key: str, value: Any, annotation: Any) -> Any:

@@ -24,6 +24,7 @@ from orchestrator.redact import scrub, scrub_obj
 from targets.harness.files import write_atomic
 
 # What a person calls each of the loop's phases; phases with the same label print one line.
+BUSY_SHARE = 0.10                 # other work's share of the worker core worth telling the user about
 PHASE_LABELS = {"prompt": "proposing", "propose": "proposing", "edit": "editing", "workspace": "editing",
                 "trial": "trial", "gate": "gate", "git": "committing", "cumulative": "measuring vs baseline",
                 "ledger": "logging"}
@@ -51,6 +52,7 @@ class Status:
     budget_left: str = ""
     stop_reason: str = ""
     sandbox: str = ""                                        # its label; "OFF ..." is shown on every line
+    contention: float | None = None                          # other work's share of the worker core, last trial
 
 
 def recount(status: Status, records: list[dict[str, Any]]) -> None:
@@ -60,6 +62,8 @@ def recount(status: Status, records: list[dict[str, Any]]) -> None:
     best = [r.get("cumulative_speedup") for r in records if r.get("verdict") == "keep" and r.get("cumulative_speedup")]
     status.best_speedup = best[-1] if best else None
     status.input_tokens, status.output_tokens = t.input_tokens, t.output_tokens
+    last_trial = (records[-1].get("trial") or {}) if records else {}
+    status.contention = (last_trial.get("contention") or {}).get("foreign_cpu_share")
     status.cost_usd = round(t.cost_usd, 6)
 
 
@@ -117,6 +121,8 @@ class LiveStatus:
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(s.not_kept.items()))
         return (f"{best}; {s.keeps} kept, {s.attempts_done - s.keeps} not" + (f" ({reasons})" if reasons else "")
                 + f"; {s.input_tokens + s.output_tokens} tokens, ${s.cost_usd:.4f}"
+                + (f"; BUSY MACHINE: others took {s.contention:.0%} of the worker core in the last trial"
+                   if s.contention is not None and s.contention > BUSY_SHARE else "")
                 + (f"; left: {s.budget_left}" if s.budget_left else ""))
 
     def __rich__(self) -> Table:
@@ -133,6 +139,8 @@ class LiveStatus:
         grid.add_row("verdicts", f"{s.keeps} kept; not kept: {reasons}")
         grid.add_row("spent", f"{s.input_tokens:,} in / {s.output_tokens:,} out tokens, ${s.cost_usd:.4f}")
         grid.add_row("budget left", s.budget_left or "unlimited")
+        if s.contention is not None and s.contention > BUSY_SHARE:
+            grid.add_row("BUSY MACHINE", f"others took {s.contention:.0%} of the worker core in the last trial")
         return grid
 
     def _print(self, line: str) -> None:

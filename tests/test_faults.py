@@ -8,13 +8,15 @@ import json
 import random
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import git
+import psutil
 import pytest
 
-from conftest import (BASELINE, CANARY, daemon_cmd, events, finished, processes_mentioning, run_daemon, the_run,
+from conftest import (BASELINE, CANARY, ROOT, daemon_cmd, events, finished, processes_mentioning, run_daemon, the_run,
                       wait_for, worker_processes, write_config, write_script)
 from fake_llm import FakeLLMServer, Step, anthropic_error, anthropic_message
 
@@ -200,3 +202,69 @@ def test_a_second_ctrl_c_does_not_cut_the_record_short(repo: Path) -> None:
     assert daemon.wait(timeout=60) == 0
     got = finished(the_run(repo))
     assert got[1]["verdict"] == "interrupted" and not (the_run(repo) / "lock").exists()
+
+
+# ------------------------------------------------------------------------------------- the trial's budget
+
+def test_a_kernel_that_hangs_mid_timing_is_stopped_at_the_trial_budget(tmp_path: Path) -> None:
+    """It passes correctness and the first timed calls, then never returns: exit 3 at the budget."""
+    kernel = tmp_path / "kernels.py"
+    kernel.write_text(BASELINE.read_text().replace("import numpy as np\n", "import numpy as np\n\nCALLS = [0]\n", 1)
+                      .replace("    def compute_distances(self, table, out):\n",
+                               "    def compute_distances(self, table, out):\n        CALLS[0] += 1\n"
+                               "        while CALLS[0] > 150:\n            pass\n"))
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "orchestrator", "trial", "--target", "pq-l2", "--kernel", str(kernel),
+                           "--against", str(BASELINE), "--budget-seconds", "15", "--json"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    took = time.monotonic() - started
+    data = json.loads(proc.stdout)
+    assert proc.returncode == 3 and data["failure_kind"] == "timeout", data.get("failure")
+    assert "while timing" in data["failure"]                  # it did get into the speed phase
+    assert took < 15 + 8, took
+    assert worker_processes() == []
+
+
+# ------------------------------------------------------------------------------------- a busy machine
+
+def test_a_trial_under_contention_is_measured_again_on_a_quiet_machine(repo: Path) -> None:
+    cpus = sorted(psutil.Process().cpu_affinity())
+    if len(cpus) < 2:
+        pytest.skip("needs a worker core apart from the runner's")
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    psutil.Process(hog.pid).cpu_affinity([cpus[-1]])            # the core the trial's workers use
+    config = write_config(repo, max_attempts=1, contention_threshold=0.15, quiet_wait_seconds=30)
+    daemon = subprocess.Popen(daemon_cmd(write_script(repo, "s", [SLOWER]), config=config), cwd=repo,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    try:
+        for line in daemon.stdout:
+            lines.append(line)
+            if "waiting for a quiet machine" in line:
+                hog.kill()
+        daemon.wait(timeout=120)
+    finally:
+        hog.kill()
+        daemon.kill()
+    rec = finished(the_run(repo))[1]
+    assert [r["foreign_cpu_share"] > 0.15 for r in rec["remeasured"]] == [True], rec.get("remeasured")
+    assert rec["trial"]["contention"]["foreign_cpu_share"] < 0.15          # the second trial, quiet
+    assert rec["reason"] == "not_faster" and (the_run(repo) / "attempts" / "0001" / "trial-2").is_dir()
+    assert any("other work took" in line for line in lines)
+
+
+def test_the_live_status_says_when_the_machine_is_busy(tmp_path: Path) -> None:
+    import io
+
+    from orchestrator.progress import LiveStatus, Status
+    out = io.StringIO()
+    live = LiveStatus(tmp_path, Status("r", "pq-l2", "script"), stream=out, tty=False)
+    busy = [{"attempt": 1, "verdict": "discard", "reason": "not_faster",
+             "trial": {"contention": {"foreign_cpu_share": 0.47}}}]
+    live.begin_attempt(2, busy, "")
+    quiet = [{**busy[0], "trial": {"contention": {"foreign_cpu_share": 0.02}}}]
+    live.end_attempt(quiet)
+    live.begin_attempt(3, quiet, "")
+    first, second = out.getvalue().splitlines()
+    assert "BUSY MACHINE: others took 47% of the worker core" in first and "BUSY" not in second
+    assert json.loads((tmp_path / "status.json").read_text())["contention"] == 0.02

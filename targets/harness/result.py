@@ -91,6 +91,8 @@ class TrialResult:
     kernel_sha256: str = ""
     against_sha256: str = ""
     sandbox: str = ""                         # the isolation workers ran under (or that it was off)
+    # Other work on the trial's cores while it timed (targets.harness.contention): recorded, not gated.
+    contention: dict[str, float] = field(default_factory=dict)
     # HMAC-SHA256 of every other field, keyed by the per-trial token the caller passed: proves the
     # trial's own runner wrote this result and that nothing changed it since ("" without a token).
     result_mac: str = ""
@@ -139,7 +141,7 @@ _KINDS: dict[str, str] = {
     "ablated": "list",
     "jit_seconds": "float?", "fixture_seconds": "float?", "peak_mem_mb": "float?",
     "total_seconds": "float?", "kernel_sha256": "str", "against_sha256": "str", "sandbox": "str",
-    "result_mac": "str",
+    "contention": "map", "result_mac": "str",
 }
 # Fields of older results, ignored when read (ledgers keep loading across versions).
 _RETIRED = {"trial_token"}

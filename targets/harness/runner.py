@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import psutil
 
-from targets.harness import sandbox, stats, wire
+from targets.harness import contention, sandbox, stats, wire
 from targets.harness.counters import Counters
 from targets.harness.files import write_atomic
 from targets.harness.prng import Stream, mix_seeds
@@ -625,7 +625,9 @@ def run_trial(plan: TargetPlan, options: TrialOptions,
             peaks = [peak_rss_mb()] + [w.peak_mb() for w in workers]
             for w in workers:
                 w.kill()
-            survivors = [pid for w in workers for pid in w.reap(timeout=10.0)]
+            # One deadline for all the reaping: sixteen stuck workers must not add 16 x 10 s.
+            reap_until = time.monotonic() + 10.0
+            survivors = [pid for w in workers for pid in w.reap(timeout=max(0.1, reap_until - time.monotonic()))]
             # Not only the trees the runner knows: anything left as a worker's uid or in its namespace.
             survivors += sandbox.survivors({w.uid for w in workers if w.uid is not None},
                                            {w.pid_namespace for w in workers if w.pid_namespace is not None})
@@ -692,11 +694,15 @@ def _run_phases(plan: TargetPlan, options: TrialOptions, result: TrialResult, se
     # Said once per trial: either every worker was counted, or the first reason one was not.
     result.counters = next((w.counters_note for w in current if w.counters is None), current[0].counters_note)
     block = 0
+    monitor = contention.Monitor(worker_cpu, runner_cpu)
     for rep in range(passes):
         for _ in range(result.sessions):
+            monitor.begin(w.pid for w in current if w.pid is not None)
             measure_block(current, workloads, seed, block, result.queries_per_combo,
                           0 if "warmup" in options.ablated else plan.warmup_calls, plan.verify_fraction, samples,
                           spins, fixed_order="random-order" in options.ablated, freeze="freeze" not in options.ablated)
+            monitor.end(w.pid for w in current if w.pid is not None)
+            result.contention = monitor.summary()
             block += 1
         for arm, w in enumerate(current):
             samples.jit_seconds[arm] += jit_seconds(w, samples.ns[arm])
