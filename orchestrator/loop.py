@@ -366,19 +366,30 @@ def _sha256(path: Path) -> str:
 
 # ---------------------------------------------------------------------------------- the loop
 
-def budget_stop(run: Run, records: list[dict[str, Any]]) -> str | None:
+EXIT_PROVIDER_FAILING = 4       # the run stopped because the LLM API kept failing: a supervisor may retry later
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Why the loop stops before the next attempt, and the daemon's exit code for it."""
+
+    reason: str
+    code: int = 0
+
+
+def budget_stop(run: Run, records: list[dict[str, Any]]) -> Stop | None:
     """Why the loop must stop before the next attempt, or None. Budgets count the whole run,
     across resumes."""
     c, t = run.config, ledger_mod.tally(records)
     done = [r for r in records if r.get("verdict") in ("keep", "discard")]
     if (run.ledger.dir / "STOP").exists():
-        return "STOP file found"
+        return Stop("STOP file found")
     if c.max_attempts is not None and t.done >= c.max_attempts:
-        return f"reached --max-attempts {c.max_attempts}"
+        return Stop(f"reached --max-attempts {c.max_attempts}")
     if c.max_hours is not None and t.hours >= c.max_hours:
-        return f"reached --max-hours {c.max_hours:g}"
+        return Stop(f"reached --max-hours {c.max_hours:g}")
     if c.max_cost_usd is not None and t.cost_usd >= c.max_cost_usd:
-        return f"reached --max-cost-usd {c.max_cost_usd:g} (spent ${t.cost_usd:.4f})"
+        return Stop(f"reached --max-cost-usd {c.max_cost_usd:g} (spent ${t.cost_usd:.4f})")
     if c.stop_after_rejects is not None:
         streak = 0
         for r in reversed(done):
@@ -386,20 +397,18 @@ def budget_stop(run: Run, records: list[dict[str, Any]]) -> str | None:
                 break
             streak += 1
         if streak >= c.stop_after_rejects:
-            return f"{streak} discards in a row (--stop-after-rejects {c.stop_after_rejects})"
+            return Stop(f"{streak} discards in a row (--stop-after-rejects {c.stop_after_rejects})")
     provider_errors = 0
     for r in reversed(done):
         if r.get("reason") != "provider_error":
             break
         provider_errors += 1
     if provider_errors >= c.stop_after_provider_errors:
-        return f"{provider_errors} provider errors in a row; see the last attempts' evidence"
+        return Stop(f"{provider_errors} provider errors in a row; see the last attempts' evidence",
+                    EXIT_PROVIDER_FAILING)
     if getattr(run.provider, "exhausted", False):
-        return f"{run.provider.name} replies exhausted"
+        return Stop(f"{run.provider.name} replies exhausted")
     return None
-
-
-EXIT_PROVIDER_FAILING = 4       # the run stopped because the LLM API kept failing: a supervisor may retry later
 
 
 def _raise_interrupted(signum: int, frame: Any) -> None:
@@ -418,11 +427,9 @@ def run_loop(run: Run) -> int:
     try:
         while True:
             state = run.ledger.read()
-            reason = budget_stop(run, state.records)
-            if reason:
-                run.stop_reason = reason
-                if "provider errors in a row" in reason:
-                    code = EXIT_PROVIDER_FAILING
+            stop = budget_stop(run, state.records)
+            if stop:
+                run.stop_reason, code = stop.reason, stop.code
                 break
             if run.status:
                 run.status.begin_attempt(state.next_attempt, state.records, budget_left(run, state.records))

@@ -11,6 +11,7 @@ timing block, recorded on the result, never gated on directly (the daemon decide
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -104,8 +105,6 @@ def wait_for_quiet(cpu: int, threshold: float, max_seconds: float, window: float
     """Wait until other work takes less than ``threshold`` of ``cpu`` over a ``window``, for at
     most ``max_seconds``; returns (the last share seen or None, seconds waited). Nothing of the
     trial runs meanwhile, so all the core's busy time is someone else's."""
-    import time
-
     started, share = time.monotonic(), None
     while True:
         before = cpu_times(cpu)

@@ -226,11 +226,10 @@ class Worker:
             os.close(filter_w)
             passed.append(filter_r)
             argv = box.command(argv, uid, [*sandbox.runtime_paths(), bundle, self.kernel], [home, cache], filter_r, Path("/"))
-        self.home = home
         self.uid = uid
-        # With a sandbox the root is bwrap, which reaps its child (the worker, init of its PID
-        # namespace) and exits as soon as that dies. Killing bwrap too could orphan the worker's
-        # zombie to the system's init, which may reap only once a second (1.5-2 s here, pinned).
+        # With a sandbox the root is bwrap, which exits as soon as the namespace it holds dies (its
+        # init reaps the worker). Killing bwrap too could orphan a zombie to the system's init,
+        # which may reap only once a second (1.5-2 s here, pinned).
         self._spare_root = box.active
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(

@@ -238,8 +238,8 @@ def _bwrap() -> str | None:
         return None
 
 
-FIX = ("install the project's dependencies (pip install -e .) on Linux with user namespaces allowed, "
-       "or pass --unsafe-no-sandbox to run kernels with your own rights")
+UNSAFE_FIX = "pass --unsafe-no-sandbox to run kernels with your own rights"
+FIX = f"install the project's dependencies (pip install -e .) on Linux with user namespaces allowed, or {UNSAFE_FIX}"
 
 
 @lru_cache(maxsize=1)
@@ -256,7 +256,7 @@ def probe() -> Sandbox:
         setpriv = shutil.which("setpriv") or ""
         if not setpriv:
             return Sandbox(unavailable="running as root needs util-linux `setpriv` to drop workers to their own "
-                                       f"uid, and it is not on PATH; install util-linux, or {FIX.split(', or ')[1]}")
+                                       f"uid, and it is not on PATH; install util-linux, or {UNSAFE_FIX}")
     try:
         version = subprocess.run([bwrap, "--version"], capture_output=True, text=True, timeout=10).stdout.split()[-1]
         program = seccomp_program()
