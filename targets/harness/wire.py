@@ -7,6 +7,7 @@ dtype (from a small allowlist) and shape, and are rebuilt as plain, read-only nd
 from __future__ import annotations
 
 import json
+import math
 import os
 import select
 import struct
@@ -19,6 +20,7 @@ MAGIC = b"LAR1"
 _PREFIX = struct.Struct("<4sI")
 MAX_HEADER_BYTES = 1 << 20
 MAX_PAYLOAD_BYTES = 1 << 29
+SMALL_FRAME_BYTES = 1 << 16          # sent with one write (a query, its answer)
 ALLOWED_DTYPES = frozenset(np.dtype(t).str for t in (
     np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
     np.float32, np.float64))
@@ -48,6 +50,19 @@ def _wait(fd: int, event: int, deadline: float | None, spin: bool = False) -> No
         return
     if not poller.poll(remaining * 1000.0):
         raise WireTimeout("deadline passed")
+
+
+def spin_until_readable(fd: int, cpu_seconds: float) -> None:
+    """Busy-poll ``fd`` until it is readable or this thread has spent ``cpu_seconds`` of CPU
+    waiting (then the caller's read blocks). A blocked reader on a VM wakes ~100-200 µs after the
+    write, more than a whole PQ search; a frozen (SIGSTOPped) spinner spends no CPU, so the
+    budget outlasts any freeze and a thawed worker is still spinning when its request comes."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    until = time.thread_time() + cpu_seconds
+    while not poller.poll(0):
+        if time.thread_time() > until:
+            return
 
 
 def _write_all(fd: int, data: bytes | memoryview, deadline: float | None) -> None:
@@ -82,7 +97,9 @@ def _read_exact(fd: int, n: int, deadline: float | None, spin: bool = False) -> 
 
 def send(fd: int, message: dict[str, Any], arrays: dict[str, np.ndarray] | None = None,
          deadline: float | None = None) -> None:
-    """Write one frame; with a deadline, give up (WireTimeout) when the reader stops reading."""
+    """Write one frame; with a deadline, give up (WireTimeout) when the reader stops reading.
+    A small frame goes out in one write: a reader that finds half a frame would block for the
+    rest, and a blocked reader wakes late (see spin_until_readable)."""
     arrays = arrays or {}
     specs, payloads = [], []
     for name, arr in arrays.items():
@@ -91,10 +108,12 @@ def send(fd: int, message: dict[str, Any], arrays: dict[str, np.ndarray] | None 
         specs.append({"name": name, "dtype": dtype.str, "shape": list(arr.shape)})
         payloads.append(arr.astype(dtype, copy=False).data)
     header = json.dumps({"message": message, "arrays": specs}).encode()
-    _write_all(fd, _PREFIX.pack(MAGIC, len(header)) + header, deadline)
-    for payload in payloads:
-        if payload.nbytes:
-            _write_all(fd, payload, deadline)
+    frame = [_PREFIX.pack(MAGIC, len(header)) + header, *(p for p in payloads if p.nbytes)]
+    if sum(memoryview(part).nbytes for part in frame) <= SMALL_FRAME_BYTES:
+        _write_all(fd, b"".join(frame), deadline)
+        return
+    for part in frame:
+        _write_all(fd, part, deadline)
 
 
 def recv(fd: int, deadline: float | None = None,
@@ -106,22 +125,23 @@ def recv(fd: int, deadline: float | None = None,
     if length > MAX_HEADER_BYTES:
         raise WireError(f"frame header of {length} bytes is over the limit")
     try:
-        header = json.loads(_read_exact(fd, length, deadline))
+        header = json.loads(_read_exact(fd, length, deadline, spin))
         message, specs = header["message"], header["arrays"]
         if not isinstance(message, dict) or not isinstance(specs, list):
             raise TypeError("message must be an object and arrays a list")
     except (ValueError, KeyError, TypeError) as exc:
         raise WireError(f"malformed frame header: {exc}") from exc
+    parsed = [_parse_spec(spec) for spec in specs]
+    sizes = [dtype.itemsize * math.prod(shape) for _, dtype, shape in parsed]
+    if sum(sizes) > MAX_PAYLOAD_BYTES:
+        raise WireError("frame payload is over the limit")
+    # One read for every payload, then read-only views of it (backed by bytes).
+    data = bytes(_read_exact(fd, sum(sizes), deadline, spin)) if sum(sizes) else b""
     arrays: dict[str, np.ndarray] = {}
-    total = 0
-    for spec in specs:
-        name, dtype, shape = _parse_spec(spec)
-        nbytes = dtype.itemsize * int(np.prod(shape, dtype=np.int64))
-        total += nbytes
-        if total > MAX_PAYLOAD_BYTES:
-            raise WireError("frame payload is over the limit")
-        data = bytes(_read_exact(fd, nbytes, deadline))
-        arrays[name] = np.frombuffer(data, dtype=dtype).reshape(shape)   # read-only: backed by bytes
+    offset = 0
+    for (name, dtype, shape), size in zip(parsed, sizes):
+        arrays[name] = np.frombuffer(data, dtype=dtype, count=size // dtype.itemsize, offset=offset).reshape(shape)
+        offset += size
     return message, arrays
 
 
