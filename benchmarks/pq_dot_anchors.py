@@ -3,9 +3,9 @@
 For each of the 9 speed workloads (3 shapes x 3 distributions, N=20,000, the harness's own
 fixtures) and ``--queries`` fresh queries per workload, times one query at a time:
 
-  kernel     the op the harness times: ``target.OPS["speed"]`` = distance_table +
-             compute_distances + top-10 (``target.top_k``), on a ``PqKernel`` from ``--kernel``
-  reference  ``reference.distance_table`` + ``reference.distances`` + ``target.top_k``
+  kernel     the op the harness times: ``target.OPS["speed"]`` = one ``PqKernel.search`` (table,
+             distances, top-10), on a ``PqKernel`` from ``--kernel``
+  reference  ``reference.distance_table`` + ``reference.distances`` + the oracle's ``top_k``
   faiss      ``faiss.IndexPQ(d, M, 8, METRIC_INNER_PRODUCT).search(q, 10)``, same codebook and codes
 
 faiss returns the 10 largest inner products ``Σ_m q_m·c_m``; Lance's distance is
@@ -30,7 +30,9 @@ from anchoring import Table, faiss, faiss_pq_index, parse_args, time_arms  # fir
 from targets.harness.worker import load_kernel  # the harness's own importlib loader
 from targets.pq_dot import inputs, reference
 from targets.pq_dot.run_experiment import Oracle
-from targets.pq_dot.target import OPS, TOP_K, build, top_k
+from targets.pq_dot.target import OPS, TOP_K, build
+from targets.pq_l2.reference import top_k
+from targets.pq_l2.target import k_array
 
 DEFAULT_KERNEL = Path(__file__).resolve().parent.parent / "targets" / "pq_dot" / "kernels.py"
 
@@ -66,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             queries = inputs.speed_queries(shape, dist, fx[p + "centres"], args.seed, args.queries)
 
             def run_kernel(q):
-                return OPS["speed"](inst, {"query": q})
+                return OPS["speed"](inst, {"query": q, "k": k_array(TOP_K)})
 
             def run_reference(q):
                 return top_k(reference.distances(shape, reference.distance_table(shape, codebook, q), codes, n), TOP_K)

@@ -3,9 +3,9 @@
 For each of the 9 speed workloads (3 shapes x 3 distributions, N=20,000, the harness's own
 fixtures) and ``--queries`` fresh queries per workload, times one query at a time:
 
-  kernel     the op the harness times: ``target.OPS["speed"]`` = distance_table +
-             compute_distances + top-10 (``target.top_k``), on a ``PqKernel`` from ``--kernel``
-  reference  ``reference.distance_table`` + ``reference.distances`` + ``target.top_k``
+  kernel     the op the harness times: ``target.OPS["speed"]`` = one ``PqKernel.search`` (table,
+             distances, top-10), on a ``PqKernel`` from ``--kernel``
+  reference  ``reference.distance_table`` + ``reference.distances`` + the oracle's ``top_k``
   faiss      ``faiss.IndexPQ.search(q, 10)`` with the same codebook and the same codes
 
 The three are interleaved query by query (rotating which goes first) so they see the same machine
@@ -27,7 +27,8 @@ import numpy as np
 from anchoring import Table, faiss, faiss_pq_index, parse_args, time_arms  # first: sets one thread before numpy loads BLAS
 from targets.harness.worker import load_kernel  # the harness's own importlib loader
 from targets.pq_l2 import inputs, reference
-from targets.pq_l2.target import NUM_CENTROIDS, OPS, TOP_K, build, top_k
+from targets.pq_l2.reference import top_k
+from targets.pq_l2.target import OPS, TOP_K, build, k_array
 
 DEFAULT_KERNEL = Path(__file__).resolve().parent.parent / "targets" / "pq_l2" / "kernels.py"
 ATOL, RTOL = 1e-4, 1e-6
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             queries = inputs.speed_queries(shape, dist, fx[p + "centres"], args.seed, args.queries)
 
             def run_kernel(q):
-                return OPS["speed"](inst, {"query": q})
+                return OPS["speed"](inst, {"query": q, "k": k_array(TOP_K)})
 
             def run_reference(q):
                 return top_k(reference.distances(shape, reference.distance_table(shape, codebook, q), codes, n), TOP_K)
@@ -68,11 +69,10 @@ def main(argv: list[str] | None = None) -> int:
                 return index.search(q[None, :], TOP_K)
 
             def agrees(q):
-                # The full kernel distances, then faiss's ids scored by them.
-                dt = np.full(shape.num_sub_vectors * NUM_CENTROIDS, np.nan, dtype=np.float32)
-                inst.kernel.distance_table(q, dt)
-                dists = np.full(n, np.nan, dtype=np.float32)
-                inst.kernel.compute_distances(dt, dists)
+                # Every kernel distance (its search with k = N), then faiss's ids scored by them.
+                out = OPS["check"](inst, {"query": q, "k": k_array(n)})
+                dists = np.empty(n, dtype=np.float32)
+                dists[out["topk_ids"]] = out["topk_dists"]
                 kernel_ids, _ = top_k(dists, TOP_K)
                 return agree(dists, kernel_ids, run_faiss(q)[1][0])
 

@@ -46,7 +46,7 @@ def test_trial_json_is_the_runner_result(tmp_path: Path) -> None:
 
 
 def test_trial_block_output_and_incorrect_exit(write_kernel) -> None:
-    kernel = write_kernel("wrong", replace=("out[:] = 0.0", "out[:] = 1.0"))
+    kernel = write_kernel("wrong", replace=("dists[:] = 0.0", "dists[:] = 1.0"))
     proc = orchestrator("trial", "--target", "pq-l2", "--kernel", str(kernel))
     assert proc.returncode == 2
     assert parse_block(proc.stdout).failure_kind == "incorrect"

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import re
 import textwrap
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -22,32 +23,33 @@ CURRENT = textwrap.dedent("""\
             self.shape = shape
             self.num_vectors = num_vectors
 
-        def distance_table(self, query, out):
+        def search(self, query, k, out_ids, out_dists):
+            self.fill_ids(out_ids)
+            self.fill_dists(out_dists)
+
+        def fill_ids(self, out):
             out[:] = 0.0
 
-        def compute_distances(self, table, out):
+        def fill_dists(self, out):
             out[:] = 1.0
     """)
 
 API = {"PqKernel": {"__init__": ["self", "shape", "codebook", "codes_aos", "num_vectors"],
-                    "distance_table": ["self", "query", "out"],
-                    "compute_distances": ["self", "table", "out"]}}
+                    "search": ["self", "query", "k", "out_ids", "out_dists"]}}
+SEARCH_SIG = "self, query, k, out_ids, out_dists"
 
 
 def block(search: str, replace: str) -> str:
     return f"<<<<<<< SEARCH\n{search}=======\n{replace}>>>>>>> REPLACE\n"
 
 
-def kernel_with(distance_table_sig: str = "self, query, out", extra: str = "") -> str:
+def kernel_with(search_sig: str = SEARCH_SIG, extra: str = "") -> str:
     return textwrap.dedent(f"""\
         class PqKernel:
             def __init__(self, shape, codebook, codes_aos, num_vectors):
                 pass
 
-            def distance_table({distance_table_sig}):
-                pass
-
-            def compute_distances(self, table, out):
+            def search({search_sig}):
                 pass
         {extra}""")
 
@@ -139,8 +141,8 @@ def test_search_that_occurs_twice() -> None:
     with pytest.raises(EditError, match="block 1: the SEARCH text occurs 2 times"):
         parse_and_apply(reply, current)
     # With enough context to be unique, the same change applies.
-    reply = "HYPOTHESIS: h\n" + block("    def compute_distances(self, table, out):\n        out[:] = 0.0\n",
-                                      "    def compute_distances(self, table, out):\n        out[:] = 2.0\n")
+    reply = "HYPOTHESIS: h\n" + block("    def fill_dists(self, out):\n        out[:] = 0.0\n",
+                                      "    def fill_dists(self, out):\n        out[:] = 2.0\n")
     assert parse_and_apply(reply, current).new_text == CURRENT.replace("out[:] = 1.0", "out[:] = 2.0")
 
 
@@ -243,28 +245,28 @@ def test_class_nested_in_a_function_is_not_top_level() -> None:
 
 
 def test_missing_method() -> None:
-    text = CURRENT.replace("def compute_distances(self, table, out):", "def compute(self, table, out):")
-    with pytest.raises(EditError, match=r"needs method PqKernel\.compute_distances\(self, table, out\)"):
+    text = CURRENT.replace("def search(self, query, k, out_ids, out_dists):", "def find(self, query, k, out_ids, out_dists):")
+    with pytest.raises(EditError, match=r"needs method PqKernel\.search\(self, query, k, out_ids, out_dists\)"):
         validate(text, API)
 
 
 @pytest.mark.parametrize("sig", [
-    "self, q, out",              # renamed
-    "self, out, query",          # reordered
-    "self, query",               # missing
-    "self, query, out, extra",   # extra positional
-    "self, query, out, *args",
-    "self, query, out, **kwargs",
-    "self, query, *, out",       # out made keyword-only
-    "self, query, out, *, flag=False",
+    "self, q, k, out_ids, out_dists",                 # renamed
+    "self, query, k, out_dists, out_ids",             # reordered
+    "self, query, out_ids, out_dists",                # missing
+    "self, query, k, out_ids, out_dists, extra",      # extra positional
+    "self, query, k, out_ids, out_dists, *args",
+    "self, query, k, out_ids, out_dists, **kwargs",
+    "self, query, k, out_ids, *, out_dists",          # out_dists made keyword-only
+    "self, query, k, out_ids, out_dists, *, flag=False",
 ])
 def test_wrong_signature_rejected(sig: str) -> None:
-    with pytest.raises(EditError, match=r"PqKernel\.distance_table must take exactly \(self, query, out\)"):
+    with pytest.raises(EditError, match=r"PqKernel\.search must take exactly \(self, query, k, out_ids, out_dists\)"):
         validate(kernel_with(sig), API)
 
 
 def test_defaults_do_not_change_the_api() -> None:
-    validate(kernel_with("self, query, out=None"), API)
+    validate(kernel_with("self, query, k=10, out_ids=None, out_dists=None"), API)
 
 
 def test_size_cap_is_in_bytes() -> None:
@@ -288,69 +290,86 @@ def test_real_baseline_validates_against_kernel_api() -> None:
 
 
 def test_kernel_api_rejects_a_broken_baseline() -> None:
-    text = BASELINE.read_text().replace("def compute_distances(self, table, out):",
-                                        "def compute_distances(self, out, table):")
+    text = BASELINE.read_text().replace("def search(self, query, k, out_ids, out_dists):",
+                                        "def search(self, query, out_ids, out_dists, k):")
     assert text != BASELINE.read_text()
-    with pytest.raises(EditError, match="compute_distances must take exactly"):
+    with pytest.raises(EditError, match="search must take exactly"):
         validate(text, KERNEL_API)
 
 
 # -- the real playbook ---------------------------------------------------------------------------
+# Generic over the entries (more are added over time): the offline provider replays them in name
+# order, each against the kernel the loop holds when it is reached, which is the last keep. Which
+# entries keep is up to their trials (tests/test_loop.py runs the playbook); here every kernel the
+# loop could hold is a candidate: the baseline until 01 (the first keep), then 01's kernel and the
+# result of every later entry that applied.
 
-def _reply(name: str) -> str:
-    [path] = PLAYBOOK.glob(f"{name}-*.md")
-    return path.read_text()
+def _entries() -> list[Path]:
+    return sorted(p for p in PLAYBOOK.glob("*.md") if not p.name.endswith(".repair.md"))
+
+
+@dataclass
+class Step:
+    entry: Path
+    candidates: list[str]                # the kernels the loop could hold when it reaches this entry
+    applied: list[tuple[str, Edit]]      # (candidate, the entry applied to it) where it fits
+    errors: list[str]                    # why it failed against the others
 
 
 @pytest.fixture(scope="module")
-def states() -> dict[str, str]:
-    base = BASELINE.read_text()
-    out = {"baseline": base}
-    for n in ("01", "03", "05", "06"):
-        edit = parse_and_apply(_reply(n), base)
-        assert edit.format == "whole_file", n
-        out[n] = edit.new_text
-    return out
+def walk() -> list[Step]:
+    baseline = BASELINE.read_text()
+    candidates = [baseline]
+    steps = []
+    for entry in _entries():
+        applied, errors = [], []
+        for state in candidates:
+            try:
+                applied.append((state, parse_and_apply(entry.read_text(), state)))
+            except EditError as exc:
+                errors.append(str(exc))
+        steps.append(Step(entry, list(candidates), applied, errors))
+        new = [e.new_text for _, e in applied if e.new_text not in candidates]
+        # 01 is the first keep: after it the baseline is gone for good.
+        candidates = new if entry.name.startswith("01-") else candidates + new
+    return steps
 
 
-@pytest.mark.parametrize("n", ["01", "03", "05", "06"])
-def test_playbook_whole_file_entries_validate(n: str, states: dict[str, str]) -> None:
-    edit = parse_and_apply(_reply(n), BASELINE.read_text())
-    assert edit.format == "whole_file" and edit.blocks == 0 and edit.hypothesis
-    assert edit.new_text != BASELINE.read_text()
-    assert edit.new_text.lstrip().startswith('"""pq-l2 kernels')
+def test_playbook_entries_are_numbered_from_01_without_gaps() -> None:
+    names = [p.name for p in _entries()]
+    assert names and [n[:3] for n in names] == [f"{i:02d}-" for i in range(1, len(names) + 1)], names
+    for repair in PLAYBOOK.glob("*.repair.md"):             # a repair reply belongs to an entry
+        assert repair.with_name(repair.name.replace(".repair.md", ".md")).is_file(), repair.name
+
+
+def test_playbook_01_is_a_whole_file_kernel_that_keeps_the_api(walk: list[Step]) -> None:
+    first = walk[0]
+    assert first.entry.name.startswith("01-") and first.errors == []
+    [(state, edit)] = first.applied
+    assert state == BASELINE.read_text()
+    assert edit.format == "whole_file" and edit.blocks == 0 and edit.hypothesis and edit.lesson
+    assert edit.new_text != state
     validate(edit.new_text, KERNEL_API)
 
 
-def test_playbook_lessons() -> None:
-    base = BASELINE.read_text()
-    assert parse_and_apply(_reply("01"), base).lesson.startswith("At M=16 the cost is numpy call overhead")
-    assert parse_and_apply(_reply("03"), base).lesson is None
-
-
-def test_playbook_02_applies_to_01(states: dict[str, str]) -> None:
-    edit = parse_and_apply(_reply("02"), states["01"])
-    assert edit.format == "search_replace" and edit.blocks == 1
-    assert "np.matmul(self.codebook, q)" in edit.new_text
-    assert "np.multiply(diff, diff, out=diff)" not in edit.new_text
-    # Everything outside the replaced lines is unchanged.
-    assert edit.new_text.split("    def distance_table")[0] == states["01"].split("    def distance_table")[0]
-    assert edit.new_text.split("    def compute_distances")[1] == states["01"].split("    def compute_distances")[1]
-    validate(edit.new_text, KERNEL_API)
-
-
-def test_playbook_02_does_not_apply_to_baseline(states: dict[str, str]) -> None:
-    with pytest.raises(EditError, match="does not occur"):
-        parse_and_apply(_reply("02"), states["baseline"])
-
-
-@pytest.mark.parametrize("state", ["baseline", "01", "01+02", "03", "05"])
-def test_playbook_04_fails_against_every_earlier_state(state: str, states: dict[str, str]) -> None:
-    text = (parse_and_apply(_reply("02"), states["01"]).new_text if state == "01+02" else states[state])
-    with pytest.raises(EditError, match=re.escape("block 1: the SEARCH text does not occur")):
-        parse_and_apply(_reply("04"), text)
-
-
-def test_playbook_has_the_expected_entries() -> None:
-    names = sorted(p.name[:2] for p in PLAYBOOK.glob("*.md") if not p.name.endswith(".repair.md"))
-    assert names == ["01", "02", "03", "04", "05", "06"]
+@pytest.mark.parametrize("n", range(len(_entries())), ids=lambda n: _entries()[n].name)
+def test_playbook_entry_applies_in_sequence_or_is_malformed_whatever_the_loop_held(n: int,
+                                                                                   walk: list[Step]) -> None:
+    step = walk[n]
+    if not step.applied:
+        # A malformed reply (the loop's edit_failed): it fails against every kernel the loop has
+        # held or could hold, the baseline included, so the offline run cannot depend on which
+        # earlier entries kept.
+        for state in {BASELINE.read_text(), *(s.new_text for prev in walk[:n] for _, s in prev.applied)}:
+            with pytest.raises(EditError):
+                parse_and_apply(step.entry.read_text(), state)
+        return
+    for state, edit in step.applied:
+        assert edit.hypothesis
+        # Every reply that applies keeps the API (so it reaches its trial) and changes the kernel.
+        validate(edit.new_text, KERNEL_API)
+        assert edit.new_text != state, "a no-op edit"
+        if edit.format == "whole_file":
+            assert edit.blocks == 0 and edit.new_text.lstrip().startswith('"""pq-l2 kernels')
+        else:
+            assert edit.format == "search_replace" and edit.blocks >= 1

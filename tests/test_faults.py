@@ -16,17 +16,15 @@ import git
 import psutil
 import pytest
 
-from conftest import (BASELINE, CANARY, ROOT, daemon_cmd, events, finished, processes_mentioning, run_daemon, the_run,
+from conftest import (BASELINE, CANARY, KEEP, ROOT, daemon_cmd, events, finished, processes_mentioning, run_daemon, the_run,
                       wait_for, worker_processes, write_config, write_script)
 from fake_llm import FakeLLMServer, Step, anthropic_error, anthropic_message
 
-PLAYBOOK = Path(__file__).resolve().parent.parent / "targets" / "pq_l2" / "playbook"
-KEEP = (PLAYBOOK / "05-numba-per-vector-loop.md").read_text()
-SLOWER = ("HYPOTHESIS: Accumulate twice.\n\n```python\n" + BASELINE.read_text().replace(
-    "            out += table[m * k:(m + 1) * k][self.codes_soa[m]]",
-    "            out += table[m * k:(m + 1) * k][self.codes_soa[m]]\n"
-    "            out -= table[m * k:(m + 1) * k][self.codes_soa[m]]\n"
-    "            out += table[m * k:(m + 1) * k][self.codes_soa[m]]") + "```\n")
+PQ_DISTANCES = ("        _pq_distances(self.table, self.codes_soa, self.num_sub_vectors, self.num_vectors, "
+                "self.dists)\n")
+assert PQ_DISTANCES in BASELINE.read_text()
+SLOWER = ("HYPOTHESIS: Accumulate twice.\n\n```python\n"
+          + BASELINE.read_text().replace(PQ_DISTANCES, PQ_DISTANCES * 2) + "```\n")
 
 
 @pytest.fixture
@@ -227,8 +225,8 @@ def test_a_kernel_that_hangs_mid_timing_is_stopped_at_the_trial_budget(tmp_path:
     """It passes correctness and the first timed calls, then never returns: exit 3 at the budget."""
     kernel = tmp_path / "kernels.py"
     kernel.write_text(BASELINE.read_text().replace("import numpy as np\n", "import numpy as np\n\nCALLS = [0]\n", 1)
-                      .replace("    def compute_distances(self, table, out):\n",
-                               "    def compute_distances(self, table, out):\n        CALLS[0] += 1\n"
+                      .replace("    def search(self, query, k, out_ids, out_dists):\n",
+                               "    def search(self, query, k, out_ids, out_dists):\n        CALLS[0] += 1\n"
                                "        while CALLS[0] > 150:\n            pass\n"))
     started = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "orchestrator", "trial", "--target", "pq-l2", "--kernel", str(kernel),

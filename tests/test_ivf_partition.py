@@ -1,5 +1,7 @@
 """Tests for the ivf-partition target: the oracle (bit-exact against a scalar port of Lance), the
-top-n check (ties, tolerance, the precision trap), the inputs, and a paired trial of a playbook keep."""
+compiled baseline (bit-exact distances, sort_to_indices semantics), the top-n check (ties,
+tolerance, the precision trap), the inputs, and the playbook (its keep exact and faster in a paired
+trial, its wrong kernel rejected)."""
 
 from __future__ import annotations
 
@@ -206,6 +208,51 @@ def test_baseline_kernel_passes_the_battery() -> None:
             assert run_experiment.check(case, i, target.OPS["check"](k, call)) is None, (case.name, i)
 
 
+# --- the compiled baseline: Lance's order bit for bit, sort_to_indices semantics ---------------------
+
+def _assert_exact_top(module, centroids: np.ndarray, query: np.ndarray, dt: str, nprobes: int | None) -> None:
+    """The kernel's answer is the reference's top n with bit-identical distances: ascending, unique
+    ids, each distance the reference's own for that id, the multiset of distances the n smallest."""
+    ids, dists = module.IvfKernel(centroids, dt).find_partitions(query, nprobes)
+    ref = reference.distances(query, centroids, dt)
+    n = reference.probe_count(centroids.shape[0], nprobes)
+    assert ids.dtype == np.uint32 and dists.dtype == F32 and ids.shape == dists.shape == (n,)
+    assert np.unique(ids).size == n
+    np.testing.assert_array_equal(bits(dists), bits(ref[ids]), err_msg=f"{dt} nprobes={nprobes}")
+    np.testing.assert_array_equal(dists, np.sort(ref)[:n], err_msg=f"{dt} nprobes={nprobes}")
+
+
+@pytest.mark.parametrize("dim", [1, 15, 16, 40, 130])
+@pytest.mark.parametrize("spread", [False, True])
+def test_baseline_distances_bit_exact_and_top_n(dim: int, spread: bool) -> None:
+    centroids, query = _rng_case(301, dim, seed=dim * 3 + spread, spread=spread)
+    for dt in inputs.DISTANCE_TYPES:
+        for nprobes in (1, 2, 20, 299, 300, 301, None):
+            _assert_exact_top(kernels, centroids, query, dt, nprobes)
+
+
+@pytest.mark.parametrize("nlist", [2, 17, 21, 64, 1000, 4099])
+def test_baseline_selection_with_heavy_ties(nlist: int) -> None:
+    # Few distinct centroids (exact ties everywhere) and rounded values: the introselect's
+    # equal-element partition, the insertion-sort cut-offs and the min/max scans at the ends.
+    rng = np.random.default_rng(nlist)
+    distinct = np.round(rng.uniform(-2, 2, (max(1, nlist // 7), 24))).astype(F32)
+    centroids = distinct[rng.integers(0, distinct.shape[0], nlist)]
+    query = np.round(rng.uniform(-2, 2, 24)).astype(F32)
+    for nprobes in sorted({1, 2, nlist // 2 or 1, nlist - 1 or 1, nlist, None}, key=lambda v: (v is None, v or 0)):
+        _assert_exact_top(kernels, centroids, query, "l2", nprobes)
+
+
+def test_baseline_selection_on_sorted_and_reversed_distances() -> None:
+    # ipnsort's existing-run check: already ascending or strictly descending distances.
+    query = np.zeros(4, dtype=F32)
+    for order in (1.0, -1.0):
+        centroids = np.zeros((500, 4), dtype=F32)
+        centroids[:, 0] = np.arange(500, dtype=F32)[::int(order)]
+        _assert_exact_top(kernels, centroids, query, "l2", None)
+        _assert_exact_top(kernels, centroids, query, "l2", 37)
+
+
 # --- inputs -------------------------------------------------------------------------------------------
 
 def test_fixture_keys_and_dtypes() -> None:
@@ -297,12 +344,15 @@ def test_reference_top_n_matches_faiss_flat_index(dt: str) -> None:
         assert _judge(out, q, centroids, dt, shape.nprobes) is None
 
 
-# --- the offline playbook and a paired trial of its first keep ------------------------------------------
+# --- the offline playbook: its keep is exact and faster, its wrong kernel is rejected ----------------
+
+KEEP = "01-blocked-layout-exact-screen.md"
+
 
 def test_playbook_replays_in_sequence() -> None:
-    # Each reply applies to the incumbent of its turn (the wrong kernel is discarded, so the next
-    # reply sees the keep before it); the malformed one fails to apply; every kernel passes the
-    # static policy and keeps the API.
+    # Each reply applies to the incumbent of its turn: only the keep (01) becomes the incumbent; the
+    # wrong kernel (02) and the slower one (04) are discarded; the stale edit (03) fails to apply.
+    # Every kernel passes the static policy and keeps the API.
     current = (FOLDER / "kernels.py").read_text()
     outcomes = {}
     for entry in sorted(PLAYBOOK.glob("*.md")):
@@ -314,9 +364,9 @@ def test_playbook_replays_in_sequence() -> None:
         policy.check(text, target.ALLOWED_IMPORTS)
         validate(text, target.KERNEL_API)
         outcomes[entry.name[:2]] = "applies"
-        if not entry.name.startswith("02"):            # 02 is the wrong kernel: never the incumbent
+        if entry.name == KEEP:
             current = text
-    assert outcomes == {"01": "applies", "02": "applies", "03": "applies", "04": "edit_failed", "05": "applies"}
+    assert outcomes == {"01": "applies", "02": "applies", "03": "edit_failed", "04": "applies"}
 
 
 def _playbook_kernel(tmp_path: Path, entry: str, base: str) -> Path:
@@ -326,6 +376,26 @@ def _playbook_kernel(tmp_path: Path, entry: str, base: str) -> Path:
     return path
 
 
+@pytest.mark.parametrize("entry", [KEEP, "04-row-scan-early-abandon.md"])
+def test_playbook_kernels_are_exact(tmp_path: Path, entry: str) -> None:
+    # The keep's blocked pass and exact screen, and the slower entry's early abandon, claim the
+    # same ids and bits as Lance's order; check it where the screen runs (dim >= 64, nprobes <=
+    # nlist/8), where it falls back (structureless data: too many survivors) and on the speed data.
+    from targets.harness.worker import load_kernel
+    module = load_kernel(str(_playbook_kernel(tmp_path, entry, (FOLDER / "kernels.py").read_text())))
+    for nlist, dim, seed in ((2000, 64, 1), (700, 130, 2), (257, 96, 3)):
+        centroids, query = _rng_case(nlist, dim, seed=seed, spread=seed == 3)
+        for dt in inputs.DISTANCE_TYPES:
+            for nprobes in (1, 5, nlist // 8, nlist // 8 + 1, nlist, None):
+                _assert_exact_top(module, centroids, query, dt, nprobes)
+    for shape in inputs.SPEED_SHAPES:
+        for dt in inputs.DISTANCE_TYPES:
+            prefix = f"speed/{shape.label}/{dt}/"
+            centroids = all_fixtures()[prefix + "centroids"]
+            for q in inputs.speed_queries(shape, dt, all_fixtures()[prefix + "centres"], 4, 2):
+                _assert_exact_top(module, centroids, q, dt, shape.nprobes)
+
+
 def _trial(*args: str) -> tuple[subprocess.CompletedProcess[str], dict]:
     proc = subprocess.run([sys.executable, "-m", "targets.ivf_partition.run_experiment", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
@@ -333,9 +403,9 @@ def _trial(*args: str) -> tuple[subprocess.CompletedProcess[str], dict]:
     return proc, json.loads(result_json.read_text())
 
 
-def test_paired_trial_of_the_first_keep_is_faster_and_correct(tmp_path: Path) -> None:
+def test_paired_trial_of_the_keep_is_faster_and_correct(tmp_path: Path) -> None:
     baseline = FOLDER / "kernels.py"
-    keep = _playbook_kernel(tmp_path, "01-scratch-einsum-gemv.md", baseline.read_text())
+    keep = _playbook_kernel(tmp_path, KEEP, baseline.read_text())
     out = tmp_path / "result.json"
     proc, result = _trial("--kernel", str(keep), "--against", str(baseline), "--result-json", str(out), *FAST)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -345,7 +415,7 @@ def test_paired_trial_of_the_first_keep_is_faster_and_correct(tmp_path: Path) ->
 
 def test_paired_trial_rejects_the_unverified_expansion(tmp_path: Path) -> None:
     baseline = FOLDER / "kernels.py"
-    keep = parse_and_apply((PLAYBOOK / "01-scratch-einsum-gemv.md").read_text(), baseline.read_text()).new_text
+    keep = parse_and_apply((PLAYBOOK / KEEP).read_text(), baseline.read_text()).new_text
     wrong = _playbook_kernel(tmp_path, "02-gemv-expansion.md", keep)
     out = tmp_path / "result.json"
     proc, result = _trial("--kernel", str(wrong), "--against", str(baseline), "--result-json", str(out), *FAST)

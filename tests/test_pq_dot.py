@@ -1,6 +1,6 @@
-"""pq-dot: Lance's PQ dot-product path. The oracle is bit-exact to Lance's portable kernel, the
-summation-aware tolerance accepts legal reorderings and rejects a lossy u8 table, the inputs are
-deterministic, and the playbook's kernels behave as labelled."""
+"""pq-dot: Lance's PQ dot-product path. The oracle is bit-exact to Lance's portable kernel, so is
+the compiled baseline's search, the summation-aware tolerance accepts legal reorderings and rejects
+a lossy u8 table, the inputs are deterministic, and the playbook's kernels behave as labelled."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from orchestrator.policy import violations
 from targets.harness.checks import check_within as check_close
 from targets.harness.prng import CORRECTNESS_SEED
 from targets.pq_dot import inputs, kernels, reference
-from targets.pq_dot.run_experiment import Oracle, check_topk
-from targets.pq_dot.target import ALLOWED_IMPORTS, KERNEL_API, NUM_CENTROIDS, TOP_K, PqShape, top_k
+from targets.pq_dot.run_experiment import Oracle, check_search
+from targets.pq_dot.target import ALLOWED_IMPORTS, KERNEL_API, NUM_CENTROIDS, TOP_K, PqShape
 
 F32 = np.float32
 FOLDER = ROOT / "targets" / "pq_dot"
@@ -28,13 +28,24 @@ PLAYBOOK = FOLDER / "playbook"
 BASELINE = FOLDER / "kernels.py"
 
 
-def run_kernel(module, shape: PqShape, codebook, codes, n: int, query) -> tuple[np.ndarray, np.ndarray]:
-    k = module.PqKernel(shape, codebook, codes, n)
-    table = np.full(shape.num_sub_vectors * NUM_CENTROIDS, np.nan, dtype=F32)
-    k.distance_table(query, table)
-    dist = np.full(n, np.nan, dtype=F32)
-    k.compute_distances(table, dist)
-    return table, dist
+def run_search(module, shape: PqShape, codebook, codes, n: int, query, k: int) -> dict[str, np.ndarray]:
+    """One search call into NaN/-1-filled buffers, as the harness makes it."""
+    kernel = module.PqKernel(shape, codebook, codes, n)
+    ids = np.full(k, -1, dtype=np.int64)
+    dists = np.full(k, np.nan, dtype=F32)
+    kernel.search(query, k, ids, dists)
+    return {"topk_ids": ids, "topk_dists": dists}
+
+
+def top(d: np.ndarray, k: int) -> dict[str, np.ndarray]:
+    """The k smallest of d by (distance, id), as a search would return them."""
+    ids = np.lexsort((np.arange(d.size), d))[:k]
+    return {"topk_ids": ids.astype(np.int64), "topk_dists": d[ids].astype(F32)}
+
+
+def table_and_tolerance(shape: PqShape, codebook, query) -> tuple[np.ndarray, np.ndarray]:
+    return (reference.distance_table(shape, codebook, query),
+            reference.table_tolerance(reference.table_slack(shape, codebook, query)))
 
 
 # --- bit-exact Lance order: 1 - dot_scalar::<f32, 16>, then the sum, then - (M - 1) -----------------
@@ -98,12 +109,30 @@ def test_reference_and_baseline_within_bound_of_float64(shape: PqShape) -> None:
     exact = 1.0 - np.einsum("mkd,md->mk", codebook.reshape(m, NUM_CENTROIDS, sd).astype(np.float64),
                             query.reshape(m, sd).astype(np.float64))
     exact_dist = exact[np.arange(m)[None, :], codes.reshape(n, m).astype(np.intp)].sum(axis=1) - (m - 1)
-    table, table_tol, dist, dist_tol = Oracle(shape, codebook, codes, n)(query)
+    table, table_tol = table_and_tolerance(shape, codebook, query)
+    dist, dist_tol = Oracle(shape, codebook, codes, n)(query)
     assert np.all(np.abs(table - exact.ravel()) <= table_tol)
     assert np.all(np.abs(dist - exact_dist) <= dist_tol)
-    got_table, got_dist = run_kernel(kernels, shape, codebook, codes, n, query)
-    assert check_close("table", got_table, table, table_tol) is None
-    assert check_close("distances", got_dist, dist, dist_tol) is None
+    for k in (n, 10, 1):
+        assert check_search(run_search(kernels, shape, codebook, codes, n, query, k), dist, dist_tol, k) is None
+
+
+@pytest.mark.parametrize("shape", [PqShape(128, 16), PqShape(256, 16), PqShape(40, 4), PqShape(72, 2)],
+                         ids=lambda s: s.label)
+@pytest.mark.parametrize("spread", [False, True])
+def test_baseline_search_is_lance_order_bit_for_bit(shape: PqShape, spread: bool) -> None:
+    # The compiled baseline ports Lance's loops (16-lane table, m-ascending sum, − (M − 1), heap):
+    # asked for every vector, it returns each one's reference distance bit for bit, in order.
+    n = 500
+    codebook, query, codes = rng_pq_case(shape, n, seed=shape.dim + spread, scale_spread=spread)
+    ref = reference.distances(shape, reference.distance_table(shape, codebook, query), codes, n)
+    out = run_search(kernels, shape, codebook, codes, n, query, n)
+    ids, dists = out["topk_ids"], out["topk_dists"]
+    assert sorted(ids.tolist()) == list(range(n))
+    np.testing.assert_array_equal(bits(dists), bits(ref[ids]))
+    assert np.all(np.diff(dists) >= 0)
+    ties = (np.diff(dists) == 0)
+    assert np.all(np.diff(ids)[ties] > 0)                # ties by row id, as the scanner's SortExec
 
 
 # --- the tolerance: legal reorderings pass, a u8 table fails ----------------------------------------
@@ -159,12 +188,13 @@ def test_tolerance_accepts_legal_reorderings_on_the_battery() -> None:
     worst = 0.0
     for shape, kind, codebook, codes, query in _battery_cases():
         n = inputs.CORRECTNESS_NUM_VECTORS
-        table, table_tol, dist, dist_tol = Oracle(shape, codebook, codes, n)(query)
+        table, table_tol = table_and_tolerance(shape, codebook, query)
+        dist, dist_tol = Oracle(shape, codebook, codes, n)(query)
         for name, (t, d) in _reordered(shape, codebook, codes, query, n).items():
             assert check_close("table", t, table, table_tol) is None, (shape.label, kind, name)
             assert check_close("distances", d, dist, dist_tol) is None, (shape.label, kind, name)
-            ids, scores = top_k(d, TOP_K)
-            assert check_topk(ids, scores, dist, dist_tol, TOP_K) is None, (shape.label, kind, name)
+            for k in (TOP_K, n):
+                assert check_search(top(d, k), dist, dist_tol, k) is None, (shape.label, kind, name, k)
             worst = max(worst, float(np.max(np.abs(d.astype(np.float64) - dist) / dist_tol)),
                         float(np.max(np.abs(t.astype(np.float64) - table) / table_tol)))
     assert worst < 0.5          # the bounds are worst-case for two orders: real ones stay inside half
@@ -175,25 +205,31 @@ def test_tolerance_rejects_a_u8_table_on_wide_range_data() -> None:
     for shape, kind, codebook, codes, query in _battery_cases():
         n = inputs.CORRECTNESS_NUM_VECTORS
         oracle = Oracle(shape, codebook, codes, n)
-        table, _, dist, dist_tol = oracle(query)
+        table = reference.distance_table(shape, codebook, query)
+        dist, dist_tol = oracle(query)
         lossy = reference.distances_from_flat(_u8_table(table, shape.num_sub_vectors), oracle.flat)
-        if check_close("distances", lossy, dist, dist_tol) is not None:
+        if check_search(top(lossy, n), dist, dist_tol, n) is not None:
             failed[kind] = failed.get(kind, 0) + 1
     # Every gaussian and large_dynamic_range case (3 shapes x 2 queries) catches it.
     assert failed.get("gaussian") == 6 and failed.get("large_dynamic_range") == 6
     assert sum(failed.values()) >= 24
 
 
-def test_check_topk_allows_ties_and_catches_a_missing_winner() -> None:
+def test_check_search_allows_ties_and_catches_a_missing_winner() -> None:
     ref = np.array([0.5, 0.1, 0.3, 0.30001, 2.0, 0.2], dtype=F32)
     tol = np.full(ref.size, 1e-3)
-    assert check_topk(np.array([1, 5, 3]), ref[[1, 5, 3]], ref, tol, 3) is None        # 2 and 3 tie
-    assert check_topk(np.array([1, 5, 2]), ref[[1, 5, 2]], ref, tol, 3) is None
-    assert "missing" in check_topk(np.array([5, 2, 3]), ref[[5, 2, 3]], ref, tol, 3)
-    assert "does not make" in check_topk(np.array([1, 5, 4]), ref[[1, 5, 4]], ref, tol, 3)
+
+    def out(ids: list[int], dists: object = None) -> dict[str, np.ndarray]:
+        return {"topk_ids": np.array(ids, dtype=np.int64),
+                "topk_dists": ref[ids] if dists is None else np.asarray(dists, dtype=F32)}
+    assert check_search(out([1, 5, 3]), ref, tol, 3) is None        # 2 and 3 tie
+    assert check_search(out([1, 5, 2]), ref, tol, 3) is None
+    assert "missing" in check_search(out([5, 2, 3]), ref, tol, 3)
+    assert "does not make" in check_search(out([1, 5, 4]), ref, tol, 3)
     loose = tol.copy()
     loose[4] = 2.0                                      # a wide enough bound lets id 4 in
-    assert check_topk(np.array([1, 5, 4]), np.array([0.1, 0.2, 0.25], dtype=F32), ref, loose, 3) is None
+    assert check_search(out([1, 5, 4], [0.1, 0.2, 0.25]), ref, loose, 3) is None
+    assert "missing" in check_search({"topk_ids": np.array([1, 5, 3])}, ref, tol, 3)
 
 
 def test_check_close_reports_dtype_nan_and_distance() -> None:
@@ -284,39 +320,43 @@ def playbook_kernel(tmp_path: Path, *entries: str) -> Path:
 
 
 def test_playbook_entries_apply_in_sequence_and_pass_the_policy() -> None:
+    # 01 is the keep (it becomes the incumbent); 02 (u8 table) and 04 (pair tables) apply to it and
+    # are discarded; 03 is a truncated reply.
     names = sorted(p.name[:2] for p in PLAYBOOK.glob("*.md") if not p.name.endswith(".repair.md"))
-    assert names == ["01", "02", "03", "04", "05", "06"]
-    text = BASELINE.read_text()
-    incumbent = text
+    assert names == ["01", "02", "03", "04"]
+    incumbent = BASELINE.read_text()
     for n in names:
-        if n == "04":
+        if n == "03":
             with pytest.raises(EditError, match="malformed SEARCH/REPLACE"):
                 parse_and_apply(_reply(n), incumbent)
             continue
         text = parse_and_apply(_reply(n), incumbent).new_text
         validate(text, KERNEL_API)
         assert violations(text, ALLOWED_IMPORTS) == [], n
-        if n in ("01", "03", "05"):                    # the keeps become the incumbent
+        if n == "01":
             incumbent = text
 
 
-@pytest.mark.parametrize("entries", [("01",), ("01", "02"), ("01", "03"), ("01", "03", "05"), ("01", "03", "05", "06")],
-                         ids="+".join)
+@pytest.mark.parametrize("entries", [("01",), ("01", "02"), ("01", "04")], ids="+".join)
 def test_playbook_kernels_compute_what_they_claim(tmp_path: Path, entries: tuple[str, ...]) -> None:
     from targets.harness.worker import load_kernel
     module = load_kernel(str(playbook_kernel(tmp_path, *entries)))
     wrong = entries[-1] == "02"
-    for shape, kind in ((PqShape(128, 16), "gaussian"), (PqShape(768, 96), "normalized")):
+    for shape, kind in ((PqShape(128, 16), "gaussian"), (PqShape(256, 16), "mips"), (PqShape(768, 96), "normalized")):
         case = inputs.fresh_case(shape, kind, 3)
         n = inputs.CORRECTNESS_NUM_VECTORS
-        table, table_tol, dist, dist_tol = Oracle(shape, case["codebook"], case["codes_aos"], n)(case["query_0"])
-        got_table, got_dist = run_kernel(module, shape, case["codebook"], case["codes_aos"], n, case["query_0"])
-        assert check_close("table", got_table, table, table_tol) is None
-        problem = check_close("distances", got_dist, dist, dist_tol)
-        if not wrong:
-            assert problem is None, problem
-        elif kind == "gaussian":             # the u8 table: lossy wherever the table range is wide
-            assert problem is not None and "out of tolerance" in problem
+        dist, dist_tol = Oracle(shape, case["codebook"], case["codes_aos"], n)(case["query_0"])
+        for k in (n, TOP_K):
+            out = run_search(module, shape, case["codebook"], case["codes_aos"], n, case["query_0"], k)
+            problem = check_search(out, dist, dist_tol, k)
+            if not wrong:
+                assert problem is None, problem
+            elif kind == "gaussian":             # the u8 table: lossy wherever the table range is wide
+                assert problem is not None and "differs from" in problem
+        if entries == ("01",):
+            # The keep claims Lance's order bit for bit at sub_dim <= 16 (every shape here).
+            out = run_search(module, shape, case["codebook"], case["codes_aos"], n, case["query_0"], n)
+            np.testing.assert_array_equal(bits(out["topk_dists"]), bits(dist[out["topk_ids"]]))
 
 
 # --- trials -----------------------------------------------------------------------------------------
@@ -331,7 +371,7 @@ def trial(kernel: Path, against: Path | None, out: Path) -> tuple[int, dict]:
 
 
 def test_paired_trial_playbook_keep_is_faster_and_correct(tmp_path: Path) -> None:
-    code, result = trial(playbook_kernel(tmp_path, "01", "03"), BASELINE, tmp_path / "keep.json")
+    code, result = trial(playbook_kernel(tmp_path, "01"), BASELINE, tmp_path / "keep.json")
     assert code == 0, result.get("failure")
     assert result["correctness"] == "pass" and result["verified_calls"] > 0
     assert result["speedup_ci_90pct"][0] > 1.0
@@ -341,18 +381,18 @@ def test_paired_trial_playbook_keep_is_faster_and_correct(tmp_path: Path) -> Non
 
 def test_trial_rejects_the_u8_table(tmp_path: Path) -> None:
     code, result = trial(playbook_kernel(tmp_path, "01", "02"), None, tmp_path / "lut.json")
-    assert code == 2 and result["failure_kind"] == "incorrect" and "distances" in result["failure"]
+    assert code == 2 and result["failure_kind"] == "incorrect" and "differs from" in result["failure"]
 
 
 def test_offline_loop_keeps(repo: Path) -> None:
-    proc = run_daemon(repo, None, "--target", "pq-dot", "--model", "offline", config=write_config(repo))
+    # The keep (~1.4x in paired trials here) is judged at the trial size the gate is calibrated for
+    # (8 pairs x 2 blocks x 8 queries): smaller trials let one outlier block sink a combo.
+    config = write_config(repo, trial_replicates=8, trial_sessions=2, trial_queries=8)
+    proc = run_daemon(repo, None, "--target", "pq-dot", "--model", "offline", config=config, timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     runs = sorted((repo / "runs" / "pq-dot").glob("*/run.json"))
     got = finished(runs[0].parent)
     reasons = [got[n]["reason"] for n in sorted(got)]
-    # Whole-file entries reach a trial whatever was kept before them; the keeps' exact verdicts
-    # depend on the machine's noise at these small trial sizes, so only their net effect is asserted.
-    assert len(reasons) == 6 and reasons[1] == "incorrect" and reasons[3] == "edit_failed"
-    assert reasons[5] != "keep"                        # pair tables: slower
-    kept = [n for n in sorted(got) if got[n]["reason"] == "keep"]
-    assert kept and got[kept[-1]]["cumulative_speedup"] > 1.2
+    assert reasons[:3] == ["keep", "incorrect", "edit_failed"] and len(reasons) == 4
+    assert reasons[3] != "keep"                        # pair tables: slower
+    assert got[1]["cumulative_speedup"] > 1.2

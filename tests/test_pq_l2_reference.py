@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from targets.harness.checks import ABS_TOL, PQ_RTOL, check_array
-from targets.pq_l2 import inputs, kernels, reference
+from targets.harness.checks import ABS_TOL, PQ_RTOL, check_array, check_topk
+from targets.harness.prng import CORRECTNESS_SEED
+from targets.pq_l2 import inputs, kernels, reference, run_experiment
 from targets.pq_l2.target import NUM_CENTROIDS, PqShape
 
 from lance_scalar import bits, l2_scalar, rng_pq_case
@@ -117,19 +118,43 @@ def test_distance_table_and_distances_bit_exact(shape):
 
 # --- the baseline kernel ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("shape", [PqShape(128, 16), PqShape(40, 4)], ids=lambda s: s.label)
-def test_baseline_kernel_agrees_with_reference(shape):
+def run_search(kernel, query, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """One ``search`` into buffers filled as the harness fills them (ids -1, distances NaN)."""
+    ids, dists = np.full(k, -1, dtype=np.int64), np.full(k, np.nan, dtype=F32)
+    kernel.search(query, k, ids, dists)
+    return ids, dists
+
+
+@pytest.mark.parametrize("shape", [PqShape(128, 16), PqShape(40, 4), PqShape(72, 2)],
+                         ids=lambda s: f"{s.label}-sd{s.sub_dim}")
+def test_baseline_kernel_is_a_bit_exact_port(shape):
+    # Lance's loops, Lance's order: every distance bit-equal to the oracle's, ordered by
+    # (distance, row id) as the scanner's sort does, for k = N and for a top-10.
     n = 500
     codebook, query, codes = rng_pq_case(shape, n, seed=17)
     k = kernels.PqKernel(shape, codebook, codes, n)
-    table = np.full(shape.num_sub_vectors * NUM_CENTROIDS, np.nan, dtype=F32)
-    k.distance_table(query, table)
-    dist = np.full(n, np.nan, dtype=F32)
-    k.compute_distances(table, dist)
-    ref_table = reference.distance_table(shape, codebook, query)
-    assert check_array("table", table, ref_table, atol=ABS_TOL, rtol=PQ_RTOL) is None
-    ref_dist = reference.distances(shape, ref_table, codes, n)
-    assert check_array("distances", dist, ref_dist, atol=ABS_TOL, rtol=PQ_RTOL) is None
+    ref = reference.distances(shape, reference.distance_table(shape, codebook, query), codes, n)
+    order = np.lexsort((np.arange(n), ref))
+    for top in (n, 10, 1):
+        ids, dists = run_search(k, query, top)
+        np.testing.assert_array_equal(ids, order[:top])
+        np.testing.assert_array_equal(bits(dists), bits(ref[order[:top]]))
+        assert check_topk(ids, dists, ref, top, atol=ABS_TOL, rtol=PQ_RTOL) is None
+
+
+def test_baseline_kernel_orders_ties_by_row_id():
+    # Rows with identical codes tie exactly; the max-heap keeps the first rows it met, and the
+    # result lists each tie in row order.
+    shape = PqShape(40, 4)
+    codebook, query, codes = rng_pq_case(shape, 64, seed=23)
+    rows = codes.reshape(64, 4)
+    rows[1::2] = rows[0::2]                              # rows 2i and 2i+1 are the same vector
+    k = kernels.PqKernel(shape, codebook, rows.reshape(-1), 64)
+    ref = reference.distances(shape, reference.distance_table(shape, codebook, query), rows.reshape(-1), 64)
+    ids, dists = run_search(k, query, 64)
+    np.testing.assert_array_equal(ids, np.lexsort((np.arange(64), ref)))
+    ids, _ = run_search(k, query, 7)                     # the 4th pair is cut in two: its first row stays
+    np.testing.assert_array_equal(ids, np.lexsort((np.arange(64), ref))[:7])
 
 
 # --- the precision trap -----------------------------------------------------------------------------
@@ -150,6 +175,11 @@ def battery():
     return inputs.fixtures()
 
 
+def top_k(dists: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    ids = np.lexsort((np.arange(dists.size), dists))[:k]
+    return ids, dists[ids]
+
+
 @pytest.mark.parametrize("shape", inputs.SHAPES, ids=lambda s: s.label)
 def test_expanded_rewrite_fails_on_large_dynamic_range_near_centroid_query(battery, shape):
     p = f"battery/{shape.label}/large_dynamic_range/"
@@ -159,16 +189,26 @@ def test_expanded_rewrite_fails_on_large_dynamic_range_near_centroid_query(batte
     # The rewrite is algebraically the same table (loose check against float64) ...
     b64 = brute_table(shape, codebook, query).ravel()
     assert np.allclose(rewrite, b64, rtol=1e-3, atol=np.abs(b64).max() * 1e-5)
-    # ... but the harness check with the production tolerance rejects it.
+    # ... but with the production tolerance its table is far off (cancellation on tiny entries) ...
     msg = check_array("table", rewrite, ref, atol=ABS_TOL, rtol=PQ_RTOL)
     assert msg is not None and "out of tolerance" in msg
-    # While the reference itself and the faithful baseline kernel pass the same check.
-    assert check_array("table", ref.copy(), ref, atol=ABS_TOL, rtol=PQ_RTOL) is None
+    # ... and the trial's own check of the case rejects a kernel built on it (the table is not an
+    # output any more, so the error must show in the distances of the search).
+    [case] = [c for c in run_experiment.cases(inputs, CORRECTNESS_SEED)
+              if c.name == f"{shape.label}/large_dynamic_range"]
     n = inputs.CORRECTNESS_NUM_VECTORS
-    k = kernels.PqKernel(shape, codebook, battery[p + "codes_aos"], n)
-    table = np.full(ref.size, np.nan, dtype=F32)
-    k.distance_table(query, table)
-    assert check_array("table", table, ref, atol=ABS_TOL, rtol=PQ_RTOL) is None
+    codes = case.arrays["codes_aos"]
+    verdicts = []
+    for call, arrays in enumerate(case.calls):
+        dists = reference.distances(shape, expanded_table(shape, codebook, arrays["query"]), codes, n)
+        ids, top = top_k(dists, int(arrays["k"]))
+        verdicts.append(run_experiment.check(case, call, {"topk_ids": ids, "topk_dists": top}))
+    assert any(v is not None and "differs from reference" in v for v in verdicts), verdicts
+    # While the faithful baseline kernel passes the same check on every call.
+    k = kernels.PqKernel(shape, codebook, codes, n)
+    for call, arrays in enumerate(case.calls):
+        ids, top = run_search(k, arrays["query"], int(arrays["k"]))
+        assert run_experiment.check(case, call, {"topk_ids": ids, "topk_dists": top}) is None
 
 
 def test_reference_near_centroid_distance_is_accurate(battery):

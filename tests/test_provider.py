@@ -72,7 +72,7 @@ def test_offline_empty_dir(tmp_path: Path) -> None:
 def test_offline_real_playbook_labels() -> None:
     p = OfflineProvider(ROOT / "targets" / "pq_l2" / "playbook")
     first = p.complete(MSGS, "propose")
-    assert first.source == "01-vectorise-numpy.md" and first.text.startswith("HYPOTHESIS:")
+    assert first.source == "01-fused-top-k.md" and first.text.startswith("HYPOTHESIS:")
     assert p.model == "playbook:pq_l2"
 
 

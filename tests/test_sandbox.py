@@ -84,7 +84,8 @@ def test_a_worker_dies_with_its_runner_even_mid_call(tmp_path: Path) -> None:
     closed pipe): the worker must die by its death signal, which its uid change would clear."""
     kernel = tmp_path / "kernels.py"
     kernel.write_text((ROOT / "targets" / "pq_l2" / "kernels.py").read_text().replace(
-        "    def distance_table(self, query, out):\n", "    def distance_table(self, query, out):\n        while True:\n            pass\n"))
+        "    def search(self, query, k, out_ids, out_dists):\n",
+        "    def search(self, query, k, out_ids, out_dists):\n        while True:\n            pass\n"))
     runner = subprocess.Popen([sys.executable, "-m", "targets.pq_l2.run_experiment", "--kernel", str(kernel)], cwd=ROOT,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -33,48 +33,60 @@ def test_paired_numba_kernel_is_faster_than_baseline() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = parse_block(proc.stdout)
     assert result.mode == "paired" and result.replicates == 2
-    # A compiled per-vector loop beats the per-sub-vector numpy gathers by well over 2x.
-    assert result.speedup_ci_90pct[0] > 1.5, result.speedup_ci_90pct
+    # Blocked SoA gathers, four sub-vectors a pass, top-k fused: ~2x the compiled baseline in
+    # process, ~1.6x through the wire; a 2-block trial's CI is wide on a shared machine.
+    assert result.speedup_ci_90pct[0] > 1.15 and result.speedup_geomean > 1.3, result.speedup_ci_90pct
     assert set(result.per_combo_speedup) == set(result.per_combo_geomean_ns)
     assert result.jit_seconds > 0
 
 
 def test_wrong_kernel_fails_correctness_naming_the_case(write_kernel) -> None:
     # Drops the last sub-vector from every distance.
-    kernel = write_kernel("wrong", replace=("for m in range(self.shape.num_sub_vectors):",
-                                            "for m in range(self.shape.num_sub_vectors - 1):"))
+    kernel = write_kernel("wrong", replace=("    dists[:] = 0.0\n    for m in range(num_sub_vectors):\n",
+                                            "    dists[:] = 0.0\n    for m in range(num_sub_vectors - 1):\n"))
     proc = run_experiment("--kernel", str(kernel))
     assert proc.returncode == 2, proc.stdout
     result = parse_block(proc.stdout)
     assert result.correctness == "fail" and result.failure_kind == "incorrect"
-    assert "case 128x16/gaussian" in result.failure and "distances" in result.failure
+    assert "case 128x16/gaussian" in result.failure and "differs from reference" in result.failure
 
 
 def test_lossy_expansion_fails_on_large_dynamic_range(write_kernel) -> None:
     # The q²+c²−2qc rewrite: fast, algebraically equal, numerically lossy.
     kernel = write_kernel("expansion", replace=(
-        "            diff = self.codebook[m] - query[m * sd:(m + 1) * sd]\n"
-        "            table[m] = (diff * diff).sum(axis=1)",
-        "            q = query[m * sd:(m + 1) * sd]\n"
-        "            c = self.codebook[m]\n"
-        "            table[m] = (q * q).sum() + (c * c).sum(axis=1) - 2 * (c @ q)"))
+        "        total = np.float32(0.0)\n"
+        "        for d in range(sub_dim):\n"
+        "            diff = q[d] - x[d]\n"
+        "            total += diff * diff\n"
+        "        return total\n",
+        "        qq = np.float32(0.0)\n"
+        "        xx = np.float32(0.0)\n"
+        "        qx = np.float32(0.0)\n"
+        "        for d in range(sub_dim):\n"
+        "            qq += q[d] * q[d]\n"
+        "            xx += x[d] * x[d]\n"
+        "            qx += q[d] * x[d]\n"
+        "        return qq + xx - np.float32(2.0) * qx\n"))
     proc = run_experiment("--kernel", str(kernel))
     assert proc.returncode == 2, proc.stdout
     assert "large_dynamic_range" in parse_block(proc.stdout).failure
 
 
 def test_nan_output_fails_correctness(write_kernel) -> None:
-    kernel = write_kernel("nan", replace=("            out += table[m * k:(m + 1) * k][self.codes_soa[m]]",
-                                          "            out += table[m * k:(m + 1) * k][self.codes_soa[m]]\n"
-                                          "        out[-1] = np.nan"))
+    kernel = write_kernel("nan", replace=("        _top_k(self.dists, k, out_ids, out_dists)\n",
+                                          "        _top_k(self.dists, k, out_ids, out_dists)\n"
+                                          "        out_dists[-1] = np.nan\n"))
     proc = run_experiment("--kernel", str(kernel))
     assert proc.returncode == 2, proc.stdout
     assert "non-finite" in parse_block(proc.stdout).failure
 
 
 def test_unwritten_output_fails_correctness(write_kernel) -> None:
-    # Leaving part of `out` untouched leaves the harness's NaN fill in place.
-    kernel = write_kernel("partial", replace=("        out[:] = 0.0", "        out[:-1] = 0.0"))
+    # Leaving part of `out_dists` untouched leaves the harness's NaN fill in place.
+    kernel = write_kernel("partial", replace=("        _top_k(self.dists, k, out_ids, out_dists)\n",
+                                              "        dists = np.empty(k, dtype=np.float32)\n"
+                                              "        _top_k(self.dists, k, out_ids, dists)\n"
+                                              "        out_dists[:-1] = dists[:-1]\n"))
     proc = run_experiment("--kernel", str(kernel))
     assert proc.returncode == 2
     assert "non-finite" in parse_block(proc.stdout).failure
@@ -82,7 +94,7 @@ def test_unwritten_output_fails_correctness(write_kernel) -> None:
 
 def test_kernel_wrong_only_when_timed_is_caught(write_kernel) -> None:
     # Honest for the correctness battery (N=4096), wrong on the speed workloads (N=20000).
-    kernel = write_kernel("sneaky", replace=("        out[:] = 0.0", "        out[:] = 0.0 if self.num_vectors < 10000 else 1e6"))
+    kernel = write_kernel("sneaky", replace=("    dists[:] = 0.0\n", "    dists[:] = 0.0 if num_vectors < 10000 else 1e6\n"))
     proc = run_experiment("--kernel", str(kernel), "--against", str(BASELINE), *FAST)
     assert proc.returncode == 2, proc.stdout
     result = parse_block(proc.stdout)
@@ -90,8 +102,8 @@ def test_kernel_wrong_only_when_timed_is_caught(write_kernel) -> None:
 
 
 def test_crashing_kernel_exits_1_with_traceback(write_kernel) -> None:
-    kernel = write_kernel("crash", replace=("    def compute_distances(self, table, out):\n",
-                                            "    def compute_distances(self, table, out):\n"
+    kernel = write_kernel("crash", replace=("    def search(self, query, k, out_ids, out_dists):\n",
+                                            "    def search(self, query, k, out_ids, out_dists):\n"
                                             "        raise RuntimeError('kernel exploded')\n"))
     proc = run_experiment("--kernel", str(kernel))
     assert proc.returncode == 1
@@ -100,8 +112,8 @@ def test_crashing_kernel_exits_1_with_traceback(write_kernel) -> None:
 
 
 def test_kernel_killing_its_worker_is_a_crash(write_kernel) -> None:
-    kernel = write_kernel("exit", replace=("    def compute_distances(self, table, out):\n",
-                                           "    def compute_distances(self, table, out):\n"
+    kernel = write_kernel("exit", replace=("    def search(self, query, k, out_ids, out_dists):\n",
+                                           "    def search(self, query, k, out_ids, out_dists):\n"
                                            "        import os; os._exit(0)\n"))
     proc = run_experiment("--kernel", str(kernel))
     assert proc.returncode == 1
@@ -116,8 +128,8 @@ def test_syntax_error_is_a_crash(write_kernel) -> None:
 
 
 def test_hanging_kernel_times_out_and_leaves_no_process(write_kernel) -> None:
-    kernel = write_kernel("hang", replace=("    def distance_table(self, query, out):\n",
-                                           "    def distance_table(self, query, out):\n"
+    kernel = write_kernel("hang", replace=("    def search(self, query, k, out_ids, out_dists):\n",
+                                           "    def search(self, query, k, out_ids, out_dists):\n"
                                            "        while True:\n            pass\n"))
     proc = run_experiment("--kernel", str(kernel), "--budget-seconds", "4")
     assert proc.returncode == 3, proc.stdout

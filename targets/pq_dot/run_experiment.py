@@ -16,10 +16,12 @@ from typing import Any
 import numpy as np
 
 from targets.harness import runner
-from targets.harness.checks import check_ranked, check_within
+from targets.harness.checks import check_ranked
 from targets.harness.prng import Stream, mix_seeds
 from targets.pq_dot import inputs, reference
 from targets.pq_dot.target import TOP_K, PqShape
+from targets.pq_l2.run_experiment import battery_ks
+from targets.pq_l2.target import k_array
 
 KERNEL = Path(__file__).with_name("kernels.py")
 
@@ -34,9 +36,11 @@ def _params(shape: PqShape, n: int) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- checks
 
-def check_topk(ids: object, scores: object, ref: np.ndarray, tol: np.ndarray, k: int) -> str | None:
-    """Top-K (smallest first) with each distance's own summation-aware tolerance."""
-    return check_ranked(ids, scores, ref, tol, min(k, ref.size))
+def check_search(out: dict[str, np.ndarray], ref: np.ndarray, tol: np.ndarray, k: int) -> str | None:
+    """Top-k (smallest first) with each distance's own summation-aware tolerance."""
+    if "topk_ids" not in out or "topk_dists" not in out:
+        return "missing top-k outputs"
+    return check_ranked(out["topk_ids"], out["topk_dists"], ref, tol, min(k, ref.size))
 
 
 class Oracle:
@@ -46,21 +50,23 @@ class Oracle:
         self.shape, self.codebook = shape, codebook
         self.flat = reference.flat_index(reference.code_columns(shape, codes_aos, n))
 
-    def __call__(self, query: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(table, table tolerance, distances, distance tolerance) for one query."""
+    def __call__(self, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(distances, their tolerances) for one query."""
         table = reference.distance_table(self.shape, self.codebook, query)
         slack = reference.table_slack(self.shape, self.codebook, query)
         dists = reference.distances_from_flat(table, self.flat)
         weights = reference.distance_weights(table, slack, self.shape.num_sub_vectors)
-        return table, reference.table_tolerance(slack), dists, reference.distance_tolerance(weights, self.flat)
+        return dists, reference.distance_tolerance(weights, self.flat)
 
 
 # ----------------------------------------------------------------------------- plan
 
-def _case(name: str, shape: PqShape, arrays: dict[str, np.ndarray]) -> runner.Case:
+def _case(name: str, shape: PqShape, arrays: dict[str, np.ndarray], seed: int) -> runner.Case:
+    ks = battery_ks(name, seed, inputs.CORRECTNESS_NUM_VECTORS)
     return runner.Case(name=name, params=_params(shape, inputs.CORRECTNESS_NUM_VECTORS),
                        arrays={"codebook": arrays["codebook"], "codes_aos": arrays["codes_aos"]},
-                       calls=[{"query": arrays["query_0"]}, {"query": arrays["query_1"]}])
+                       calls=[{"query": arrays["query_0"], "k": k_array(ks[0])},
+                              {"query": arrays["query_1"], "k": k_array(ks[1])}])
 
 
 def cases(seed: int) -> list[runner.Case]:
@@ -71,24 +77,19 @@ def cases(seed: int) -> list[runner.Case]:
         for kind in inputs.CORRECTNESS_KINDS:
             prefix = f"battery/{shape.label}/{kind}/"
             out.append(_case(f"{shape.label}/{kind}", shape,
-                             {k[len(prefix):]: v for k, v in fx.items() if k.startswith(prefix)}))
+                             {k[len(prefix):]: v for k, v in fx.items() if k.startswith(prefix)}, seed))
     pick = Stream(mix_seeds(seed, "fresh-kinds")).integers(len(inputs.CORRECTNESS_KINDS), len(inputs.SHAPES))
     for shape, k in zip(inputs.SHAPES, pick):
         kind = inputs.CORRECTNESS_KINDS[int(k)]
-        out.append(_case(f"{shape.label}/{kind}/fresh", shape, inputs.fresh_case(shape, kind, seed)))
+        out.append(_case(f"{shape.label}/{kind}/fresh", shape, inputs.fresh_case(shape, kind, seed), seed))
     return out
 
 
 def check(case: runner.Case, call: int, out: dict[str, np.ndarray]) -> str | None:
     shape = _shape(case.params)
     oracle = Oracle(shape, case.arrays["codebook"], case.arrays["codes_aos"], int(case.params["num_vectors"]))
-    table, table_tol, dists, dist_tol = oracle(case.calls[call]["query"])
-    for name in ("table", "distances", "topk_ids", "topk_dists"):
-        if name not in out:
-            return f"missing output {name!r}"
-    return (check_within("distance_table", out["table"], table, table_tol)
-            or check_within("distances", out["distances"], dists, dist_tol)
-            or check_topk(out["topk_ids"], out["topk_dists"], dists, dist_tol, TOP_K))
+    dists, dist_tol = oracle(case.calls[call]["query"])
+    return check_search(out, dists, dist_tol, int(case.calls[call]["k"]))
 
 
 def _verifier(shape: PqShape, arrays: dict[str, np.ndarray]
@@ -96,13 +97,8 @@ def _verifier(shape: PqShape, arrays: dict[str, np.ndarray]
     oracle = Oracle(shape, arrays["codebook"], arrays["codes_aos"], inputs.SPEED_NUM_VECTORS)   # once per workload
 
     def verify(call: dict[str, np.ndarray]) -> Callable[[dict[str, np.ndarray]], str | None]:
-        _, _, dists, dist_tol = oracle(call["query"])
-
-        def check_arm(out: dict[str, np.ndarray]) -> str | None:
-            if "topk_ids" not in out or "topk_dists" not in out:
-                return "missing top-K outputs"
-            return check_topk(out["topk_ids"], out["topk_dists"], dists, dist_tol, TOP_K)
-        return check_arm
+        dists, dist_tol = oracle(call["query"])
+        return lambda out: check_search(out, dists, dist_tol, TOP_K)
     return verify
 
 
@@ -117,7 +113,8 @@ def workloads() -> list[runner.Workload]:
 
             def queries(seed: int, count: int, shape: PqShape = shape, dist: str = dist,
                         centres: np.ndarray = centres) -> list[dict[str, np.ndarray]]:
-                return [{"query": q} for q in inputs.speed_queries(shape, dist, centres, seed, count)]
+                return [{"query": q, "k": k_array(TOP_K)}
+                        for q in inputs.speed_queries(shape, dist, centres, seed, count)]
 
             out.append(runner.Workload(shape=shape.label, distribution=dist,
                                        params=_params(shape, inputs.SPEED_NUM_VECTORS), arrays=arrays,
@@ -126,7 +123,7 @@ def workloads() -> list[runner.Workload]:
 
 
 PLAN = runner.TargetPlan(name="pq-dot", ops_module="targets.pq_l2.target", cases=cases, check=check,
-                         workloads=workloads)
+                         workloads=workloads, lance_params={"metric": "dot"})
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 Battery: 3 shapes x 5 kinds at N=4,096, each case asked two queries (one from the data's
 distribution, one placed next to a centroid in every sub-space; at the magnitudes of
-large_dynamic_range the q²+c²−2qc rewrite cancels catastrophically there). Speed: 3 shapes x 3 distributions at N=20,000. Codebooks are trained
+large_dynamic_range the q²+c²−2qc rewrite cancels catastrophically there, and four vectors
+are re-coded to exactly those centroids, so the loss shows in the top of the answer). Speed: 3 shapes x 3 distributions at N=20,000. Codebooks are trained
 by random init + 2 Lloyd iterations on 4,096 rows (vectorised; cached on disk by a hash of this
 file, the PRNG and the seed). Fresh per-trial cases use a per-trial seed and skip training (any
 codebook is a codebook), so they cost nothing to make.
@@ -28,6 +29,7 @@ TRAIN_ROWS = 4_096
 LLOYD_ITERATIONS = 2
 NUM_CLUSTERS = 32
 CLUSTER_NOISE = 0.1
+PLANTED_ROWS = 4          # battery vectors re-coded to the near-centroid query's own centroids
 
 _SOURCES = (Path(__file__), Path(__file__).with_name("target.py"),
             Path(__file__).parent.parent / "harness" / "prng.py")
@@ -119,6 +121,21 @@ def near_centroid_query(shape: PqShape, codebook: np.ndarray, stream: Stream) ->
     return np.ascontiguousarray(pick + jitter * (np.abs(pick) + np.float32(1e-3)), dtype=np.float32).reshape(-1)
 
 
+def plant_nearest(shape: PqShape, codebook: np.ndarray, codes_aos: np.ndarray, query: np.ndarray,
+                  stream: Stream, rows: int = PLANTED_ROWS) -> np.ndarray:
+    """``codes_aos`` with ``rows`` random vectors re-coded to the query's nearest centroid in every
+    sub-space (found in float64), so their distances are the query's tiny near-centroid terms
+    summed: a table that loses those terms to cancellation shows in the answer, not only in the
+    table (which the harness never sees)."""
+    m_count, sd = shape.num_sub_vectors, shape.sub_dim
+    cb = codebook.reshape(m_count, NUM_CENTROIDS, sd).astype(np.float64)
+    q = query.reshape(m_count, 1, sd).astype(np.float64)
+    nearest = np.argmin(((cb - q) ** 2).sum(axis=2), axis=1).astype(np.uint8)
+    out = codes_aos.reshape(-1, m_count).copy()
+    out[stream.integers(out.shape[0], rows)] = nearest
+    return out.reshape(-1)
+
+
 def train_and_encode(shape: PqShape, data: np.ndarray, base: int) -> tuple[np.ndarray, np.ndarray]:
     """(codebook, codes_aos): k-means on the first TRAIN_ROWS rows, seeded from ``base``, then
     every row encoded. The one recipe behind every PQ fixture (pq-l2, pq-dot, pq-cosine)."""
@@ -131,8 +148,9 @@ def _case_arrays(shape: PqShape, kind: str, seed: int) -> dict[str, np.ndarray]:
     data = generate(kind, mix_seeds(base, "data"), CORRECTNESS_NUM_VECTORS, shape.dim)
     codebook, codes = train_and_encode(shape, data, base)
     query = generate(kind, mix_seeds(base, "query"), 1, shape.dim)[0]
-    return {"codebook": codebook, "codes_aos": codes, "query_0": query,
-            "query_1": near_centroid_query(shape, codebook, Stream(mix_seeds(base, "near")))}
+    near = near_centroid_query(shape, codebook, Stream(mix_seeds(base, "near")))
+    return {"codebook": codebook, "codes_aos": plant_nearest(shape, codebook, codes, near, Stream(mix_seeds(base, "plant"))),
+            "query_0": query, "query_1": near}
 
 
 def _workload_arrays(shape: PqShape, dist: str) -> dict[str, np.ndarray]:
@@ -179,8 +197,9 @@ def fresh_case(shape: PqShape, kind: str, seed: int) -> dict[str, np.ndarray]:
     codebook = codebook_from_vectors(shape, generate(kind, mix_seeds(base, "codebook"), NUM_CENTROIDS, shape.dim))
     codes = Stream(mix_seeds(base, "codes")).integers(NUM_CENTROIDS, CORRECTNESS_NUM_VECTORS * shape.num_sub_vectors)
     query = generate(kind, mix_seeds(base, "query"), 1, shape.dim)[0]
-    return {"codebook": codebook, "codes_aos": codes.astype(np.uint8), "query_0": query,
-            "query_1": near_centroid_query(shape, codebook, Stream(mix_seeds(base, "near")))}
+    near = near_centroid_query(shape, codebook, Stream(mix_seeds(base, "near")))
+    return {"codebook": codebook, "query_0": query, "query_1": near,
+            "codes_aos": plant_nearest(shape, codebook, codes.astype(np.uint8), near, Stream(mix_seeds(base, "plant")))}
 
 
 def speed_queries(shape: PqShape, dist: str, centres: np.ndarray, seed: int, count: int) -> np.ndarray:

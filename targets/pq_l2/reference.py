@@ -60,3 +60,12 @@ def distances_from_columns(table: np.ndarray, columns: np.ndarray) -> np.ndarray
 
 def distances(shape: PqShape, table: np.ndarray, codes_aos: np.ndarray, num_vectors: int) -> np.ndarray:
     return distances_from_columns(table, code_columns(shape, codes_aos, num_vectors))
+
+
+def top_k(distances: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The oracle's top-k: the k smallest, ordered by (distance, id)."""
+    n = distances.size
+    idx = np.argpartition(distances, k - 1)[:k] if n > k else np.arange(n)
+    order = np.lexsort((idx, distances[idx]))
+    ids = idx[order].astype(np.int64)
+    return ids, distances[ids].copy()

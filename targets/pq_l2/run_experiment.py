@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 
 from targets.harness import runner
-from targets.harness.checks import ABS_TOL, PQ_RTOL, check_array, check_topk
+from targets.harness.checks import ABS_TOL, PQ_RTOL, check_topk
 from targets.harness.prng import Stream, mix_seeds
 from targets.pq_l2 import inputs, reference
-from targets.pq_l2.target import TOP_K, PqShape
+from targets.pq_l2.target import TOP_K, PqShape, k_array
 
 KERNEL = Path(__file__).with_name("kernels.py")
 
@@ -31,10 +31,18 @@ def _params(shape: PqShape, n: int) -> dict[str, Any]:
     return {"dim": shape.dim, "num_sub_vectors": shape.num_sub_vectors, "num_vectors": n}
 
 
-def _case(name: str, shape: PqShape, arrays: dict[str, np.ndarray], n: int) -> runner.Case:
+def battery_ks(case_name: str, seed: int, n: int) -> tuple[int, int]:
+    """k for a case's two calls: every vector (so every distance is checked, in order) and one
+    drawn from the trial seed in 1..n, so a kernel cannot special-case the k it is checked at."""
+    return n, 1 + int(Stream(mix_seeds(seed, "k", case_name)).integers(n, 1)[0])
+
+
+def _case(name: str, shape: PqShape, arrays: dict[str, np.ndarray], n: int, seed: int) -> runner.Case:
+    ks = battery_ks(name, seed, n)
     return runner.Case(name=name, params=_params(shape, n),
                        arrays={"codebook": arrays["codebook"], "codes_aos": arrays["codes_aos"]},
-                       calls=[{"query": arrays["query_0"]}, {"query": arrays["query_1"]}])
+                       calls=[{"query": arrays["query_0"], "k": k_array(ks[0])},
+                              {"query": arrays["query_1"], "k": k_array(ks[1])}])
 
 
 def cases(ins: ModuleType, seed: int) -> list[runner.Case]:
@@ -46,13 +54,19 @@ def cases(ins: ModuleType, seed: int) -> list[runner.Case]:
             prefix = f"battery/{shape.label}/{kind}/"
             out.append(_case(f"{shape.label}/{kind}", shape,
                              {k[len(prefix):]: v for k, v in fx.items() if k.startswith(prefix)},
-                             ins.CORRECTNESS_NUM_VECTORS))
+                             ins.CORRECTNESS_NUM_VECTORS, seed))
     pick = Stream(mix_seeds(seed, "fresh-kinds")).integers(len(ins.CORRECTNESS_KINDS), len(ins.SHAPES))
     for shape, k in zip(ins.SHAPES, pick):
         kind = ins.CORRECTNESS_KINDS[int(k)]
         out.append(_case(f"{shape.label}/{kind}/fresh", shape, ins.fresh_case(shape, kind, seed),
-                         ins.CORRECTNESS_NUM_VECTORS))
+                         ins.CORRECTNESS_NUM_VECTORS, seed))
     return out
+
+
+def _check_search(out: dict[str, np.ndarray], dists: np.ndarray, k: int) -> str | None:
+    if "topk_ids" not in out or "topk_dists" not in out:
+        return "missing top-k outputs"
+    return check_topk(out["topk_ids"], out["topk_dists"], dists, k, atol=ABS_TOL, rtol=PQ_RTOL)
 
 
 def check(case: runner.Case, call: int, out: dict[str, np.ndarray]) -> str | None:
@@ -60,12 +74,7 @@ def check(case: runner.Case, call: int, out: dict[str, np.ndarray]) -> str | Non
     n = int(case.params["num_vectors"])
     table = reference.distance_table(shape, case.arrays["codebook"], case.calls[call]["query"])
     dists = reference.distances(shape, table, case.arrays["codes_aos"], n)
-    for name in ("table", "distances", "topk_ids", "topk_dists"):
-        if name not in out:
-            return f"missing output {name!r}"
-    return (check_array("distance_table", out["table"], table, atol=ABS_TOL, rtol=PQ_RTOL)
-            or check_array("distances", out["distances"], dists, atol=ABS_TOL, rtol=PQ_RTOL)
-            or check_topk(out["topk_ids"], out["topk_dists"], dists, TOP_K, atol=ABS_TOL, rtol=PQ_RTOL))
+    return _check_search(out, dists, int(case.calls[call]["k"]))
 
 
 def _verifier(shape: PqShape, arrays: dict[str, np.ndarray], n: int):
@@ -75,11 +84,7 @@ def _verifier(shape: PqShape, arrays: dict[str, np.ndarray], n: int):
         dists = reference.distances_from_columns(reference.distance_table(shape, arrays["codebook"], call["query"]),
                                                  columns)
 
-        def check_arm(out: dict[str, np.ndarray]) -> str | None:
-            if "topk_ids" not in out or "topk_dists" not in out:
-                return "missing top-K outputs"
-            return check_topk(out["topk_ids"], out["topk_dists"], dists, TOP_K, atol=ABS_TOL, rtol=PQ_RTOL)
-        return check_arm
+        return lambda out: _check_search(out, dists, TOP_K)
     return verify
 
 
@@ -94,7 +99,8 @@ def workloads(ins: ModuleType) -> list[runner.Workload]:
 
             def queries(seed: int, count: int, shape: PqShape = shape, dist: str = dist,
                         centres: np.ndarray = centres) -> list[dict[str, np.ndarray]]:
-                return [{"query": q} for q in ins.speed_queries(shape, dist, centres, seed, count)]
+                return [{"query": q, "k": k_array(TOP_K)}
+                        for q in ins.speed_queries(shape, dist, centres, seed, count)]
 
             out.append(runner.Workload(shape=shape.label, distribution=dist,
                                        params=_params(shape, ins.SPEED_NUM_VECTORS), arrays=arrays,
@@ -104,9 +110,10 @@ def workloads(ins: ModuleType) -> list[runner.Workload]:
 
 def make_plan(name: str, ins: ModuleType) -> runner.TargetPlan:
     """The PQ-L2 trial over a set of inputs: pq-l2's own, or pq-cosine's unit-norm data. The ops
-    the workers run, the oracle and the checks are the same."""
+    the workers run, the oracle and the checks are the same. Lance runs the op as an L2 IVF_PQ
+    search (for pq-cosine that is what Lance runs once it has normalised; the data is unit-norm)."""
     return runner.TargetPlan(name=name, ops_module="targets.pq_l2.target", cases=partial(cases, ins), check=check,
-                             workloads=partial(workloads, ins))
+                             workloads=partial(workloads, ins), lance_params={"metric": "l2"})
 
 
 PLAN = make_plan("pq-l2", inputs)

@@ -1,7 +1,9 @@
 """pq-l2's fixed types and the op the worker runs around each kernel call (immutable in a run).
 
-The op is what the runner times: ``distance_table`` + ``compute_distances`` + top-K, with output
-buffers allocated here (NaN-filled, so an entry the kernel never writes fails the check).
+The op is what the runner times: one ``search`` call, the whole of Lance's per-partition PQ
+search (distance table, per-vector distances, top-k), into output buffers allocated here
+(ids -1, distances NaN, so an entry the kernel never writes fails the check). The kernel owns the
+top-k so that it may fuse it with the distance loop, as fast PQ scanners do.
 """
 
 from __future__ import annotations
@@ -45,8 +47,7 @@ ALLOWED_IMPORTS = ("numpy", "numba", "math")
 KERNEL_API: dict[str, dict[str, list[str]]] = {
     "PqKernel": {
         "__init__": ["self", "shape", "codebook", "codes_aos", "num_vectors"],
-        "distance_table": ["self", "query", "out"],
-        "compute_distances": ["self", "table", "out"],
+        "search": ["self", "query", "k", "out_ids", "out_dists"],
     },
 }
 
@@ -67,32 +68,17 @@ def build(kernels: ModuleType, params: dict[str, Any], arrays: dict[str, np.ndar
     return Instance(kernel, shape, n)
 
 
-def top_k(distances: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The harness-owned top-K (as upstream: selected outside the kernel), ties broken by id."""
-    n = distances.size
-    idx = np.argpartition(distances, k - 1)[:k] if n > k else np.arange(n)
-    order = np.lexsort((idx, distances[idx]))
-    ids = idx[order].astype(np.int64)
-    return ids, distances[ids].copy()
+def _search(inst: Instance, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``k`` travels per call (the battery varies it, up to every vector); speed calls use TOP_K."""
+    k = min(int(arrays["k"]), inst.num_vectors)
+    ids = np.full(k, -1, dtype=np.int64)
+    dists = np.full(k, np.nan, dtype=np.float32)
+    inst.kernel.search(arrays["query"], k, ids, dists)
+    return {"topk_ids": ids, "topk_dists": dists}
 
 
-def _run(inst: Instance, query: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    table = np.full(inst.shape.num_sub_vectors * NUM_CENTROIDS, np.nan, dtype=np.float32)
-    inst.kernel.distance_table(query, table)
-    distances = np.full(inst.num_vectors, np.nan, dtype=np.float32)
-    inst.kernel.compute_distances(table, distances)
-    ids, scores = top_k(distances, TOP_K)
-    return table, distances, ids, scores
+def k_array(k: int) -> np.ndarray:
+    return np.array(k, dtype=np.int64)
 
 
-def check_call(inst: Instance, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    table, distances, ids, scores = _run(inst, arrays["query"])
-    return {"table": table, "distances": distances, "topk_ids": ids, "topk_dists": scores}
-
-
-def speed_call(inst: Instance, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    _, _, ids, scores = _run(inst, arrays["query"])
-    return {"topk_ids": ids, "topk_dists": scores}
-
-
-OPS = {"check": check_call, "speed": speed_call}
+OPS = {"check": _search, "speed": _search}

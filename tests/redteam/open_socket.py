@@ -11,8 +11,6 @@ class PqKernel:
     def __init__(self, shape, codebook, codes_aos, num_vectors):
         self.num_vectors = num_vectors
 
-    def distance_table(self, query, out):
-        out[:] = 0.0
-
-    def compute_distances(self, table, out):
-        out[:] = 0.0
+    def search(self, query, k, out_ids, out_dists):
+        out_ids[:] = np.arange(k)
+        out_dists[:] = 0.0

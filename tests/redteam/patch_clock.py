@@ -15,14 +15,13 @@ class PqKernel:
         self.codebook = codebook.reshape(m, 256, shape.sub_dim)
         self.codes_soa = np.ascontiguousarray(codes_aos.reshape(num_vectors, m).T)
 
-    def distance_table(self, query, out):
+    def search(self, query, k, out_ids, out_dists):
         m, sd = self.shape.num_sub_vectors, self.shape.sub_dim
-        table = out.reshape(m, 256)
+        diff = self.codebook - query.reshape(m, 1, sd)
+        table = (diff * diff).sum(axis=2)
+        dists = np.zeros(self.num_vectors, dtype=np.float32)
         for i in range(m):
-            diff = self.codebook[i] - query[i * sd:(i + 1) * sd]
-            table[i] = (diff * diff).sum(axis=1)
-
-    def compute_distances(self, table, out):
-        out[:] = 0.0
-        for i in range(self.shape.num_sub_vectors):
-            out += table[i * 256:(i + 1) * 256][self.codes_soa[i]]
+            dists += table[i][self.codes_soa[i]]
+        ids = np.argsort(dists, kind="stable")[:k]
+        out_ids[:] = ids
+        out_dists[:] = dists[ids]

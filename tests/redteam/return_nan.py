@@ -1,13 +1,21 @@
-# Trick: NaN compares false with everything, so a careless tolerance check passes it.
+# Trick: the right ids, but NaN distances (NaN compares false with everything, so a careless
+# tolerance check passes it, and the distance work can be skipped).
 import numpy as np
 
 
 class PqKernel:
     def __init__(self, shape, codebook, codes_aos, num_vectors):
-        self.num_vectors = num_vectors
+        self.shape, self.num_vectors = shape, num_vectors
+        m = shape.num_sub_vectors
+        self.codebook = codebook.reshape(m, 256, shape.sub_dim)
+        self.codes_soa = np.ascontiguousarray(codes_aos.reshape(num_vectors, m).T)
 
-    def distance_table(self, query, out):
-        out[:] = np.nan
-
-    def compute_distances(self, table, out):
-        out[:] = np.nan
+    def search(self, query, k, out_ids, out_dists):
+        m, sd = self.shape.num_sub_vectors, self.shape.sub_dim
+        diff = self.codebook - query.reshape(m, 1, sd)
+        table = (diff * diff).sum(axis=2)
+        dists = np.zeros(self.num_vectors, dtype=np.float32)
+        for i in range(m):
+            dists += table[i][self.codes_soa[i]]
+        out_ids[:] = np.argsort(dists, kind="stable")[:k]
+        out_dists[:] = np.nan
