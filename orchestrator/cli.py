@@ -55,13 +55,17 @@ def cmd_trial(args: argparse.Namespace) -> int:
     if problem:
         raise UsageError(problem)
     _sandbox(args.unsafe_no_sandbox)
+    if args.against_lance and not info.lance_runs:
+        raise UsageError(f"--against-lance: Lance cannot run {info.name}'s op here (no Lance arm for this "
+                         "target); compare with a kernels.py via --against")
     kernel = (args.kernel or info.kernel_path).resolve()
     against = args.against.resolve() if args.against else None
     try:
         gate_config = config_mod.load(args.config, {}).gate
     except config_mod.ConfigError as exc:
         raise UsageError(str(exc)) from None
-    request = trial.TrialRequest(target=info, kernel=kernel, against=against, mode=args.mode,
+    request = trial.TrialRequest(target=info, kernel=kernel, against=against, against_lance=args.against_lance,
+                                 mode=args.mode,
                                  budget_seconds=args.budget_seconds, seed=args.seed,
                                  replicates=args.replicates, sessions=args.sessions,
                                  queries_per_combo=args.queries, unsafe_no_sandbox=args.unsafe_no_sandbox)
@@ -85,6 +89,10 @@ def cmd_trial(args: argparse.Namespace) -> int:
         sys.stdout.write(outcome.result.to_block())
         if outcome.result.failure:
             print(f"\n{outcome.result.failure_kind}: {outcome.result.failure}", file=sys.stderr)
+    if args.against_lance and outcome.result is not None and outcome.result.speedup_geomean is not None:
+        lo, hi = outcome.result.speedup_ci_90pct or (float("nan"), float("nan"))
+        print(f"vs Lance: {outcome.result.speedup_geomean:.2f}x [{lo:.2f}, {hi:.2f}] (> 1: the kernel beats "
+              f"Lance; {outcome.result.anchor})")
     if verdict is not None:
         print(f"verdict: {'keep' if verdict.keep else 'discard'}")
         for reason in verdict.reasons:
@@ -122,7 +130,7 @@ def _provider(config: config_mod.RunConfig, info: targets.TargetInfo) -> provide
 def cmd_loop(args: argparse.Namespace) -> int:
     overrides = {k: getattr(args, k) for k in ("target", "model", "base_url", "max_attempts", "max_hours", "max_cost_usd",
                                                  "stop_after_rejects", "repair_turns", "trial_budget_seconds",
-                                                 "min_effect", "unsafe_no_sandbox")}
+                                                 "min_effect", "unsafe_no_sandbox", "vs_lance")}
     resuming = args.resume is not None
     try:
         config = config_mod.load(args.config, overrides)
@@ -238,7 +246,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         view = report.load_run(run_dir)
     except report.ReportError as exc:
         raise UsageError(str(exc)) from None
-    png = plot.render(report.progress_points(view.records), f"{view.target} run {view.run_id} ({view.state})")
+    png = plot.render(report.progress_points(view.records), f"{view.target} run {view.run_id} ({view.state})",
+                      report.lance_level(view.records))
     write_atomic(run_dir / "progress.png", png)
     write_atomic(run_dir / "report.html", report.html_report(view, png))
     t = report.totals(view)
@@ -251,7 +260,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_candidates(args: argparse.Namespace) -> int:
     if args.target:
         _target(args.target)
-    if args.min_speedup <= 0:
+    if args.min_speedup is not None and args.min_speedup <= 0:
         raise UsageError("--min-speedup must be positive, e.g. 1.10 for a 10% speedup")
     print(report.candidates_table(report.candidates(report.all_runs(args.target), args.min_speedup), args.min_speedup))
     return 0
@@ -332,6 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", nargs="?", const="", metavar="RUN_ID",
                    help="continue a run (default: the target's latest)")
     p.add_argument("--unsafe-no-sandbox", action="store_true", default=None, help=UNSAFE_HELP)
+    p.add_argument("--no-vs-lance", dest="vs_lance", action="store_false", default=None,
+                   help="do not measure keeps against Lance itself (faster; no upstream-candidate verdicts)")
     p.set_defaults(func=cmd_loop)
 
     p = sub.add_parser("calibrate", help="measure the gate's false-keep rate and detection power on this machine")
@@ -361,10 +372,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", help="run id (default: the target's latest run)")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("candidates", help="kept kernels across runs that clear the upstream bar")
+    p = sub.add_parser("candidates", help="upstream candidates across runs: keeps that beat Lance itself")
     p.add_argument("--target", help="only this target's runs")
-    p.add_argument("--min-speedup", type=float, default=1.10,
-                   help="speedup over the run's original baseline to clear (default 1.10)")
+    p.add_argument("--min-speedup", type=float,
+                   help="list keeps by speedup over their run's baseline instead (e.g. 1.10), Lance or not")
     p.set_defaults(func=cmd_candidates)
 
     p = sub.add_parser("export", help="package a kept kernel for upstream: patch, logs, plot, checklist")

@@ -49,13 +49,17 @@ class RunConfig:
     contention_threshold: float = 0.15
     contention_retries: int = 1
     quiet_wait_seconds: float = 300.0
+    # After each keep, where Lance can run the target's op: the new best against Lance itself
+    # (vs_lance, with a CI; reported, not gated), over this many fresh worker pairs.
+    vs_lance: bool = True
+    lance_replicates: int = 2
     gate: GateConfig = field(default_factory=GateConfig)
 
 
 _POSITIVE = {"max_attempts", "max_hours", "max_cost_usd", "stop_after_rejects", "trial_budget_seconds",
              "stop_after_provider_errors", "trial_replicates", "trial_sessions", "trial_queries",
              "provider_timeout_seconds", "provider_retry_wait_seconds",
-             "history_rows", "worst_combo_min", "tradeoff_ratio", "contention_threshold"}
+             "history_rows", "worst_combo_min", "tradeoff_ratio", "contention_threshold", "lance_replicates"}
 _NON_NEGATIVE = {"repair_turns", "min_effect", "provider_retries", "contention_retries", "quiet_wait_seconds"}
 
 

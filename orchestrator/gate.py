@@ -141,6 +141,8 @@ def _malformed(result: TrialResult) -> str | None:
         return f"mode is {result.mode!r}, the gate needs a paired trial"
     if result.correctness != "pass":
         return "correctness is not pass"
+    if result.anchor:
+        return f"the trial measured the kernel against Lance itself ({result.anchor}), not against the incumbent"
     if result.injected_slowdown != 0.0:
         return f"the trial carries an injected slowdown of {result.injected_slowdown:g} (calibration only)"
     if result.ablated:

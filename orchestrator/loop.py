@@ -259,6 +259,9 @@ def run_attempt(run: Run, n: int, records: list[dict[str, Any]]) -> dict[str, An
         finish("keep", "keep", message)
         with phases("cumulative"):
             measured = _measure_cumulative(run, adir)
+        if run.config.vs_lance and run.target.lance_runs:
+            with phases("vs_lance"):
+                measured.update(_measure_vs_lance(run, adir))
         run.ledger.annotate(n, measured)
         rec.update(measured)
         return rec
@@ -350,6 +353,26 @@ def _measure_cumulative(run: Run, adir: Path) -> dict[str, Any]:
     if outcome.result.worst_combo_speedup:
         measured["cumulative_worst_combo"] = asdict(outcome.result.worst_combo_speedup)
     return measured
+
+
+def _measure_vs_lance(run: Run, adir: Path) -> dict[str, Any]:
+    """After a keep: the new best against Lance itself, on the same fresh queries, timed by Lance's
+    own operator timer (reported, not gated). Upstream is the bar: > 1 means the keep beats Lance."""
+    c = run.config
+    request = trial.TrialRequest(run.target, run.ws.kernel_path, against_lance=True,
+                                 budget_seconds=c.trial_budget_seconds, replicates=c.lance_replicates,
+                                 sessions=c.trial_sessions, queries_per_combo=c.trial_queries,
+                                 unsafe_no_sandbox=c.unsafe_no_sandbox)
+    outcome = trial.run(request, adir / "vs_lance")
+    result = outcome.result
+    if result is None or not result.ok or result.speedup_geomean is None:
+        return {"vs_lance_error": outcome.error or (result.failure if result else "") or "no measurement"}
+    out: dict[str, Any] = {"vs_lance": result.speedup_geomean, "vs_lance_ci": list(result.speedup_ci_90pct or []),
+                           "vs_lance_per_combo": dict(result.per_combo_speedup), "lance_anchor": result.anchor,
+                           "lance_per_combo_ns": dict(result.incumbent_per_combo_geomean_ns)}
+    if result.worst_combo_speedup:
+        out["vs_lance_worst_combo"] = asdict(result.worst_combo_speedup)
+    return out
 
 
 def _append_lesson(run: Run, n: int, lesson: str, outcome: str) -> None:

@@ -19,11 +19,12 @@ _FAILURE_STYLE = {"incorrect": ("X", "#d62728"), "crash": ("v", "#8c564b"), "tim
                   "interrupted": ("|", "#17becf")}
 
 
-def render(points: list[Point], title: str) -> bytes:
-    """The plot as PNG bytes (WIDTH_PX x HEIGHT_PX)."""
+def render(points: list[Point], title: str, lance: float | None = None) -> bytes:
+    """The plot as PNG bytes (WIDTH_PX x HEIGHT_PX); ``lance``: Lance itself on the baseline's
+    scale, drawn as a reference line (above it, a kernel beats upstream)."""
     fig, ax = plt.subplots(figsize=(WIDTH_PX / DPI, HEIGHT_PX / DPI), dpi=DPI)
     try:
-        measured = [p.speedup for p in points if p.speedup is not None]
+        measured = [p.speedup for p in points if p.speedup is not None] + ([lance] if lance else [])
         low, high = min([1.0, *measured]), max([1.0, *measured])
         span = high - low
         fail_y = low - 0.12 * span - 0.02              # failures sit on their own row under the data
@@ -34,6 +35,8 @@ def render(points: list[Point], title: str) -> bytes:
         ax.step(xs, [1.0] + [p.best for p in points], where="post", color="#2ca02c", lw=2, label="best so far",
                 zorder=2)
         ax.axhline(1.0, color="#999", lw=0.8, ls="--", zorder=1)
+        if lance:
+            ax.axhline(lance, color="#1f77b4", lw=1.2, ls="-.", zorder=1, label=f"Lance itself ({lance:.2f}x)")
         discards = [p for p in points if p.kind == "discard"]
         ax.scatter([p.attempt for p in discards], [p.speedup for p in discards], color="#b0b0b0", s=28,
                    label="discarded (measured)", zorder=3)

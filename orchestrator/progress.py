@@ -27,6 +27,7 @@ from targets.harness.files import write_atomic
 BUSY_SHARE = 0.10                 # other work's share of the worker core worth telling the user about
 PHASE_LABELS = {"prompt": "proposing", "propose": "proposing", "edit": "editing", "workspace": "editing",
                 "trial": "trial", "gate": "gate", "git": "committing", "cumulative": "measuring vs baseline",
+                "vs_lance": "measuring vs Lance",
                 "ledger": "logging"}
 
 
@@ -46,6 +47,7 @@ class Status:
     keeps: int = 0
     not_kept: dict[str, int] = field(default_factory=dict)   # reason -> count
     best_speedup: float | None = None                        # the last keep's speedup vs the baseline
+    best_vs_lance: float | None = None                       # the last keep's speedup vs Lance itself (> 1: beats it)
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0
@@ -61,6 +63,8 @@ def recount(status: Status, records: list[dict[str, Any]]) -> None:
     status.attempts_done, status.keeps, status.not_kept = t.attempts, t.keeps, t.not_kept
     best = [r.get("cumulative_speedup") for r in records if r.get("verdict") == "keep" and r.get("cumulative_speedup")]
     status.best_speedup = best[-1] if best else None
+    keeps = [r for r in records if r.get("verdict") == "keep"]
+    status.best_vs_lance = keeps[-1].get("vs_lance") if keeps else None
     status.input_tokens, status.output_tokens = t.input_tokens, t.output_tokens
     last_trial = (records[-1].get("trial") or {}) if records else {}
     status.contention = (last_trial.get("contention") or {}).get("foreign_cpu_share")
@@ -117,7 +121,8 @@ class LiveStatus:
     def _totals(self) -> str:
         s = self.status
         best = ("UNSANDBOXED; " if self.unsandboxed else "") + (
-            f"best {s.best_speedup:.2f}x" if s.best_speedup else "best: baseline")
+            f"best {s.best_speedup:.2f}x" if s.best_speedup else "best: baseline") + (
+            f" ({s.best_vs_lance:.2f}x vs Lance)" if s.best_vs_lance else "")
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(s.not_kept.items()))
         return (f"{best}; {s.keeps} kept, {s.attempts_done - s.keeps} not" + (f" ({reasons})" if reasons else "")
                 + f"; {s.input_tokens + s.output_tokens} tokens, ${s.cost_usd:.4f}"
@@ -134,7 +139,9 @@ class LiveStatus:
         if self.unsandboxed:
             grid.add_row("SANDBOX", "OFF (--unsafe-no-sandbox): kernels run with your rights")
         grid.add_row("attempt", f"{s.attempt or '-'}: {s.phase} for {time.time() - s.phase_since:.0f} s")
-        grid.add_row("best", f"{s.best_speedup:.3f}x vs baseline" if s.best_speedup else "the baseline")
+        grid.add_row("best", (f"{s.best_speedup:.3f}x vs baseline" if s.best_speedup else "the baseline")
+                     + (f", {s.best_vs_lance:.2f}x vs Lance" + (" (an upstream candidate)" if s.best_vs_lance > 1 else "")
+                        if s.best_vs_lance else ""))
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(s.not_kept.items())) or "-"
         grid.add_row("verdicts", f"{s.keeps} kept; not kept: {reasons}")
         grid.add_row("spent", f"{s.input_tokens:,} in / {s.output_tokens:,} out tokens, ${s.cost_usd:.4f}")

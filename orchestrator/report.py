@@ -127,7 +127,8 @@ def summary(ledger: Ledger, ws: Workspace, stop_reason: str) -> str:
     if best is None:
         lines.append("  best:     the baseline (no kernel kept)")
     else:
-        lines.append(f"  best:     attempt {best['attempt']}, {_cumulative(best)}; commit {str(best.get('commit'))[:10]}")
+        lines.append(f"  best:     attempt {best['attempt']}, {_cumulative(best)}; {vs_lance_text(best)}; "
+                     f"commit {str(best.get('commit'))[:10]}")
     lines.append(f"  cost:     ${t.cost_usd:.4f}")
     return "\n".join(lines)
 
@@ -138,13 +139,39 @@ def _cumulative(rec: dict[str, Any]) -> str:
             else "cumulative speedup not measured")
 
 
+def vs_lance_text(rec: dict[str, Any]) -> str:
+    """A keep against Lance itself, in words: the number a person deciding on upstream needs."""
+    vs, ci = rec.get("vs_lance"), rec.get("vs_lance_ci") or []
+    if not vs or len(ci) != 2:
+        return ("not measured against Lance" + (f" ({str(rec['vs_lance_error'])[:120]})" if rec.get("vs_lance_error")
+                                               else ""))
+    verdict = "beats Lance" if ci[0] > 1.0 else "slower than Lance" if ci[1] < 1.0 else "level with Lance"
+    return f"{vs:.2f}x vs Lance [{ci[0]:.2f}, {ci[1]:.2f}] ({verdict})"
+
+
+def upstream_candidate(rec: dict[str, Any]) -> bool:
+    """A keep that beats Lance on the target's workloads: its vs_lance CI lies above 1."""
+    ci = rec.get("vs_lance_ci") or []
+    return bool(rec.get("vs_lance")) and len(ci) == 2 and ci[0] > 1.0
+
+
+def lance_level(records: list[dict[str, Any]]) -> float | None:
+    """Lance's speed on the baseline's scale (speedup vs the baseline that Lance would have), from
+    the latest keep measured both ways: cumulative / vs_lance."""
+    for r in reversed(records):
+        if r.get("verdict") == "keep" and r.get("cumulative_speedup") and r.get("vs_lance"):
+            return float(r["cumulative_speedup"]) / float(r["vs_lance"])
+    return None
+
+
 # ---------------------------------------------------------------------------------- status
 
 def status_table(views: list[RunView]) -> str:
     """`orchestrator status`: one row per run."""
     if not views:
         return f"no runs under {runs_root()}; start one with `orchestrator loop --target <name> --model offline`"
-    header = ("target", "run", "state", "attempt/phase", "attempts", "keeps", "best", "cost", "last activity")
+    header = ("target", "run", "state", "attempt/phase", "attempts", "keeps", "best", "vs Lance", "cost",
+              "last activity")
     rows = [header]
     for v in views:
         now_doing = "-"
@@ -155,6 +182,7 @@ def status_table(views: list[RunView]) -> str:
         best = v.best
         rows.append((v.target, v.run_id, v.state, now_doing, str(len(v.records)), str(len(v.keeps)),
                      f"{best['cumulative_speedup']:.2f}x" if best and best.get("cumulative_speedup") else "-",
+                     f"{best['vs_lance']:.2f}x" if best and best.get("vs_lance") else "-",
                      f"${tally(v.records).cost_usd:.4f}", _last_activity(v)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
@@ -177,37 +205,52 @@ class Candidate:
     target: str
     run_id: str
     attempt: int
-    speedup: float
+    speedup: float                       # vs the run's original baseline
     ci: tuple[float, float]
     worst_combo: str
     worst_speedup: float
+    vs_lance: float | None               # vs Lance itself (> 1: faster than Lance)
+    vs_lance_ci: tuple[float, float] | None
     hypothesis: str
     commit: str
 
 
-def candidates(views: list[RunView], min_speedup: float) -> list[Candidate]:
-    """Kept kernels whose measured speedup over the run's original baseline clears the bar and
-    whose worst combo (in that same measurement) is within the run's worst-combo guard."""
+def candidates(views: list[RunView], min_speedup: float | None = None) -> list[Candidate]:
+    """Upstream candidates: kept kernels that beat Lance itself (vs_lance CI above 1) and whose
+    worst combo vs the baseline is within the run's worst-combo guard. With ``min_speedup``:
+    instead every keep that clears that speedup over its baseline, Lance or not."""
     found = []
     for v in views:
         guard = float(((v.info.get("config") or {}).get("gate") or {}).get("worst_combo_min", 0.95))
         for r in v.keeps:
             cum, ci, worst = r.get("cumulative_speedup"), r.get("cumulative_ci") or [], r.get("cumulative_worst_combo")
-            if not cum or len(ci) != 2 or not worst or cum < min_speedup or worst["value"] < guard:
+            if not cum or len(ci) != 2 or not worst or worst["value"] < guard:
                 continue
+            if (cum < min_speedup) if min_speedup is not None else not upstream_candidate(r):
+                continue
+            lance_ci = r.get("vs_lance_ci") or []
             found.append(Candidate(v.target, v.run_id, int(r["attempt"]), float(cum), (ci[0], ci[1]),
-                                   worst["combo"], float(worst["value"]), r.get("hypothesis") or "",
-                                   str(r.get("commit") or "")[:10]))
-    return sorted(found, key=lambda c: c.speedup, reverse=True)
+                                   worst["combo"], float(worst["value"]), r.get("vs_lance"),
+                                   (lance_ci[0], lance_ci[1]) if len(lance_ci) == 2 else None,
+                                   r.get("hypothesis") or "", str(r.get("commit") or "")[:10]))
+    return sorted(found, key=lambda c: (c.vs_lance or 0.0, c.speedup), reverse=True)
 
 
-def candidates_table(found: list[Candidate], min_speedup: float) -> str:
+def candidates_table(found: list[Candidate], min_speedup: float | None = None) -> str:
+    criterion = (f"keeps at {min_speedup:g}x or more over their baseline (Lance or not)" if min_speedup is not None
+                 else "upstream candidates: keeps that beat Lance itself (vs-Lance 90% CI above 1), worst-combo "
+                      "guard intact")
     if not found:
-        return (f"no kept kernel clears {min_speedup:g}x over its baseline with the worst-combo guard intact "
-                "(see `orchestrator status` for what the runs have kept)")
-    lines = [f"{'speedup':>8}  {'90% CI':<15} {'worst combo':<28} {'target':<10} run:attempt          hypothesis"]
+        hint = ("" if min_speedup is not None else
+                "; `--min-speedup 1.1` lists keeps by their speedup over the baseline instead")
+        return f"no {criterion}{hint} (see `orchestrator status` for what the runs have kept)"
+    lines = [f"{criterion}:",
+             f"{'vs Lance':>9}  {'90% CI':<15} {'vs baseline':>11}  {'worst combo':<28} {'target':<10} "
+             "run:attempt          hypothesis"]
     for c in found:
-        lines.append(f"{c.speedup:>7.3f}x  [{c.ci[0]:.3f}, {c.ci[1]:.3f}] {f'{c.worst_combo} {c.worst_speedup:.3f}x':<28} "
+        lance = f"{c.vs_lance:>8.3f}x" if c.vs_lance else f"{'-':>9}"
+        lance_ci = f"[{c.vs_lance_ci[0]:.3f}, {c.vs_lance_ci[1]:.3f}]" if c.vs_lance_ci else "-"
+        lines.append(f"{lance}  {lance_ci:<15} {c.speedup:>10.3f}x  {f'{c.worst_combo} {c.worst_speedup:.3f}x':<28} "
                      f"{c.target:<10} {c.run_id}:{c.attempt:<4} {c.hypothesis[:70]}")
     return "\n".join(lines)
 
@@ -264,6 +307,13 @@ def _speedup_cell(r: dict[str, Any]) -> str:
     return f"{s:.3f}x [{ci[0]:.3f}, {ci[1]:.3f}]" if len(ci) == 2 else f"{s:.3f}x"
 
 
+def _vs_lance_cell(r: dict[str, Any]) -> str:
+    vs, ci = r.get("vs_lance"), r.get("vs_lance_ci") or []
+    if not vs:
+        return "-"
+    return f"{vs:.3f}x [{ci[0]:.3f}, {ci[1]:.3f}]" if len(ci) == 2 else f"{vs:.3f}x"
+
+
 def totals(v: RunView) -> dict[str, Any]:
     t = tally(v.records)
     return {"attempts": t.attempts, "keeps": t.keeps, "in_flight": len(v.in_flight),
@@ -285,7 +335,10 @@ def html_report(v: RunView, png: bytes | None) -> str:
         out.append("<p class='muted'>Offline provider: a curated playbook was replayed; no LLM was involved.</p>")
     best = v.best
     out.append("<h2>Result</h2>")
-    out.append(f"<p>{'Best: attempt ' + _e(best['attempt']) + ', ' + _e(_cumulative(best)) if best else 'No kernel kept: the baseline is still the best.'}</p>")
+    out.append(f"<p>{'Best: attempt ' + _e(best['attempt']) + ', ' + _e(_cumulative(best)) + '; ' + _e(vs_lance_text(best)) if best else 'No kernel kept: the baseline is still the best.'}</p>")
+    if best and best.get("lance_anchor"):
+        out.append(f"<p class='muted'>Lance measured as: {_e(best['lance_anchor'])}; the kernel's times exclude the "
+                   "harness's call overhead, Lance's its per-query planning (its own operator timer).</p>")
     if png:
         out.append(f"<img alt='progress plot' src='data:image/png;base64,{base64.b64encode(png).decode()}'>")
     out.append("<h2>Totals</h2><table>")
@@ -293,20 +346,25 @@ def html_report(v: RunView, png: bytes | None) -> str:
         out.append(f"<tr><th>{_e(key.replace('_', ' '))}</th><td class='num'>{_e(value if value is not None else '-')}</td></tr>")
     out.append("</table>")
     if best and best.get("cumulative_per_combo"):
-        out.append("<h2>Best kernel per combo (speedup vs the baseline)</h2><table><tr><th>combo</th><th>speedup</th></tr>")
+        lance = best.get("vs_lance_per_combo") or {}
+        out.append("<h2>Best kernel per combo</h2><table><tr><th>combo</th><th>speedup vs the baseline</th>"
+                   "<th>speedup vs Lance</th></tr>")
         for combo, s in best["cumulative_per_combo"].items():
-            out.append(f"<tr><td>{_e(combo)}</td><td class='num'>{s:.3f}x</td></tr>")
+            out.append(f"<tr><td>{_e(combo)}</td><td class='num'>{s:.3f}x</td><td class='num'>"
+                       f"{f'{lance[combo]:.3f}x' if combo in lance else '-'}</td></tr>")
         out.append("</table>")
     out.append("<h2>Attempts</h2><table><tr><th>#</th><th>hypothesis</th><th>verdict</th><th>reason</th>"
-               "<th>speedup vs incumbent [90% CI]</th><th>cost</th><th>duration</th></tr>")
+               "<th>speedup vs incumbent [90% CI]</th><th>vs Lance</th><th>cost</th><th>duration</th></tr>")
     for r in v.records:
         out.append(f"<tr class='{'keep' if r.get('verdict') == 'keep' else ''}'><td class='num'>{_e(r.get('attempt'))}</td>"
                    f"<td>{_e(r.get('hypothesis') or '-')}</td><td>{_e(r.get('verdict'))}</td>"
                    f"<td>{_e(r.get('reason'))}: <span class='muted'>{_e((r.get('reason_detail') or '')[:300])}</span></td>"
-                   f"<td class='num'>{_e(_speedup_cell(r))}</td><td class='num'>${r.get('cost_usd', 0.0):.4f}</td>"
+                   f"<td class='num'>{_e(_speedup_cell(r))}</td>"
+                   f"<td class='num'>{_e(_vs_lance_cell(r))}</td>"
+                   f"<td class='num'>${r.get('cost_usd', 0.0):.4f}</td>"
                    f"<td class='num'>{r.get('duration_seconds', 0.0):.1f} s</td></tr>")
     for n in v.in_flight:
-        out.append(f"<tr><td class='num'>{n}</td><td colspan='6' class='muted'>in flight (running now, or the daemon "
+        out.append(f"<tr><td class='num'>{n}</td><td colspan='7' class='muted'>in flight (running now, or the daemon "
                    f"stopped during it)</td></tr>")
     out.append("</table>")
     if v.keeps:

@@ -32,6 +32,7 @@ class TrialRequest:
     target: TargetInfo
     kernel: Path
     against: Path | None = None
+    against_lance: bool = False                # incumbent = Lance itself: a vs_lance measurement
     mode: str = "single"
     budget_seconds: float = DEFAULT_BUDGET_SECONDS
     seed: int | None = None
@@ -69,6 +70,8 @@ def run(request: TrialRequest, out_dir: Path) -> TrialOutcome:
            "--log-dir", str(out_dir / "workers"), "--token-stdin"]
     if request.against is not None:
         cmd += ["--against", str(request.against)]
+    if request.against_lance:
+        cmd += ["--against-lance"]
     if request.seed is not None:
         cmd += ["--seed", str(request.seed)]
     if request.replicates is not None:

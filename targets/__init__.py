@@ -29,6 +29,11 @@ class TargetInfo:
         """The target's ``TargetPlan`` (its ``run_experiment.PLAN``), for in-process trials."""
         return importlib.import_module(f"{self.module}.run_experiment").PLAN
 
+    @property
+    def lance_runs(self) -> bool:
+        """Whether Lance itself can run this target's op (the target has a Lance arm)."""
+        return self.plan().lance_params is not None
+
 
 def discover(targets_dir: Path = TARGETS_DIR) -> dict[str, TargetInfo]:
     found: dict[str, TargetInfo] = {}

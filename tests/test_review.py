@@ -26,7 +26,7 @@ from conftest import copy_repo, daemon_cmd, run_daemon, the_run, wait_for, write
 from orchestrator import report
 from orchestrator.progress import LiveStatus, Status, read_status
 
-XSS = whole_file("Use <script>alert('x')</script> & friends.", baseline_with("out[:] = 0.0", "out[:] = 2.0"))
+XSS = whole_file("Use <script>alert('x')</script> & friends.", baseline_with("dists[:] = 0.0", "dists[:] = 2.0"))
 
 
 def cli(repo: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -38,7 +38,8 @@ def cli(repo: Path, *args: str, timeout: float = 300) -> subprocess.CompletedPro
 def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, subprocess.CompletedProcess[str]]:
     """A repo copy with one finished run: keep, incorrect, slower, an incorrect reply with markup."""
     repo = copy_repo(tmp_path_factory.mktemp("review") / "repo")
-    proc = run_daemon(repo, write_script(repo, "s", [KEEP, INCORRECT, SLOWER, XSS]), config=write_config(repo))
+    proc = run_daemon(repo, write_script(repo, "s", [KEEP, INCORRECT, SLOWER, XSS]), config=write_config(repo),
+                      vs_lance=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return repo, the_run(repo), proc
 
@@ -50,7 +51,8 @@ def test_without_a_terminal_each_phase_change_is_one_plain_line(built) -> None:
     # In order, once each: nothing after the trial reads as a return to editing.
     first = [line.split(" (")[0].removeprefix("attempt 1: ") for line in lines if line.startswith("attempt 1: ")]
     # The keep is logged before the slow measurement against the baseline, so it can't be lost.
-    assert first == ["proposing", "editing", "trial", "gate", "committing", "logging", "measuring vs baseline"], first
+    assert first == ["proposing", "editing", "trial", "gate", "committing", "logging", "measuring vs baseline",
+                     "measuring vs Lance"], first
     # Totals move on: by attempt 2 the first keep shows.
     assert any(line.startswith("attempt 2: trial (best ") and "1 kept" in line for line in lines)
     assert "\x1b[" not in proc.stdout                      # no terminal control codes in a log file
@@ -101,13 +103,38 @@ def test_progress_points_put_attempts_on_the_baseline_scale() -> None:
                    ("interrupted", None, 3.15)]
 
 
+def test_every_keep_is_measured_against_lance_and_shown(built) -> None:
+    repo, run_dir, _ = built
+    keep = report.load_run(run_dir).keeps[0]
+    assert keep["vs_lance"] > 0 and len(keep["vs_lance_ci"]) == 2, keep.get("vs_lance_error")
+    assert keep["lance_anchor"].startswith("pylance ") and len(keep["vs_lance_per_combo"]) == 9
+    assert (run_dir / "attempts" / "0001" / "vs_lance" / "result.json").is_file()
+    status = cli(repo, "status")
+    assert "vs Lance" in status.stdout.splitlines()[0] and f"{keep['vs_lance']:.2f}x" in status.stdout
+
+
+def test_candidates_are_keeps_that_beat_lance_unless_asked_otherwise(built) -> None:
+    repo, run_dir, _ = built
+    view = report.load_run(run_dir)
+    proc = cli(repo, "candidates")
+    beats = view.keeps[0]["vs_lance_ci"][0] > 1.0
+    assert proc.returncode == 0 and ("Block the codes in SoA" in proc.stdout) == beats
+    assert "upstream candidates: keeps that beat Lance itself" in proc.stdout
+    view.keeps[0].update(vs_lance=1.2, vs_lance_ci=[1.1, 1.3])
+    assert [c.attempt for c in report.candidates([view])] == [1]
+    view.keeps[0].update(vs_lance_ci=[0.99, 1.3])                 # level with Lance is not beating it
+    assert report.candidates([view]) == []
+
+
 def test_candidates_filter_by_bar_and_worst_combo(built) -> None:
     repo, _, _ = built
     proc = cli(repo, "candidates", "--min-speedup", "1.10")
-    assert proc.returncode == 0 and "speedup" in proc.stdout.splitlines()[0]
-    assert "compiled loop" in proc.stdout and len(proc.stdout.splitlines()) == 2
+    lines = proc.stdout.splitlines()
+    assert proc.returncode == 0 and lines[0].startswith("keeps at 1.1x or more over their baseline")
+    assert "vs Lance" in lines[1] and "vs baseline" in lines[1]
+    assert "Block the codes in SoA" in proc.stdout and len(lines) == 3
     none = cli(repo, "candidates", "--target", "pq-l2", "--min-speedup", "1000")
-    assert none.returncode == 0 and "no kept kernel clears 1000x" in none.stdout
+    assert none.returncode == 0 and "no keeps at 1000x or more over their baseline" in none.stdout
     bad = cli(repo, "candidates", "--min-speedup", "0")
     assert bad.returncode == 2 and "--min-speedup must be positive" in bad.stderr
     # The worst-combo guard: the same keep with one combo slower than the run's guard is out.
@@ -125,7 +152,7 @@ def test_export_packages_and_reverifies_a_keep(built, tmp_path: Path) -> None:
     assert "re-verification: reproduces" in proc.stdout
     assert (out / "kernels.py").read_text() == (run_dir / "attempts" / "0001" / "candidate.py").read_text()
     patch = (out / "kernels.patch").read_text()
-    assert patch.startswith("--- a/kernels.py\n+++ b/kernels.py\n") and "+from numba import njit" in patch
+    assert patch.startswith("--- a/kernels.py\n+++ b/kernels.py\n") and "+BLOCK = 1024" in patch
     applied = subprocess.run(["patch", "-p1", "--dry-run", "-d", str(repo / "targets" / "pq_l2"), "-i",
                               str(out / "kernels.patch")], capture_output=True, text=True)
     assert applied.returncode == 0, applied.stdout + applied.stderr
@@ -133,7 +160,12 @@ def test_export_packages_and_reverifies_a_keep(built, tmp_path: Path) -> None:
     assert "- [x] Re-verified on this machine just now: reproduces" in checklist
     assert "lance-index" in checklist                                   # the call site, from the capsule
     assert "orchestrator trial --target pq-l2 --kernel kernels.py" in checklist
+    keep = report.load_run(run_dir).keeps[0]
+    assert "## Against Lance itself" in checklist and report.vs_lance_text(keep) in checklist
+    assert f"Measured as: {keep['lance_anchor']}" in checklist and "simd " in checklist
+    assert checklist.startswith("# Upstream candidate" if report.upstream_candidate(keep) else "# Kept kernel (NOT")
     assert (out / "logs" / "trial" / "result.json").is_file() and (out / "logs" / "reverify" / "result.json").is_file()
+    assert (out / "logs" / "vs_lance" / "result.json").is_file()
     assert (out / "progress.png").read_bytes()[:4] == b"\x89PNG"
     # Not a keep, not a run, not an empty directory: clear errors, exit 2.
     for args, message in (([f"{run_dir.name}:2"], "was not kept (incorrect)"),

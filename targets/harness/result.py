@@ -90,6 +90,12 @@ class TrialResult:
     total_seconds: float | None = None
     kernel_sha256: str = ""
     against_sha256: str = ""
+    # Set when the incumbent arm was Lance itself (--against-lance): pylance version, timer, CPU,
+    # SIMD flags. Such a result is a vs_lance measurement, never a verdict: the gate refuses it.
+    anchor: str = ""
+    # Lance mode: per combo, the median round trip of an empty request, subtracted from the kernel's
+    # times before they were compared with Lance's own timer.
+    call_overhead_ns: dict[str, float] = field(default_factory=dict)
     sandbox: str = ""                         # the isolation workers ran under (or that it was off)
     # Other work on the trial's cores while it timed (targets.harness.contention): recorded, not gated.
     contention: dict[str, float] = field(default_factory=dict)
@@ -140,7 +146,7 @@ _KINDS: dict[str, str] = {
     "incumbent_geomean_instructions_per_query": "float?", "counters": "str", "injected_slowdown": "float",
     "ablated": "list",
     "jit_seconds": "float?", "fixture_seconds": "float?", "peak_mem_mb": "float?",
-    "total_seconds": "float?", "kernel_sha256": "str", "against_sha256": "str", "sandbox": "str",
+    "total_seconds": "float?", "kernel_sha256": "str", "against_sha256": "str", "anchor": "str", "call_overhead_ns": "map", "sandbox": "str",
     "contention": "map", "result_mac": "str",
 }
 # Fields of older results, ignored when read (ledgers keep loading across versions).

@@ -33,7 +33,8 @@ from typing import Any
 import numpy as np
 import psutil
 
-from targets.harness import contention, sandbox, stats, wire
+from targets import PROJECT_ROOT
+from targets.harness import cache, contention, sandbox, stats, wire
 from targets.harness.counters import Counters
 from targets.harness.files import write_atomic
 from targets.harness.prng import Stream, mix_seeds
@@ -41,6 +42,9 @@ from targets.harness.resources import DEFAULT_BUDGET_SECONDS, peak_rss_mb
 from targets.harness.result import (EXIT_INCORRECT, EXIT_INTERNAL, EXIT_OK, EXIT_TIMEOUT, Measured,
                                     TrialResult, sign)
 
+# Lance's compute runs on one thread of its CPU pool (its IO pool is left alone: pinned to one core,
+# LANCE_IO_THREADS=1 deadlocked a query here).
+LANCE_ENV = {"LANCE_CPU_THREADS": "1"}
 BOOT = ("import sys; sys.path.insert(0, sys.argv[1]); "
         "from targets.harness.worker import main; sys.exit(main(sys.argv[2:]))")
 
@@ -92,6 +96,13 @@ class TargetPlan:
     verify_fraction: float = 0.25              # share of timed calls re-checked against the oracle
     # Trimming (20%, within and across blocks) halved the A/A spread: see docs/robustness.md.
     trim: float = 0.2
+    # Lance itself as an arm (``--against-lance``): the Lance ops module's extra setup params
+    # (e.g. its metric), or None where Lance cannot run this target's op.
+    lance_params: dict[str, Any] | None = None
+
+
+LANCE_OPS = "targets.harness.lance_arm"
+OVERHEAD_PINGS = 9                      # per kernel arm, combo and block, in Lance mode
 
 
 # What `orchestrator calibrate --ablate` can switch off. "pinning" also ends the runner's busy-wait,
@@ -107,6 +118,7 @@ class TrialOptions:
     kernel: Path
     against: Path | None = None
     mode: str = "single"                                   # single | baseline | paired
+    lance: bool = False                                    # paired against Lance itself (vs_lance)
     budget_seconds: float = DEFAULT_BUDGET_SECONDS
     seed: int | None = None                                # per-trial query seed; secret if None
     sandbox: bool = True                                   # False only by an explicit --unsafe-no-sandbox
@@ -193,19 +205,23 @@ def _widen_pipe(fd: int) -> None:
 class Worker:
     """One worker process and its two pipes; every request has the trial's deadline."""
 
-    def __init__(self, label: str, kernel: Path, ops_module: str, scratch: Path, log_dir: Path,
+    def __init__(self, label: str, kernel: Path | None, ops_module: str, scratch: Path, log_dir: Path,
                  deadline: float, cpu: int | None, spin: bool, box: sandbox.Sandbox, cpu_seconds: float,
-                 uid: int | None = None) -> None:
+                 uid: int | None = None, idle_spin: bool = True) -> None:
         self.label, self.deadline, self.spin = label, deadline, spin
+        # No kernel: the Lance arm. Trusted code (pylance), so no sandbox (its runtime needs
+        # threads); its time is Lance's own operator timer, sent back with each answer.
+        self.reports_own_time = kernel is None
         home = Path(tempfile.mkdtemp(prefix=f"{label}-", dir=scratch))
         # One copy of the kernel and one numba cache per arm and trial, at stable paths: a later
         # worker pair of the same arm loads the cached machine code instead of compiling again.
         arm = scratch / f"arm-{label}"
         self.kernel = arm / "kernels.py"
         cache = arm / "numba-cache"
-        if not self.kernel.exists():
-            arm.mkdir(exist_ok=True)
-            shutil.copyfile(kernel, self.kernel)
+        if not arm.exists():
+            arm.mkdir()
+            if kernel is not None:
+                shutil.copyfile(kernel, self.kernel)
             cache.mkdir()
         if uid is not None:                   # the arm's own uid owns what it may write, and nothing else
             for path in (home, cache):
@@ -215,9 +231,13 @@ class Worker:
         self._rep_r, rep_w = os.pipe()
         for fd in (req_r, rep_w):
             _widen_pipe(fd)
-        bundle = scratch / "bundle"
-        argv = [sys.executable, "-I", "-B", "-c", BOOT, str(bundle), str(req_r), str(rep_w), ops_module, str(self.kernel)]
+        bundle = scratch / "bundle" if kernel is not None else PROJECT_ROOT
+        argv = [sys.executable, "-I", "-B", "-c", BOOT, str(bundle), str(req_r), str(rep_w), ops_module,
+                str(self.kernel) if kernel is not None else ""]
         env = sandbox.worker_env(home, cache)
+        env["LAR_IDLE_SPIN"] = "1" if idle_spin else "0"
+        if kernel is None:
+            env.update(LANCE_ENV)
         passed = [req_r, rep_w]
         if box.active:
             env["LAR_SANDBOX"] = "1"          # the worker checks its confinement before loading the kernel
@@ -247,11 +267,16 @@ class Worker:
         self.pid: int | None = None           # the worker's Python process, once it said hello
         self.pid_namespace: int | None = None
         self.frozen = False
+        self._stoppable: list[int] = []
+        self.setup_params: dict[str, Any] = {}   # merged into every setup's params (the Lance arm's)
 
     def hello(self) -> None:
         reply, _ = self._recv("starting")
         self.import_seconds = float(reply.get("import_seconds", 0.0))
         self.pid = self._python_pid()
+        # Everything between the runner's child and the worker (bwrap's init, in the worker's PID
+        # namespace) is frozen with it: same uid in a user namespace, so the worker could reach it.
+        self._stoppable = self._inner_tree()
         if self._spare_root:                  # sandboxed: the worker's own PID namespace, for the survivor check
             try:
                 self.pid_namespace = os.stat(f"/proc/{self.pid}/ns/pid").st_ino
@@ -264,28 +289,33 @@ class Worker:
             self.counters_note = opened
 
     def freeze(self) -> None:
-        """SIGSTOP the worker and wait until it is stopped: while another arm is timed, nothing of
-        this one runs (no handler, no leftover work), whatever its kernel tried."""
-        if self.frozen or self.pid is None:
+        """SIGSTOP every process of the worker (its Python and, sandboxed, the namespace's init) and
+        wait until each is stopped: while another arm is timed, nothing of this one runs (no handler,
+        no leftover work, no code planted in its init), whatever its kernel tried."""
+        if self.frozen or not self._stoppable:
             return
-        os.kill(self.pid, signal.SIGSTOP)
+        for pid in self._stoppable:
+            os.kill(pid, signal.SIGSTOP)
         self.frozen = True
-        self._await_state(stopped=True)
+        for pid in self._stoppable:
+            self._await_state(pid, stopped=True)
 
     def thaw(self) -> None:
-        if not self.frozen or self.pid is None:
+        if not self.frozen:
             return
-        os.kill(self.pid, signal.SIGCONT)
+        for pid in reversed(self._stoppable):
+            os.kill(pid, signal.SIGCONT)
         self.frozen = False
-        self._await_state(stopped=False)
+        for pid in self._stoppable:
+            self._await_state(pid, stopped=False)
 
-    def _await_state(self, stopped: bool, limit: float = 2.0) -> None:
-        """Wait until /proc says the worker is (not) stopped; a worker that cannot be frozen fails
+    def _await_state(self, pid: int, stopped: bool, limit: float = 2.0) -> None:
+        """Wait until /proc says ``pid`` is (not) stopped; a worker that cannot be frozen fails
         the trial rather than be timed beside a running rival."""
         until = time.monotonic() + limit
         while True:
             try:
-                with open(f"/proc/{self.pid}/stat", "rb") as fh:
+                with open(f"/proc/{pid}/stat", "rb") as fh:
                     state = fh.read().rsplit(b")", 1)[1].split()[0]
             except (OSError, IndexError):
                 raise KernelCrash(f"{self.label} kernel: worker died while being "
@@ -296,6 +326,17 @@ class Worker:
                 raise KernelCrash(f"{self.label} kernel: worker would not {'stop' if stopped else 'resume'} "
                                   f"(state {state.decode()})")
             time.sleep(0)
+
+    def _inner_tree(self) -> list[int]:
+        """The worker's processes below the runner's child (bwrap on the host), outermost first."""
+        try:
+            root = psutil.Process(self.proc.pid)
+            inner = [p.pid for p in root.children(recursive=True)] if self._spare_root else [root.pid]
+        except psutil.Error:
+            inner = []
+        if self.pid is not None and self.pid not in inner:
+            inner.append(self.pid)
+        return inner
 
     def _python_pid(self) -> int:
         """The worker's Python process as this runner sees it (under bwrap it is a child)."""
@@ -427,6 +468,7 @@ class SpeedSamples:
         default_factory=list)                                   # (combo, call, outputs per arm)
     jit_seconds: list[float] = field(default_factory=list)     # per arm
     verified: int = 0
+    overhead_ns: list[dict[str, list[int]]] = field(default_factory=list)   # [arm][combo][block], Lance mode
 
 
 def _call(worker: Worker, inst: str, call: dict[str, np.ndarray], what: str, rivals: Sequence[Worker],
@@ -442,10 +484,32 @@ def _call(worker: Worker, inst: str, call: dict[str, np.ndarray], what: str, riv
         message["spin_ns"] = spin_ns
     before = worker.counters.read() if worker.counters else None
     _, out, ns = worker.request(message, call, what, timed=True)
+    if worker.reports_own_time:
+        out = dict(out)
+        ns = own_time_ns(out.pop("lance_ns", None), worker.label)
     if before is None or worker.counters is None:
         return out, ns, (-1, -1)
     after = worker.counters.read()
     return out, ns, (after[0] - before[0], after[1] - before[1])
+
+
+def own_time_ns(value: object, label: str) -> int:
+    """The time an arm reported for its own call (Lance's operator timer), strictly: one positive
+    int64 below an hour, or the trial fails."""
+    if type(value) is not np.ndarray or value.dtype != np.int64 or value.shape != (1,) or not 0 < value[0] < 3.6e12:
+        raise TrialFailure(f"{label} arm: no valid own time for a timed call (got {value!r})")
+    return int(value[0])
+
+
+def call_overhead_ns(worker: Worker, call: dict[str, np.ndarray], rivals: Sequence[Worker], pings: int) -> int:
+    """The median round trip of an empty request carrying ``call``'s arrays: what the runner's
+    clock adds to a kernel's op (pipes, framing, wake-up). Subtracted only where a kernel is
+    compared with an arm that times itself (Lance); kernel-vs-kernel ratios use raw times."""
+    for rival in rivals:
+        if rival is not worker:
+            rival.freeze()
+    rtts = [worker.request({"cmd": "ping"}, call, "measuring the call overhead", timed=True)[2] for _ in range(pings)]
+    return int(np.median(rtts))
 
 
 def measure_block(workers: Sequence[Worker], workloads: Sequence[Workload], seed: int, block: int,
@@ -478,8 +542,8 @@ def _measure_block(workers: Sequence[Worker], workloads: Sequence[Workload], see
         # Which arm is built and warmed first is random too: any first-mover effect becomes noise.
         first_movers = list(workers)[::-1] if stream.integers(2, 1)[0] and not fixed_order else list(workers)
         for worker in first_movers:
-            worker.request({"cmd": "setup", "instance": inst, "params": w.params}, w.arrays,
-                           f"building workload {w.combo}")
+            worker.request({"cmd": "setup", "instance": inst, "params": {**w.params, **worker.setup_params}},
+                           w.arrays, f"building workload {w.combo}")
         # Calibration's injected slowdown: a fraction of the arm's own last call as the runner
         # timed it (without its spin), so the measured effect is the nominal one on average.
         spin = list(spins) or [0.0] * len(workers)
@@ -490,22 +554,36 @@ def _measure_block(workers: Sequence[Worker], workloads: Sequence[Workload], see
                 last_ns[workers.index(worker)] = ns
                 if i == 0:
                     worker.first_call_ns.setdefault(w.combo, ns)
+        if any(worker.reports_own_time for worker in workers):
+            for arm, worker in enumerate(workers):
+                if not worker.reports_own_time:
+                    samples.overhead_ns[arm].setdefault(w.combo, []).append(
+                        call_overhead_ns(worker, calls[0], rivals, OVERHEAD_PINGS))
         timed = np.zeros((len(workers), queries_per_combo), dtype=np.int64)
         counts = np.full((len(workers), queries_per_combo, 2), -1, dtype=np.int64)
         flips = stream.integers(2, queries_per_combo)
         check = stream.f32(queries_per_combo) < np.float32(verify_fraction)
         check[stream.integers(queries_per_combo, 1)[0]] = True       # at least one per combo
+        against_self_timed = any(worker.reports_own_time for worker in workers)
         for q, call in enumerate(calls[warmup_calls:]):
             arms = list(range(len(workers)))
             if flips[q] and not fixed_order:
                 arms.reverse()
             outs: list[dict[str, np.ndarray]] = [{} for _ in workers]
             for arm in arms:
+                if against_self_timed and not workers[arm].reports_own_time:
+                    # Lance's timer starts after its own per-query planning has warmed its caches;
+                    # the kernel gets the same: an untimed call on the previous query first.
+                    _call(workers[arm], inst, calls[warmup_calls + q - 1], f"warming {w.combo}", rivals)
                 spin_ns = int(spin[arm] * last_ns[arm])
                 outs[arm], timed[arm, q], counts[arm, q] = _call(workers[arm], inst, call, f"timing {w.combo}",
                                                                  rivals, spin_ns)
                 last_ns[arm] = int(timed[arm, q]) - spin_ns
             if check[q]:
+                for arm, worker in enumerate(workers):
+                    if worker.reports_own_time:          # its answer, asked for now, untimed
+                        outs[arm] = worker.request({"cmd": "call", "instance": inst, "op": "check"}, call,
+                                                   f"checking {w.combo}")[1]
                 samples.to_verify.append((w.combo, call, outs))
         for arm, worker in enumerate(workers):
             worker.request({"cmd": "drop", "instance": inst})
@@ -582,7 +660,7 @@ def run_trial(plan: TargetPlan, options: TrialOptions,
     ``on_samples`` sees the raw timings of a trial that passed (calibration keeps them)."""
     started = time.monotonic()
     deadline = started + options.budget_seconds
-    paired = options.against is not None
+    paired = options.against is not None or options.lance
     mode = "paired" if paired else options.mode
     seed = options.seed if options.seed is not None else secrets.randbits(64)
     runner_cpu, worker_cpu = (None, None) if "pinning" in options.ablated else _cpus()
@@ -628,8 +706,15 @@ def run_trial(plan: TargetPlan, options: TrialOptions,
             reap_until = time.monotonic() + 10.0
             survivors = [pid for w in workers for pid in w.reap(timeout=max(0.1, reap_until - time.monotonic()))]
             # Not only the trees the runner knows: anything left as a worker's uid or in its namespace.
-            survivors += sandbox.survivors({w.uid for w in workers if w.uid is not None},
-                                           {w.pid_namespace for w in workers if w.pid_namespace is not None})
+            # A killed process may take a moment to exit on a loaded machine: look again until the
+            # reap deadline before calling it a survivor.
+            uids = {w.uid for w in workers if w.uid is not None}
+            namespaces = {w.pid_namespace for w in workers if w.pid_namespace is not None}
+            left = sandbox.survivors(uids, namespaces)
+            while left and time.monotonic() < reap_until:
+                time.sleep(0.05)
+                left = sandbox.survivors(uids, namespaces)
+            survivors += left
             _set_affinity(original_affinity)
     if survivors:
         result.exit_code, result.failure_kind = EXIT_INTERNAL, "internal"
@@ -645,8 +730,13 @@ def run_trial(plan: TargetPlan, options: TrialOptions,
 def _run_phases(plan: TargetPlan, options: TrialOptions, result: TrialResult, seed: int, deadline: float,
                 dirs: tuple[Path, Path], workers: list[Worker], cpus: tuple[int | None, int | None],
                 on_samples: Callable[[SpeedSamples], None] | None) -> None:
-    arms = [("incumbent", options.against), ("candidate", options.kernel)] if options.against else [
-        ("kernel", options.kernel)]
+    arms: list[tuple[str, Path | None]]
+    if options.lance:
+        arms = [("lance", None), ("candidate", options.kernel)]
+    elif options.against:
+        arms = [("incumbent", options.against), ("candidate", options.kernel)]
+    else:
+        arms = [("kernel", options.kernel)]
     runner_cpu, worker_cpu = cpus
     spin = runner_cpu is not None and runner_cpu != worker_cpu
 
@@ -658,7 +748,12 @@ def _run_phases(plan: TargetPlan, options: TrialOptions, result: TrialResult, se
         raise TrialFailure(f"no sandbox for untrusted kernels: {box.unavailable}")
     sandbox.make_bundle(dirs[0], plan.ops_module)
     # Root: each arm gets a uid of its own, so nothing of one arm can touch the other's files.
-    uids = {label: sandbox.new_uid() if box.active and box.setpriv else None for label, _ in arms}
+    uids = {label: sandbox.new_uid() if box.active and box.setpriv and path is not None else None
+            for label, path in arms}
+    if options.lance:
+        if plan.lance_params is None:
+            raise TrialFailure(f"Lance cannot run {plan.name}'s op: there is no Lance arm for this target")
+        result.anchor = lance_anchor()
 
     def start_workers() -> list[Worker]:
         """A fresh process per arm, started in random order; returned in arm order."""
@@ -668,8 +763,13 @@ def _run_phases(plan: TargetPlan, options: TrialOptions, result: TrialResult, se
         fresh: dict[int, Worker] = {}
         for i in order:
             label, path = arms[i]
-            fresh[i] = Worker(label, path, plan.ops_module, *dirs, deadline, worker_cpu, spin, box,
-                              options.budget_seconds, uids[label])
+            if path is None:
+                fresh[i] = Worker(label, None, LANCE_OPS, *dirs, deadline, worker_cpu, spin, sandbox.Sandbox(off=True),
+                                  options.budget_seconds)
+                fresh[i].setup_params = {**(plan.lance_params or {}), "lance_cache": str(cache.cache_dir() / "lance")}
+            else:
+                fresh[i] = Worker(label, path, plan.ops_module, *dirs, deadline, worker_cpu, spin, box,
+                                  options.budget_seconds, uids[label], idle_spin="freeze" not in options.ablated)
             workers.append(fresh[i])
         return [fresh[i] for i in range(len(arms))]
 
@@ -682,13 +782,16 @@ def _run_phases(plan: TargetPlan, options: TrialOptions, result: TrialResult, se
     result.distributions_tested = list(dict.fromkeys(w.distribution for w in workloads))
     for w in current:
         w.hello()
-    # Correctness first, candidate first: a wrong kernel costs no timing.
+    # Correctness first, candidate first: a wrong kernel costs no timing. (Lance is checked where
+    # it is built, and on its timed calls like any arm.)
     for w in reversed(current):
-        result.correctness_cases = run_correctness(w, cases, plan.check)
+        if not w.reports_own_time:
+            result.correctness_cases = run_correctness(w, cases, plan.check)
     result.correctness = "pass"
 
-    passes = result.replicates if options.against else result.passes
-    samples = SpeedSamples(ns=[{} for _ in arms], counts=[{} for _ in arms], jit_seconds=[0.0 for _ in arms])
+    passes = result.replicates if len(arms) == 2 else result.passes
+    samples = SpeedSamples(ns=[{} for _ in arms], counts=[{} for _ in arms], jit_seconds=[0.0 for _ in arms],
+                           overhead_ns=[{} for _ in arms])
     spins = [options.injected_slowdown if label == "incumbent" else 0.0 for label, _ in arms]
     # Said once per trial: either every worker was counted, or the first reason one was not.
     result.counters = next((w.counters_note for w in current if w.counters is None), current[0].counters_note)
@@ -718,8 +821,35 @@ def _run_phases(plan: TargetPlan, options: TrialOptions, result: TrialResult, se
     result.verified_calls = samples.verified
     if on_samples is not None:
         on_samples(samples)
-    summarise(result, samples, [w.combo for w in workloads], paired=options.against is not None,
-              trim=plan.trim)
+    combos = [w.combo for w in workloads]
+    if options.lance:
+        samples.ns[1] = without_call_overhead(samples.ns[1], samples.overhead_ns[1], combos)
+        result.call_overhead_ns = {c: _r(float(np.median(samples.overhead_ns[1][c])), 1) for c in combos}
+    summarise(result, samples, combos, paired=len(arms) == 2, trim=plan.trim)
+
+
+def without_call_overhead(ns: dict[str, list[np.ndarray]], overhead: dict[str, list[int]],
+                          combos: Sequence[str]) -> dict[str, list[np.ndarray]]:
+    """A kernel arm's times less each block's measured call overhead, for comparison with an arm
+    that times itself. Fails closed where the overhead is most of the time: the difference would
+    then be mostly noise."""
+    out: dict[str, list[np.ndarray]] = {}
+    for c in combos:
+        out[c] = []
+        for block, over in zip(ns[c], overhead[c]):
+            if over >= 0.5 * float(np.median(block)):
+                raise TrialFailure(f"{c}: the call overhead ({over / 1e3:.0f} us) is over half the kernel's time "
+                                   f"({np.median(block) / 1e3:.0f} us); a comparison with Lance's own timer "
+                                   "would be mostly noise")
+            out[c].append(np.maximum(block - over, 1))
+    return out
+
+
+def lance_anchor() -> str:
+    """What a vs-Lance figure was measured against: pylance version, timer, CPU and SIMD flags."""
+    from targets.harness import lance      # only here: kernel-only trials never import pylance
+    return (f"pylance {lance.version()}; Lance's own timer {lance.SUB_INDEX_TIMER[0]}.{lance.SUB_INDEX_TIMER[1]}; "
+            f"{cpu_model()}; simd {lance.simd_flags()}")
 
 
 def _absolute(ns: dict[str, list[np.ndarray]], combos: Sequence[str]) -> tuple[dict[str, float], float,
@@ -787,6 +917,8 @@ def add_trial_arguments(parser: argparse.ArgumentParser, default_kernel: Path | 
     parser.add_argument("--kernel", type=Path, default=default_kernel,
                         help="kernel file under test (default: the target's kernels.py)")
     parser.add_argument("--against", type=Path, help="incumbent kernel: paired, interleaved speedup")
+    parser.add_argument("--against-lance", action="store_true",
+                        help="paired against Lance itself (pylance, its own operator timer): the vs_lance speedup")
     parser.add_argument("--mode", choices=("single", "baseline"), default="single",
                         help="without --against: single pass, or baseline (3 passes)")
     parser.add_argument("--budget-seconds", type=float, default=DEFAULT_BUDGET_SECONDS)
@@ -802,6 +934,8 @@ def trial_argument_problem(args: argparse.Namespace) -> str | None:
         path = getattr(args, flag, None)           # front ends without --against (calibrate)
         if path is not None and not path.is_file():
             return f"--{flag} {path}: no such file (give the path of a kernels.py to measure)"
+    if getattr(args, "against", None) is not None and getattr(args, "against_lance", False):
+        return "--against and --against-lance: give one incumbent (a kernels.py, or Lance itself)"
     if args.budget_seconds <= 0:
         return "--budget-seconds must be positive"
     for flag in ("replicates", "sessions", "queries"):
@@ -825,7 +959,7 @@ def parse_args(argv: Sequence[str] | None, target: str, default_kernel: Path) ->
     if problem:
         parser.error(problem)
     options = TrialOptions(kernel=args.kernel.resolve(), against=args.against.resolve() if args.against else None,
-                           mode=args.mode, budget_seconds=args.budget_seconds, seed=args.seed,
+                           lance=args.against_lance, mode=args.mode, budget_seconds=args.budget_seconds, seed=args.seed,
                            replicates=args.replicates, sessions=args.sessions, queries_per_combo=args.queries,
                            log_dir=args.log_dir, sandbox=not args.unsafe_no_sandbox,
                            token=sys.stdin.readline().strip() if args.token_stdin else "")

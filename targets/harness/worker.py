@@ -93,22 +93,27 @@ def serve(request_fd: int, reply_fd: int, target_module: str, kernel_path: str) 
             wire.send(reply_fd, {"ok": False, "error": f"sandbox: refusing to load the kernel: {'; '.join(problems)}"})
             return 0
     started = time.perf_counter()
-    try:
-        kernels = load_kernel(kernel_path)
-    except BaseException as exc:   # noqa: BLE001 - SystemExit from a kernel is a crash too
-        wire.send(reply_fd, _error(exc))
-        return 0
-    try:
-        cached = enable_numba_caching(kernels)
-    except Exception:  # noqa: BLE001 - caching is an optimisation; never fail a trial for it
-        cached = 0
+    kernels, cached = None, 0      # no kernel path: an arm of trusted code only (Lance)
+    if kernel_path:
+        try:
+            kernels = load_kernel(kernel_path)
+        except BaseException as exc:   # noqa: BLE001 - SystemExit from a kernel is a crash too
+            wire.send(reply_fd, _error(exc))
+            return 0
+        try:
+            cached = enable_numba_caching(kernels)
+        except Exception:  # noqa: BLE001 - caching is an optimisation; never fail a trial for it
+            cached = 0
     wire.send(reply_fd, {"ok": True, "import_seconds": time.perf_counter() - started, "pid": os.getpid(),
                          "numba_cached": cached})
     gc.disable()                   # no collector pauses inside timed calls
+    # The runner turns the idle spin off where it does not freeze idle arms (calibration's
+    # "freeze" ablation): a spinning idle worker would then compete with the timed one.
+    idle_spin = SPIN_CPU_SECONDS if os.environ.get("LAR_IDLE_SPIN", "1") == "1" else 0.0
     instances: dict[str, Any] = {}
     while True:
         try:
-            wire.spin_until_readable(request_fd, SPIN_CPU_SECONDS)
+            wire.spin_until_readable(request_fd, idle_spin)
             message, arrays = wire.recv(request_fd)
         except wire.WireError:
             return 0               # the runner went away

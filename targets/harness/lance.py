@@ -1,0 +1,137 @@
+"""Lance itself (pylance) as a measured arm: build a fixture's dataset, query it, read its timers.
+
+Plumbing for the targets Lance can run (functions, no framework). Facts behind each call are in
+docs/lance.md; the short version:
+  - one IVF partition with a **zero** centroid and the fixture's own PQ codebook, so Lance encodes
+    the fixture's vectors (not residuals) to the fixture's codes and answers the same question;
+  - ``refine_factor=None`` (no raw-vector re-ranking) and the plan is checked for it;
+  - Lance's per-query fixed cost (planning, Python) is ~1 ms, so the arm is timed by Lance's own
+    operator timers from ``analyze_plan()``: ``index_search_time`` of ``ANNSubIndex`` (distance
+    table + distances + top-k) or ``find_partitions_elapsed`` of ``ANNIvfPartition``.
+Parsing is strict: a plan without the timer, with a refine step, or in an unknown unit is an error.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+NUM_CENTROIDS = 256
+SUB_INDEX_TIMER = ("ANNSubIndex", "index_search_time")
+PARTITION_TIMER = ("ANNIvfPartition", "find_partitions_elapsed")
+_UNIT_NS = {"ns": 1.0, "µs": 1e3, "us": 1e3, "ms": 1e6, "s": 1e9}
+_METRIC = r"{name}=([0-9]+(?:\.[0-9]+)?)(ns|µs|us|ms|s)(?=[,\]])"
+
+
+class LanceError(Exception):
+    """Lance could not be built, queried or read as expected; the arm is unavailable."""
+
+
+def version() -> str:
+    """pylance's version, without importing it (pylance is not fork-safe; the runner forks workers)."""
+    import importlib.metadata
+    return importlib.metadata.version("pylance")
+
+
+def simd_flags() -> str:
+    """The SIMD features Lance's kernels may pick from on this CPU (they dispatch at run time)."""
+    try:
+        line = next(x for x in Path("/proc/cpuinfo").read_text().splitlines() if x.startswith(("flags", "Features")))
+    except (OSError, StopIteration):
+        return "unknown"
+    have = set(line.split(":", 1)[1].split())
+    wanted = ("sse4_2", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_fp16", "asimd", "sve")
+    return ",".join(f for f in wanted if f in have) or "none"
+
+
+def _write(path: Path, vectors: np.ndarray) -> Any:
+    import lance
+    import pyarrow as pa
+    if path.exists():
+        shutil.rmtree(path)
+    dim = vectors.shape[1]
+    table = pa.table({"vec": pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(vectors).reshape(-1)), dim)})
+    return lance.write_dataset(table, str(path))
+
+
+def pq_dataset(path: Path, vectors: np.ndarray, codebook: np.ndarray, num_sub_vectors: int,
+               metric: str = "l2") -> Any:
+    """A dataset of ``vectors`` with an IVF_PQ index holding ``codebook`` ([M][256][sd], flat)."""
+    ds = _write(path, vectors)
+    dim = vectors.shape[1]
+    ds.create_index("vec", index_type="IVF_PQ", metric=metric, num_partitions=1, num_sub_vectors=num_sub_vectors,
+                    num_bits=8, ivf_centroids=np.zeros((1, dim), np.float32),
+                    pq_codebook=codebook.reshape(num_sub_vectors, NUM_CENTROIDS, dim // num_sub_vectors))
+    return ds
+
+
+def open_dataset(path: Path) -> Any:
+    import lance
+    return lance.dataset(str(path))
+
+
+def stored_pq_codes(ds: Any, n: int, m: int) -> np.ndarray:
+    """Lance's stored PQ codes as [N][M] (its index file keeps them transposed, [M][N])."""
+    from lance.file import LanceFileReader
+    found = list(Path(ds.uri, "_indices").glob("*/auxiliary.idx"))
+    if len(found) != 1:
+        raise LanceError(f"expected one auxiliary.idx under {ds.uri}/_indices, found {len(found)}")
+    table = LanceFileReader(str(found[0])).read_all().to_table()
+    (meta,) = json.loads(table.schema.metadata[b"storage_metadata"])
+    if json.loads(meta).get("transposed") is not True:
+        raise LanceError("Lance's PQ storage is not transposed: this pylance lays codes out differently")
+    if not np.array_equal(table["_rowid"].to_numpy(), np.arange(n)):
+        raise LanceError("Lance's PQ storage is not in row order")
+    return table["__pq_code"].combine_chunks().values.to_numpy(zero_copy_only=False).reshape(m, n).T
+
+
+def _nearest(query: np.ndarray, k: int, nprobes: int = 1) -> dict[str, Any]:
+    return {"column": "vec", "q": query, "k": k, "nprobes": nprobes, "refine_factor": None}
+
+
+def _scanner(ds: Any, query: np.ndarray, k: int, nprobes: int) -> Any:
+    return ds.scanner(columns=["_distance"], with_row_id=True, disable_scoring_autoprojection=True,
+                      nearest=_nearest(query, k, nprobes))
+
+
+def search(ds: Any, query: np.ndarray, k: int, nprobes: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Lance's (row ids, distances) for one query, nearest first."""
+    table = _scanner(ds, query, k, nprobes).to_table()
+    return table["_rowid"].to_numpy().astype(np.int64), table["_distance"].to_numpy().astype(np.float32)
+
+
+def timer_ns(plan: str, timer: tuple[str, str]) -> int:
+    """One operator metric from an ``analyze_plan()`` text, in ns; strict."""
+    node, name = timer
+    if "KNNVectorDistance" in plan:
+        raise LanceError("Lance's plan re-ranks on raw vectors (a refine step crept in):\n" + plan)
+    lines = [line for line in plan.splitlines() if line.strip().startswith(node + ":")]
+    if len(lines) != 1:
+        raise LanceError(f"expected one {node} in Lance's plan, found {len(lines)}:\n{plan}")
+    found = re.findall(_METRIC.format(name=re.escape(name)), lines[0])
+    if len(found) != 1:
+        raise LanceError(f"expected one {name} on {node} in Lance's plan:\n{plan}")
+    value, unit = found[0]
+    return max(1, round(float(value) * _UNIT_NS[unit]))
+
+
+def timed_search(ds: Any, query: np.ndarray, k: int, timer: tuple[str, str] = SUB_INDEX_TIMER,
+                 nprobes: int = 1) -> int:
+    """Run one query under ``analyze_plan`` and return Lance's own timer for it, in ns."""
+    return timer_ns(_scanner(ds, query, k, nprobes).analyze_plan(), timer)
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """What a Lance comparison was made with (recorded beside every vs_lance figure)."""
+
+    pylance: str
+    cpu: str
+    simd: str
+    timer: str
