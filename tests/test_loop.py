@@ -64,7 +64,7 @@ def test_one_run_covers_keep_and_every_discard_reason(repo: Path) -> None:
     assert ws.git.show(f"{got[1]['commit']}:targets/pq_l2/kernels.py") + "\n" == \
         (run_dir / "attempts" / "0001" / "candidate.py").read_text()
     assert "speedup" in ws.head.commit.message and "worst combo" in ws.head.commit.message
-    assert got[1]["cumulative_speedup"] > 1.5
+    assert got[1]["cumulative_speedup"] > 1.1
     assert ws.git.status("--porcelain") == ""                       # worktree clean after discards
     # Every discard keeps its evidence and diff; the trial logs are on disk.
     assert "boom" in got[3]["evidence"]

@@ -60,9 +60,29 @@ EXPECTED = {
 CONTAINED = {"escape_privileges", "tamper_judge"}
 
 
+# An honest numpy PQ search, for the cases whose trick sits on top of one (kernels stand alone,
+# so it is pasted in where a case says ``# {NUMPY_PQ}``).
+NUMPY_PQ = '''def numpy_pq_layout(shape, codebook, codes_aos, num_vectors):
+    m = shape.num_sub_vectors
+    return (codebook.reshape(m, 256, shape.sub_dim),
+            np.ascontiguousarray(codes_aos.reshape(num_vectors, m).T))
+
+
+def numpy_pq_distances(codebook, codes_soa, query):
+    m, _, sd = codebook.shape
+    diff = codebook - query.reshape(m, 1, sd)
+    table = (diff * diff).sum(axis=2)
+    dists = np.zeros(codes_soa.shape[1], dtype=np.float32)
+    for i in range(m):
+        dists += table[i][codes_soa[i]]
+    return dists
+'''
+
+
 def kernel_text(name: str, root: Path, port: int) -> str:
     return ((CASES / f"{name}.py").read_text().replace("{ROOT}", str(root)).replace("{PORT}", str(port))
-            .replace("{CACHE}", str(cache.cache_dir())).replace("# {BASELINE}\n", BASELINE.read_text()))
+            .replace("{CACHE}", str(cache.cache_dir())).replace("# {BASELINE}\n", BASELINE.read_text())
+            .replace("# {NUMPY_PQ}\n", NUMPY_PQ))
 
 
 def test_every_case_is_in_the_table() -> None:

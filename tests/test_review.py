@@ -63,7 +63,7 @@ def test_status_json_records_the_end(built) -> None:
     status = read_status(run_dir)
     assert status is not None and status.phase == "stopped" and "exhausted" in status.stop_reason
     assert status.attempts_done == 4 and status.keeps == 1 and status.not_kept == {"incorrect": 2, "not_faster": 1}
-    assert status.best_speedup and status.best_speedup > 1.5
+    assert status.best_speedup and status.best_speedup > 1.1
 
 
 def test_report_html_holds_every_attempt_and_a_real_plot(built) -> None:

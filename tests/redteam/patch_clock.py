@@ -8,20 +8,16 @@ time.perf_counter = lambda: 0.0
 time.monotonic = lambda: 0.0
 
 
+# {NUMPY_PQ}
+
+
 class PqKernel:
     def __init__(self, shape, codebook, codes_aos, num_vectors):
-        self.shape, self.num_vectors = shape, num_vectors
-        m = shape.num_sub_vectors
-        self.codebook = codebook.reshape(m, 256, shape.sub_dim)
-        self.codes_soa = np.ascontiguousarray(codes_aos.reshape(num_vectors, m).T)
+        self.num_vectors = num_vectors
+        self.codebook, self.codes_soa = numpy_pq_layout(shape, codebook, codes_aos, num_vectors)
 
     def search(self, query, k, out_ids, out_dists):
-        m, sd = self.shape.num_sub_vectors, self.shape.sub_dim
-        diff = self.codebook - query.reshape(m, 1, sd)
-        table = (diff * diff).sum(axis=2)
-        dists = np.zeros(self.num_vectors, dtype=np.float32)
-        for i in range(m):
-            dists += table[i][self.codes_soa[i]]
+        dists = numpy_pq_distances(self.codebook, self.codes_soa, query)
         ids = np.argsort(dists, kind="stable")[:k]
         out_ids[:] = ids
         out_dists[:] = dists[ids]
