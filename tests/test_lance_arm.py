@@ -4,7 +4,6 @@ question (and refuses one that does not), and a whole vs-Lance trial through the
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +13,7 @@ import pytest
 
 from conftest import ROOT
 from orchestrator import gate
-from targets.harness import lance, lance_arm, runner
+from targets.harness import cache, lance, lance_arm, runner
 from targets.harness.prng import Stream
 from targets.harness.result import parse_json
 from targets.pq_l2 import inputs, reference
@@ -129,10 +128,10 @@ def test_a_shared_cache_directory_is_refused(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------- a whole vs-Lance trial
 
 def test_a_vs_lance_trial_measures_the_kernel_against_lance_and_checks_lances_answers(tmp_path: Path) -> None:
-    env = {**os.environ, "LANCE_AUTORESEARCH_CACHE": str(tmp_path / "cache")}
+    # The machine's own cache: the nine datasets are built once for every test that needs them.
     proc = subprocess.run([sys.executable, "-m", "orchestrator", "trial", "--target", "pq-l2", "--against-lance",
                            "--replicates", "1", "--sessions", "1", "--queries", "4", "--json",
-                           "--out-dir", str(tmp_path / "out")], cwd=ROOT, env=env, capture_output=True, text=True,
+                           "--out-dir", str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     data = json.loads(proc.stdout)
@@ -142,7 +141,7 @@ def test_a_vs_lance_trial_measures_the_kernel_against_lance_and_checks_lances_an
     assert len(combos) == 9 and set(data["call_overhead_ns"]) == combos
     assert all(v > 0 for v in data["per_combo_speedup"].values())
     assert data["verified_calls"] >= 2 * 9              # Lance's answers were checked against the oracle too
-    assert len(list((tmp_path / "cache" / "lance").glob("*.lance"))) == 9
+    assert len(list((cache.cache_dir() / "lance").glob("*.lance"))) >= 9
     # Such a result is a measurement, never a verdict: the gate refuses it.
     result = parse_json((tmp_path / "out" / "result.json").read_text())
     verdict = gate.judge(result, gate.GateConfig(), 120.0, "", 0)
