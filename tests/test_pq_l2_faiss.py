@@ -41,12 +41,6 @@ def _pq(shape: PqShape, codebook: np.ndarray) -> faiss.ProductQuantizer:
     return pq
 
 
-def top_k(dists: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The k nearest (ids, distances), ties by id: the order the kernel's search must return."""
-    ids = np.lexsort((np.arange(dists.size), dists))[:k]
-    return ids, dists[ids]
-
-
 def _close(got: np.ndarray, ref: np.ndarray) -> None:
     np.testing.assert_allclose(got.astype(np.float64), ref.astype(np.float64), atol=ATOL, rtol=RTOL)
 
@@ -86,4 +80,4 @@ def test_reference_topk_matches_faiss_index(fixtures, shape: PqShape) -> None:
         ref_dists = reference.distances(shape, reference.distance_table(shape, codebook, q), codes, n)
         assert check_topk(ids[i], dists[i], ref_dists, TOP_K, atol=ATOL, rtol=RTOL) is None
         # And the reference's own top-10 has faiss's k-th best distances, rank by rank.
-        _close(dists[i], top_k(ref_dists, TOP_K)[1])
+        _close(dists[i], reference.top_k(ref_dists, TOP_K)[1])

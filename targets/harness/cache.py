@@ -67,10 +67,14 @@ def cached_arrays(name: str, key: str, build: Callable[[], dict[str, np.ndarray]
     return arrays
 
 
+def is_private(info: os.stat_result) -> bool:
+    """This user's, and no one else may write it."""
+    return info.st_uid == os.geteuid() and not info.st_mode & 0o022
+
+
 def _private_bytes(path: Path) -> bytes:
     """The file's bytes, if it is this user's and no one else may write it."""
     with open(path, "rb") as fh:
-        info = os.fstat(fh.fileno())
-        if info.st_uid != os.geteuid() or info.st_mode & 0o022:
+        if not is_private(os.fstat(fh.fileno())):
             raise OSError(f"{path} is not private to this user")
         return fh.read()

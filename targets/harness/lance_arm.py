@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from targets.harness import lance
+from targets.harness import cache, lance
 
 NUM_CENTROIDS = 256
 
@@ -68,8 +68,7 @@ def codes_problem(ds: Any, codebook: np.ndarray, codes_aos: np.ndarray, n: int, 
 
 def _private_dir(path: Path) -> None:
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    info = path.stat()
-    if info.st_uid != os.getuid() or info.st_mode & 0o022:
+    if not cache.is_private(path.stat()):
         raise lance.LanceError(f"{path}: not a private directory of this user; remove it")
 
 

@@ -476,9 +476,7 @@ def _call(worker: Worker, inst: str, call: dict[str, np.ndarray], what: str, riv
     """One timed call: outputs, ns as the runner saw it, and the worker's (cycles, instructions)
     for it, (-1, -1) without counters. Counters are read outside the timed window. Every rival
     worker is frozen first, so only the timed one can run."""
-    for rival in rivals:
-        if rival is not worker:
-            rival.freeze()
+    _freeze_rivals(worker, rivals)
     message: dict[str, Any] = {"cmd": "call", "instance": inst, "op": "speed"}
     if spin_ns:
         message["spin_ns"] = spin_ns
@@ -493,6 +491,12 @@ def _call(worker: Worker, inst: str, call: dict[str, np.ndarray], what: str, riv
     return out, ns, (after[0] - before[0], after[1] - before[1])
 
 
+def _freeze_rivals(worker: Worker, rivals: Sequence[Worker]) -> None:
+    for rival in rivals:
+        if rival is not worker:
+            rival.freeze()
+
+
 def own_time_ns(value: object, label: str) -> int:
     """The time an arm reported for its own call (Lance's operator timer), strictly: one positive
     int64 below an hour, or the trial fails."""
@@ -505,9 +509,7 @@ def call_overhead_ns(worker: Worker, call: dict[str, np.ndarray], rivals: Sequen
     """The median round trip of an empty request carrying ``call``'s arrays: what the runner's
     clock adds to a kernel's op (pipes, framing, wake-up). Subtracted only where a kernel is
     compared with an arm that times itself (Lance); kernel-vs-kernel ratios use raw times."""
-    for rival in rivals:
-        if rival is not worker:
-            rival.freeze()
+    _freeze_rivals(worker, rivals)
     rtts = [worker.request({"cmd": "ping"}, call, "measuring the call overhead", timed=True)[2] for _ in range(pings)]
     return int(np.median(rtts))
 
