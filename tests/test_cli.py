@@ -34,8 +34,10 @@ def test_discovery_maps_folder_names_to_dashed_target_names() -> None:
 
 
 def test_trial_json_is_the_runner_result(tmp_path: Path) -> None:
-    proc = orchestrator("trial", "--target", "pq-l2", "--against", str(BASELINE), *FAST, "--json",
-                        "--out-dir", str(tmp_path))
+    # At the gate's calibrated size (8 pairs x 2 blocks x 8 queries): at 2 x 1 x 3 an A/A trial of the
+    # compiled baseline was once kept by chance in CI.
+    proc = orchestrator("trial", "--target", "pq-l2", "--against", str(BASELINE), "--replicates", "8",
+                        "--sessions", "2", "--queries", "8", "--json", "--out-dir", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert data["mode"] == "paired" and data["exit_code"] == 0
