@@ -101,28 +101,8 @@ def cmd_trial(args: argparse.Namespace) -> int:
 
 
 def _provider(config: config_mod.RunConfig, info: targets.TargetInfo) -> provider_mod.Provider:
-    model = config.model
-    if model == "offline":
-        playbook = info.folder / "playbook"
-        try:
-            return provider_mod.OfflineProvider(playbook)
-        except FileNotFoundError:
-            raise UsageError(f"--model offline needs a playbook, and {playbook} has none") from None
-    if model.startswith("script:"):
-        path = Path(model.split(":", 1)[1])
-        try:
-            return provider_mod.load_script(path)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise UsageError(f"--model {model}: cannot use this script: {exc}") from None
     try:
-        spec = provider_mod.resolve(model, provider_mod.load_models(config.models))
-        if spec.price is None and config.max_cost_usd is not None:
-            raise provider_mod.ModelError(
-                f"{spec.name} has no known price and --max-cost-usd is set; add its price under "
-                f"models: {{models: {{'{spec.name}': {{price: {{input: ..., output: ...}}}}}}}} in the run config")
-        retry = provider_mod.RetryPolicy(attempts=config.provider_retries + 1,
-                                         max_total_wait=config.provider_retry_wait_seconds)
-        return provider_mod.make_sdk_provider(spec, config.base_url, config.provider_timeout_seconds, retry)
+        return provider_mod.from_config(config, info.folder)
     except provider_mod.ModelError as exc:
         raise UsageError(str(exc)) from None
 

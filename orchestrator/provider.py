@@ -1,21 +1,33 @@
 """Providers: turn a conversation into one reply. The LLM only ever proposes.
 
 ``complete(messages, purpose)`` returns a ``Reply`` (text plus usage) or raises
-``ProviderError`` with a kind the loop can act on. ``purpose`` is ``"propose"`` for a new
-attempt and ``"repair"`` for a turn that fixes an edit which did not apply.
+``ProviderError`` with an ``ErrorKind`` the loop can act on. ``purpose`` is ``"propose"`` for a
+new attempt and ``"repair"`` for a turn that fixes an edit which did not apply.
+
+Everything the loop may use is declared on the ``Provider`` protocol, and ``from_config`` builds
+the provider a run config names: the offline playbook, a ``script:`` file, or a live model. A live
+model is ``SDKProvider`` (the one retry policy, deadline, cost accounting and reply checks) around
+a ``VendorAdapter``: one module per vendor API under ``orchestrator/vendors/``, named by its kind
+in ``models.yaml`` (``kinds:``). A new vendor is that module plus models.yaml entries.
 """
 
 from __future__ import annotations
 
+import abc
 import concurrent.futures
+import importlib
 import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from orchestrator.redact import scrub
+
+if TYPE_CHECKING:
+    from orchestrator.config import RunConfig
 
 
 @dataclass(frozen=True)
@@ -45,21 +57,68 @@ class Reply:
     retries: tuple[dict, ...] = ()   # each retried failure: {"kind", "status", "waited_seconds"}
 
 
+class ErrorKind(StrEnum):
+    """Why a call gave no usable reply. A StrEnum, so ``kind == "auth"`` holds and the ledger's JSON
+    and f-strings read exactly as the plain strings did."""
+
+    AUTH = "auth"              # the key was refused: stop the daemon
+    INVALID = "invalid"        # the request was refused as it is
+    CONTEXT = "context"        # the prompt is too long: retry with less history
+    TRANSIENT = "transient"    # retries exhausted (rate limits, overload, timeouts, garbled replies)
+    TRUNCATED = "truncated"    # cut off by the token limit; billed, never applied
+    EMPTY = "empty"            # no text
+    REFUSAL = "refusal"        # the model refused
+    NO_REPAIR = "no_repair"    # a replay has no answer to a repair turn
+    OVERSIZED = "oversized"    # too long to be a kernel edit; not sent back
+    EXHAUSTED = "exhausted"    # the replies ran out: the loop ends normally
+
+    @property
+    def discard_reason(self) -> str:
+        """The ledger ``reason`` of an attempt this error ends (a value of ``gate.Reason``)."""
+        return _DISCARD_REASONS.get(self, "provider_error")
+
+
+# Every kind not named here is recorded as "provider_error" (auth and exhausted too, before they stop).
+_DISCARD_REASONS = {ErrorKind.TRUNCATED: "truncated", ErrorKind.EMPTY: "empty_reply", ErrorKind.REFUSAL: "refusal",
+                    ErrorKind.NO_REPAIR: "edit_failed", ErrorKind.OVERSIZED: "oversized_reply"}
+
+
 class ProviderError(Exception):
-    """kind: auth (stop the daemon), invalid, context (retry with less history), transient
-    (retries exhausted), truncated, empty, refusal, no_repair, exhausted (the replies ran out:
-    the loop ends normally). ``usage`` carries what a failed call still cost."""
+    """A call that gave no usable reply; ``kind`` (an ``ErrorKind``; a plain string is converted,
+    an unknown one is a ValueError) says what the loop should do. ``usage`` carries what a failed
+    call still cost."""
 
-    def __init__(self, kind: str, message: str, usage: Usage | None = None, retries: tuple[dict, ...] = ()) -> None:
+    def __init__(self, kind: ErrorKind | str, message: str, usage: Usage | None = None,
+                 retries: tuple[dict, ...] = ()) -> None:
         super().__init__(scrub(message))
-        self.kind, self.usage, self.retries = kind, usage or Usage(), retries
+        self.kind, self.usage, self.retries = ErrorKind(kind), usage or Usage(), retries
 
 
+@runtime_checkable
 class Provider(Protocol):
-    name: str
-    model: str
+    """Everything the loop may use of a provider."""
 
-    def complete(self, messages: Sequence[Message], purpose: str) -> Reply: ...
+    name: str                  # "offline", "scripted", or the model's kind ("anthropic", ...)
+    model: str                 # what the ledger records: "playbook:<target>", "script:<file>", "<kind>:<id>"
+    spec: ModelSpec | None     # a live model's settings and price; None for replays
+
+    @property
+    def exhausted(self) -> bool:
+        """No more replies will come (a replay at its end); live models never are."""
+        ...
+
+    def worst_case_cost(self, messages: Sequence[Message]) -> float | None:
+        """An upper bound in USD on the next call's cost: 0.0 for replays, None when the price is unknown."""
+        ...
+
+    def complete(self, messages: Sequence[Message], purpose: str) -> Reply:
+        """One reply to ``messages``, or ProviderError."""
+        ...
+
+    def resume_after(self, replies_consumed: int) -> None:
+        """A resumed run: go on after the ``replies_consumed`` proposals completed attempts used (a
+        replay skips them; a live model has nothing to skip)."""
+        ...
 
 
 class OfflineProvider:
@@ -71,6 +130,7 @@ class OfflineProvider:
     """
 
     name = "offline"
+    spec = None
 
     def __init__(self, playbook: Path, start: int = 0) -> None:
         entries = sorted(p for p in playbook.glob("*.md") if not p.name.endswith(".repair.md"))
@@ -83,15 +143,21 @@ class OfflineProvider:
     def exhausted(self) -> bool:
         return self.position >= len(self.entries)
 
+    def worst_case_cost(self, messages: Sequence[Message]) -> float | None:
+        return 0.0
+
+    def resume_after(self, replies_consumed: int) -> None:
+        self.position = replies_consumed
+
     def complete(self, messages: Sequence[Message], purpose: str) -> Reply:
         if purpose == "repair":
             current = self.entries[self.position - 1]
             repair = current.with_name(current.stem + ".repair.md")
             if not repair.is_file():
-                raise ProviderError("no_repair", f"offline playbook has no repair reply for {current.name}")
+                raise ProviderError(ErrorKind.NO_REPAIR, f"offline playbook has no repair reply for {current.name}")
             return Reply(repair.read_text(), self.name, self.model, source=repair.name)
         if self.position >= len(self.entries):
-            raise ProviderError("exhausted", "offline playbook exhausted")
+            raise ProviderError(ErrorKind.EXHAUSTED, "offline playbook exhausted")
         entry = self.entries[self.position]
         self.position += 1
         return Reply(entry.read_text(), self.name, self.model, source=entry.name)
@@ -111,6 +177,7 @@ class ScriptedProvider:
     """Replies from a list, for tests: texts, errors and delays, in order; records every call."""
 
     name = "scripted"
+    spec = None
 
     def __init__(self, steps: Sequence[Scripted | str], model: str = "script") -> None:
         self.steps = [s if isinstance(s, Scripted) else Scripted(text=s) for s in steps]
@@ -120,10 +187,16 @@ class ScriptedProvider:
     def exhausted(self) -> bool:
         return not self.steps
 
+    def worst_case_cost(self, messages: Sequence[Message]) -> float | None:
+        return 0.0
+
+    def resume_after(self, replies_consumed: int) -> None:
+        """A script is not positioned on resume: it goes on from where this process's copy is."""
+
     def complete(self, messages: Sequence[Message], purpose: str) -> Reply:
         self.calls.append((purpose, list(messages)))
         if not self.steps:
-            raise ProviderError("exhausted", "script exhausted")
+            raise ProviderError(ErrorKind.EXHAUSTED, "script exhausted")
         step = self.steps.pop(0)
         if step.delay:
             time.sleep(step.delay)
@@ -146,6 +219,9 @@ def load_script(path: Path) -> ScriptedProvider:
             steps.append(item)
         elif isinstance(item, dict) and set(item) <= {"text", "delay", "error"}:
             err = item.get("error")
+            if err and err["kind"] not in set(ErrorKind):
+                raise ValueError(f"{path}: step {i} has error kind {err['kind']!r}; known: "
+                                 f"{', '.join(ErrorKind)}")
             steps.append(Scripted(text=item.get("text"), delay=float(item.get("delay", 0.0)),
                                   error=ProviderError(err["kind"], err.get("message", err["kind"])) if err else None))
         else:
@@ -156,15 +232,13 @@ def load_script(path: Path) -> ScriptedProvider:
 # ---------------------------------------------------------------------------------- real LLM APIs
 
 MODELS_FILE = Path(__file__).with_name("models.yaml")
-KINDS = ("anthropic", "openai", "openai-compatible")
-KEY_ENV = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY", "openai-compatible": "OPENAI_API_KEY"}
 _MODEL_KEYS = {"price", "max_tokens", "temperature", "extra"}
 _PRICE_KEYS = {"input", "output", "cache_write", "cache_read"}
 CHARS_PER_TOKEN_WORST = 3.0      # code and English run ~3.5-4 chars/token: 3 over-counts, as a budget should
 
 
 class ModelError(ValueError):
-    """An unknown model, kind or setting; the message names it and the fix."""
+    """An unknown model, kind or setting, or a missing key; the message names it and the fix."""
 
 
 @dataclass(frozen=True)
@@ -189,7 +263,7 @@ class Price:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    kind: str                        # anthropic | openai | openai-compatible
+    kind: str                        # a key of models.yaml kinds: anthropic, openai, openai-compatible
     model_id: str                    # what the API is asked for
     price: Price | None
     max_tokens: int
@@ -202,7 +276,8 @@ class ModelSpec:
 
 
 def load_models(overrides: dict | None = None) -> dict:
-    """The project's models.yaml with the run config's ``models:`` mapping merged on top."""
+    """The project's models.yaml with the run config's ``models:`` mapping merged on top (its
+    ``kinds``, which name code to import, are the project's alone)."""
     import yaml
 
     data = yaml.safe_load(MODELS_FILE.read_text())
@@ -220,13 +295,14 @@ def load_models(overrides: dict | None = None) -> dict:
 
 
 def resolve(spec: str, models: dict) -> ModelSpec:
-    """``claude`` / ``anthropic:<id>`` / ``openai:<id>`` / ``openai-compatible:<id>`` -> ModelSpec."""
+    """``claude`` / ``<kind>:<id>`` (a kind of models.yaml: anthropic, openai, openai-compatible) -> ModelSpec."""
     name = models.get("aliases", {}).get(spec, spec)
     kind, sep, model_id = name.partition(":")
-    if not sep or kind not in KINDS or not model_id:
+    kinds = models.get("kinds", {})
+    if not sep or kind not in kinds or not model_id:
         aliases = ", ".join(sorted(models.get("aliases", {})))
-        raise ModelError(f"unknown model {spec!r}; use an alias ({aliases}), anthropic:<id>, openai:<id>, "
-                         "openai-compatible:<id> with --base-url, or offline")
+        forms = "".join(f"{k}:<id>{_spec_hint(k, kinds)}, " for k in kinds)
+        raise ModelError(f"unknown model {spec!r}; use an alias ({aliases}), {forms}or offline")
     settings = {**models.get("defaults", {}), **models.get("models", {}).get(name, {})}
     unknown = set(settings) - _MODEL_KEYS
     if unknown:
@@ -252,6 +328,64 @@ def resolve(spec: str, models: dict) -> ModelSpec:
     return ModelSpec(kind, model_id, price, max_tokens, None if temperature is None else float(temperature), extra)
 
 
+def adapter_class(kind: str, kinds: dict | None = None) -> type[VendorAdapter]:
+    """The adapter models.yaml ``kinds:`` names for ``kind`` (``<module>:<class>``), imported only
+    now: a vendor's SDK is loaded when one of its models is used."""
+    kinds = load_models().get("kinds", {}) if kinds is None else kinds
+    target = kinds.get(kind)
+    module_name, sep, class_name = str(target).partition(":")
+    if not isinstance(target, str) or not sep:
+        raise ModelError(f"models.kinds.{kind}: expected <module>:<class> naming a VendorAdapter")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as exc:
+        raise ModelError(f"models.kinds.{kind}: cannot load {target} ({type(exc).__name__}: {exc})") from None
+    if not (isinstance(cls, type) and issubclass(cls, VendorAdapter)):
+        raise ModelError(f"models.kinds.{kind}: {target} is not a VendorAdapter")
+    return cls
+
+
+def _spec_hint(kind: str, kinds: dict) -> str:
+    try:
+        return adapter_class(kind, kinds).spec_hint
+    except ModelError:
+        return ""
+
+
+class VendorAdapter(abc.ABC):
+    """One vendor's API behind ``SDKProvider``, and nothing else: how its client is built, how a
+    conversation becomes its request and its response becomes (text, stop reason, usage), which
+    of its SDK's errors mean a broken connection or an unreadable response, and where its key lives.
+    Retries, the deadline, cost, reply checks and error classification are ``SDKProvider``'s.
+
+    A new vendor subclasses this in one module under ``orchestrator/vendors/`` and is named in
+    models.yaml ``kinds:`` (``<kind>: <module>:<class>``); its models then resolve as
+    ``<kind>:<id>``. An SDK error that carries an HTTP status exposes it as ``status_code`` (and
+    ``response.headers`` for retry-after), as the official SDKs' errors do.
+    """
+
+    key_env: ClassVar[str]                                   # the environment variable holding the API key
+    spec_hint: ClassVar[str] = ""                            # after "<kind>:<id>" in the unknown-model message
+    connection_errors: ClassVar[tuple[type[BaseException], ...]] = ()   # no answer (timeouts too): retried
+    malformed_errors: ClassVar[tuple[type[BaseException], ...]] = ()    # an answer the SDK could not read: retried
+
+    def check(self, spec: ModelSpec, key: str | None, base_url: str | None) -> None:
+        """ModelError if ``spec`` cannot be used as configured; by default the key must be set."""
+        if not key:
+            raise ModelError(f"{self.key_env} is not set: export it to use {spec.name}, or run with --model offline")
+
+    @abc.abstractmethod
+    def client(self, key: str | None, base_url: str | None, timeout: float) -> Any:
+        """The SDK client with its own retries off (``max_retries=0``): the retry policy is SDKProvider's."""
+
+    @abc.abstractmethod
+    def request(self, client: Any, spec: ModelSpec, messages: Sequence[Message],
+                options: dict[str, Any]) -> tuple[str, str, Usage]:
+        """One call: (reply text, stop reason, usage with ``input_tokens`` uncached). ``options``
+        are the model's extra request fields and temperature, sent as given. The stop reason is the
+        API's own; one of ``TRUNCATED_STOPS`` / ``REFUSAL_STOPS`` means cut off / refused."""
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     attempts: int = 6                  # calls in all, the first included
@@ -263,6 +397,9 @@ class RetryPolicy:
 # A reply this long is no kernel edit (the kernel itself is capped at 64 KiB): refused without a
 # repair turn, which would send it back in full.
 MAX_REPLY_CHARS = 256 * 1024
+# Stop reasons, across the APIs, of a reply cut off by a limit and of a refusal.
+TRUNCATED_STOPS = frozenset({"max_tokens", "length", "model_context_window_exceeded"})
+REFUSAL_STOPS = frozenset({"refusal", "content_filter"})
 
 
 class DeadlineExceeded(Exception):
@@ -293,15 +430,11 @@ def _status(exc: BaseException) -> int | None:
     return status if isinstance(status, int) else None
 
 
-def is_transient(exc: BaseException) -> bool:
+def is_transient(exc: BaseException, adapter: VendorAdapter) -> bool:
     """Worth retrying: rate limits, overload, other 5xx, timeouts, broken connections and
     unparseable responses. Never auth, invalid or context errors."""
-    import anthropic
-    import openai
-
-    if isinstance(exc, (anthropic.APIConnectionError, openai.APIConnectionError,      # timeouts included
-                        anthropic.APIResponseValidationError, openai.APIResponseValidationError,
-                        json.JSONDecodeError, DeadlineExceeded, _Garbled)):            # a garbled body
+    if isinstance(exc, (*adapter.connection_errors, *adapter.malformed_errors,      # timeouts included
+                        json.JSONDecodeError, DeadlineExceeded, _Garbled)):           # a garbled body
         return True
     status = _status(exc)
     return status is not None and (status in (408, 409, 429) or status >= 500)
@@ -314,43 +447,39 @@ class _Garbled(Exception):
 _CONTEXT_HINTS = ("context", "too long", "too many tokens", "maximum", "prompt is too long")
 
 
-def classify(exc: BaseException, host: str = "") -> ProviderError:
+def classify(exc: BaseException, adapter: VendorAdapter, host: str = "") -> ProviderError:
     """The error the loop acts on, with the API's own message (scrubbed: a server may echo a key)."""
-    import anthropic
-    import openai
-
     status = _status(exc)
     message = f"{type(exc).__name__}: {exc}"
-    if isinstance(exc, (anthropic.APIConnectionError, openai.APIConnectionError)) and host:
+    if isinstance(exc, adapter.connection_errors) and host:
         cause = exc.__cause__ or exc.__context__
         message += f" (to {host}{f': {cause}' if cause else ''})"
     if status in (401, 403):
-        return ProviderError("auth", message)
+        return ProviderError(ErrorKind.AUTH, f"{message} — check {adapter.key_env}")
     if status in (400, 413) and any(h in str(exc).lower() for h in _CONTEXT_HINTS):
-        return ProviderError("context", message)
-    if is_transient(exc):
-        return ProviderError("transient", f"{message} (retries exhausted)")
-    return ProviderError("invalid", message)
+        return ProviderError(ErrorKind.CONTEXT, message)
+    if is_transient(exc, adapter):
+        return ProviderError(ErrorKind.TRANSIENT, f"{message} (retries exhausted)")
+    return ProviderError(ErrorKind.INVALID, message)
 
 
 class SDKProvider:
-    """One model behind the official SDK, with exactly one retry policy (tenacity's; the SDK's
-    own retries are off), a wall-clock deadline on every call, cost accounting and prompt caching."""
+    """One model behind its vendor's official SDK (a ``VendorAdapter``), with exactly one retry
+    policy (tenacity's; the SDK's own retries are off), a wall-clock deadline on every call, cost
+    accounting and the checks every reply passes (truncated, refused, empty, oversized)."""
+
+    exhausted = False               # a live model always has another reply
 
     def __init__(self, spec: ModelSpec, api_key: str | None, base_url: str | None, timeout: float,
-                 retry: RetryPolicy, log: Callable[[str], None] = print) -> None:
+                 retry: RetryPolicy, log: Callable[[str], None] = print, adapter: VendorAdapter | None = None) -> None:
         self.spec, self.retry, self.log, self.timeout = spec, retry, log, timeout
         self.name, self.model = spec.kind, spec.name
+        self.adapter = adapter if adapter is not None else adapter_class(spec.kind)()
         self._key, self._base_url = api_key, base_url
         self.client = self._client()
 
-    def _client(self):  # noqa: ANN202 - anthropic.Anthropic or openai.OpenAI
-        if self.spec.kind == "anthropic":
-            import anthropic
-            return anthropic.Anthropic(api_key=self._key, base_url=self._base_url, timeout=self.timeout, max_retries=0)
-        import openai
-        return openai.OpenAI(api_key=self._key or "not-needed", base_url=self._base_url, timeout=self.timeout,
-                             max_retries=0)
+    def _client(self) -> Any:
+        return self.adapter.client(self._key, self._base_url, self.timeout)
 
     @property
     def host(self) -> str:
@@ -362,6 +491,9 @@ class SDKProvider:
             return None
         chars = sum(len(m.content) + 16 for m in messages)
         return self.spec.price.worst_case(int(chars / CHARS_PER_TOKEN_WORST) + 1, self.spec.max_tokens)
+
+    def resume_after(self, replies_consumed: int) -> None:
+        """Nothing to skip: a live model answers each prompt afresh."""
 
     def complete(self, messages: Sequence[Message], purpose: str) -> Reply:
         import tenacity
@@ -389,30 +521,29 @@ class SDKProvider:
 
         started = time.monotonic()
         try:
-            for attempt in tenacity.Retrying(stop=stop, wait=wait, retry=tenacity.retry_if_exception(is_transient),
+            for attempt in tenacity.Retrying(stop=stop, wait=wait,
+                                             retry=tenacity.retry_if_exception(lambda e: is_transient(e, self.adapter)),
                                              before_sleep=before_sleep, reraise=True):
                 with attempt:
                     text, stop_reason, usage = self._call_within_deadline(messages)
         except Exception as exc:  # noqa: BLE001 - every SDK failure becomes a classified ProviderError
-            error = classify(exc, self.host)
-            if error.kind == "auth":
-                error = ProviderError("auth", f"{error} — check {KEY_ENV[self.spec.kind]}")
+            error = classify(exc, self.adapter, self.host)
             error.retries = tuple(retries)
             raise error from exc
         usage = Usage(usage.input_tokens, usage.output_tokens, usage.cache_read_tokens, usage.cache_write_tokens,
                       round(self.spec.price.cost(usage), 6) if self.spec.price else 0.0,
                       round(time.monotonic() - started, 3))
         done = tuple(retries)
-        if stop_reason in ("max_tokens", "length", "model_context_window_exceeded"):
-            raise ProviderError("truncated", f"reply cut off by the token limit (stop reason {stop_reason}); not "
-                                "applied", usage, done)
-        if stop_reason in ("refusal", "content_filter"):
-            raise ProviderError("refusal", f"the model refused (stop reason {stop_reason})", usage, done)
+        if stop_reason in TRUNCATED_STOPS:
+            raise ProviderError(ErrorKind.TRUNCATED, f"reply cut off by the token limit (stop reason {stop_reason}); "
+                                "not applied", usage, done)
+        if stop_reason in REFUSAL_STOPS:
+            raise ProviderError(ErrorKind.REFUSAL, f"the model refused (stop reason {stop_reason})", usage, done)
         if not text.strip():
-            raise ProviderError("empty", f"the reply has no text (stop reason {stop_reason})", usage, done)
+            raise ProviderError(ErrorKind.EMPTY, f"the reply has no text (stop reason {stop_reason})", usage, done)
         if len(text) > MAX_REPLY_CHARS:
-            raise ProviderError("oversized", f"the reply is {len(text):,} characters, over the {MAX_REPLY_CHARS:,} a "
-                                "kernel edit can need; not applied and not sent back", usage, done)
+            raise ProviderError(ErrorKind.OVERSIZED, f"the reply is {len(text):,} characters, over the "
+                                f"{MAX_REPLY_CHARS:,} a kernel edit can need; not applied and not sent back", usage, done)
         return Reply(scrub(text), self.name, self.model, usage, stop_reason, retries=done)
 
     def _call_within_deadline(self, messages: Sequence[Message]) -> tuple[str, str, Usage]:
@@ -431,54 +562,52 @@ class SDKProvider:
             pool.shutdown(wait=False)
 
     def _call(self, messages: Sequence[Message]) -> tuple[str, str, Usage]:
+        options: dict[str, Any] = dict(self.spec.extra)
+        if self.spec.temperature is not None:
+            options["temperature"] = self.spec.temperature
         try:
-            return self._request(messages)
+            return self.adapter.request(self.client, self.spec, messages, options)
         except (AttributeError, TypeError, KeyError, IndexError, ValueError) as exc:
             # A 200 whose body is not a reply (HTML, plain text, a different shape): the SDK hands
             # back a string or a half-built object. Garbled, so worth a retry.
             raise _Garbled(f"the response from {self.host} is not a {self.spec.kind} reply ({type(exc).__name__}: "
                            f"{str(exc)[:200]})") from exc
 
-    def _request(self, messages: Sequence[Message]) -> tuple[str, str, Usage]:
-        options: dict = dict(self.spec.extra)
-        if self.spec.temperature is not None:
-            options["temperature"] = self.spec.temperature
-        if self.spec.kind == "anthropic":
-            # The system message is the stable prefix (HARNESS.md, program.md): cache it.
-            system = [{"type": "text", "text": m.content, "cache_control": {"type": "ephemeral"}}
-                      for m in messages if m.role == "system"]
-            turns = [{"role": m.role, "content": m.content} for m in messages if m.role != "system"]
-            r = self.client.messages.create(model=self.spec.model_id, max_tokens=self.spec.max_tokens,
-                                            system=system, messages=turns, **options)
-            text = "".join(b.text for b in r.content if getattr(b, "type", None) == "text")   # thinking etc. ignored
-            u = r.usage
-            return text, str(r.stop_reason), Usage(u.input_tokens or 0, u.output_tokens or 0,
-                                                   u.cache_read_input_tokens or 0, u.cache_creation_input_tokens or 0)
-        limit = "max_completion_tokens" if self.spec.kind == "openai" else "max_tokens"
-        r = self.client.chat.completions.create(model=self.spec.model_id, **{limit: self.spec.max_tokens},
-                                                messages=[{"role": m.role, "content": m.content} for m in messages],
-                                                **options)
-        if not r.choices:
-            return "", "no_choices", Usage()
-        choice = r.choices[0]
-        stop = "refusal" if getattr(choice.message, "refusal", None) else str(choice.finish_reason)
-        u = r.usage
-        cached = (getattr(getattr(u, "prompt_tokens_details", None), "cached_tokens", 0) or 0) if u else 0
-        usage = Usage((u.prompt_tokens or 0) - cached, u.completion_tokens or 0, cached, 0) if u else Usage()
-        return choice.message.content or "", stop, usage
-
 
 def make_sdk_provider(spec: ModelSpec, base_url: str | None, timeout: float, retry: RetryPolicy,
-                      log: Callable[[str], None] = print) -> SDKProvider:
+                      log: Callable[[str], None] = print, kinds: dict | None = None) -> SDKProvider:
     """The provider for ``spec`` with its key from the environment; ModelError names what is missing."""
     import os
 
-    env = KEY_ENV[spec.kind]
-    key = os.environ.get(env)
-    if spec.kind == "openai-compatible":
-        if not (base_url or os.environ.get("OPENAI_BASE_URL")):
-            raise ModelError("openai-compatible models need --base-url URL (e.g. http://127.0.0.1:8000/v1 for "
-                             "vLLM, http://127.0.0.1:11434/v1 for Ollama) or OPENAI_BASE_URL")
-    elif not key:
-        raise ModelError(f"{env} is not set: export it to use {spec.name}, or run with --model offline")
-    return SDKProvider(spec, key, base_url, timeout, retry, log)
+    adapter = adapter_class(spec.kind, kinds)()
+    key = os.environ.get(adapter.key_env)
+    adapter.check(spec, key, base_url)
+    return SDKProvider(spec, key, base_url, timeout, retry, log, adapter)
+
+
+# ---------------------------------------------------------------------------------- from a run config
+
+def from_config(config: RunConfig, target_folder: Path, log: Callable[[str], None] = print) -> Provider:
+    """The provider ``config.model`` names: ``offline`` (the playbook in ``target_folder``),
+    ``script:FILE``, or a model of models.yaml with its key from the environment. Anything that
+    cannot be used raises ModelError naming it and the fix, before anything is written."""
+    model = config.model
+    if model == "offline":
+        playbook = target_folder / "playbook"
+        try:
+            return OfflineProvider(playbook)
+        except FileNotFoundError:
+            raise ModelError(f"--model offline needs a playbook, and {playbook} has none") from None
+    if model.startswith("script:"):
+        path = Path(model.split(":", 1)[1])
+        try:
+            return load_script(path)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ModelError(f"--model {model}: cannot use this script: {exc}") from None
+    models = load_models(config.models)
+    spec = resolve(model, models)
+    if spec.price is None and config.max_cost_usd is not None:
+        raise ModelError(f"{spec.name} has no known price and --max-cost-usd is set; add its price under "
+                         f"models: {{models: {{'{spec.name}': {{price: {{input: ..., output: ...}}}}}}}} in the run config")
+    retry = RetryPolicy(attempts=config.provider_retries + 1, max_total_wait=config.provider_retry_wait_seconds)
+    return make_sdk_provider(spec, config.base_url, config.provider_timeout_seconds, retry, log, models.get("kinds"))

@@ -246,3 +246,157 @@ def test_missing_key_names_the_variable(monkeypatch) -> None:
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     with pytest.raises(p.ModelError, match="--base-url"):
         p.make_sdk_provider(p.resolve("openai-compatible:x", p.load_models()), None, 10, FAST_RETRY)
+
+
+# -- one adapter per vendor, named in models.yaml ------------------------------------------------
+
+def test_every_kind_in_models_yaml_has_an_adapter_that_serves_the_protocol(server: FakeLLMServer) -> None:
+    kinds = p.load_models()["kinds"]
+    assert {"anthropic", "openai", "openai-compatible"} <= set(kinds)
+    for kind in kinds:
+        cls = p.adapter_class(kind)
+        assert issubclass(cls, p.VendorAdapter)
+        adapter = cls()                                        # abstract methods left out fail here
+        assert adapter.key_env and adapter.connection_errors, kind
+        provider = p.SDKProvider(p.resolve(f"{kind}:m", p.load_models()), KEY, server.url, 5.0, FAST_RETRY,
+                                 adapter=adapter)
+        assert isinstance(provider, p.Provider) and provider.name == kind and not provider.exhausted
+        assert provider.spec is not None and provider.spec.kind == kind
+
+
+def test_shared_provider_code_names_no_vendor() -> None:
+    """No ``kind == "anthropic"`` outside the adapters: the shared code holds no vendor's name."""
+    import ast
+
+    kinds = set(p.load_models()["kinds"])
+    tree = ast.parse(open(p.__file__).read())
+    docstrings = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Expr)}
+    literals = [node.value for node in ast.walk(tree)
+                if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings]
+    assert not [s for s in literals if any(s == k or s.startswith(f"{k}:") for k in kinds)]
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))
+                for alias in node.names} | {node.module.split(".")[0] for node in ast.walk(tree)
+                                            if isinstance(node, ast.ImportFrom) and node.module}
+    assert not imported & {"anthropic", "openai"}
+
+
+class PlainStatusError(Exception):
+    def __init__(self, status: int, headers: dict, body: bytes) -> None:
+        super().__init__(f"HTTP {status}: {body.decode(errors='replace')[:200]}")
+        self.status_code, self.response = status, type("Response", (), {"headers": headers})()
+
+
+class PlainClient:
+    """A made-up vendor's client on the standard library: POST <base>/generate with a bearer key."""
+
+    def __init__(self, key: str | None, base_url: str | None, timeout: float) -> None:
+        self.key, self.base_url, self.timeout = key, base_url, timeout
+
+    def generate(self, body: dict) -> dict:
+        import json
+        import urllib.error
+        import urllib.request
+
+        request = urllib.request.Request(f"{self.base_url}/generate", data=json.dumps(body).encode(), method="POST",
+                                         headers={"authorization": f"Bearer {self.key}",
+                                                  "content-type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            raise PlainStatusError(exc.code, dict(exc.headers), exc.read()) from None
+
+    def close(self) -> None:
+        pass
+
+
+class PlainVendor(p.VendorAdapter):
+    """A new vendor as a module would add it: client, request/response mapping, key; nothing else."""
+
+    key_env = "PLAIN_API_KEY"
+    connection_errors = (OSError,)                              # urllib's URLError and timeouts
+
+    def client(self, key: str | None, base_url: str | None, timeout: float) -> PlainClient:
+        return PlainClient(key, base_url, timeout)
+
+    def request(self, client: PlainClient, spec: p.ModelSpec, messages, options: dict) -> tuple[str, str, p.Usage]:
+        body = client.generate({"model": spec.model_id, "limit": spec.max_tokens, **options,
+                                "prompt": [[m.role, m.content] for m in messages]})
+        return body["text"], body["stop"], p.Usage(body["tokens_in"], body["tokens_out"])
+
+
+def plain(text: str, stop: str = "end_turn") -> Step:
+    return Step(body={"text": text, "stop": stop, "tokens_in": 1000, "tokens_out": 100})
+
+
+@pytest.fixture
+def plain_models(tmp_path, monkeypatch):
+    """The project's models.yaml plus the entries a new vendor adds: its kind, an alias, a price."""
+    import yaml
+
+    models = yaml.safe_load(p.MODELS_FILE.read_text())
+    models["kinds"]["plain"] = f"{__name__}:PlainVendor"
+    models["aliases"]["plainy"] = "plain:m1"
+    models["models"]["plain:m1"] = {"price": {"input": 2.0, "output": 10.0}, "temperature": 0.5}
+    path = tmp_path / "models.yaml"
+    path.write_text(yaml.safe_dump(models, sort_keys=False))
+    monkeypatch.setattr(p, "MODELS_FILE", path)
+    monkeypatch.setenv("PLAIN_API_KEY", KEY)
+
+
+def test_a_new_vendor_is_one_adapter_plus_models_yaml(server: FakeLLMServer, plain_models, tmp_path,
+                                                      monkeypatch) -> None:
+    from orchestrator.config import RunConfig
+
+    log: list[str] = []
+    config = RunConfig(model="plainy", base_url=server.url, provider_retries=2, provider_retry_wait_seconds=5.0,
+                       max_cost_usd=1.0)
+    provider = p.from_config(config, tmp_path, log.append)
+    assert isinstance(provider, p.Provider) and (provider.name, provider.model) == ("plain", "plain:m1")
+    provider.retry = FAST_RETRY
+    # The shared plumbing serves it unchanged: retries, cost, reply checks, classification.
+    server.queue(Step(503, {"error": "busy"}), plain("HYPOTHESIS: plain"))
+    reply = provider.complete(MESSAGES, "propose")
+    assert reply.text == "HYPOTHESIS: plain" and reply.usage.cost_usd == pytest.approx((1000 * 2 + 100 * 10) / 1e6)
+    assert [(r["kind"], r["status"]) for r in reply.retries] == [("PlainStatusError", 503)] and len(log) == 1
+    request = server.requests[-1]
+    assert request["path"] == "/generate" and request["headers"]["authorization"] == f"Bearer {KEY}"
+    assert request["body"]["temperature"] == 0.5 and request["body"]["limit"] == 16000
+    assert provider.worst_case_cost(MESSAGES) > 0
+    server.queue(plain("HYPOTHESIS: half", stop="max_tokens"))
+    with pytest.raises(p.ProviderError) as err:
+        provider.complete(MESSAGES, "propose")
+    assert err.value.kind == p.ErrorKind.TRUNCATED and err.value.usage.cost_usd > 0
+    server.queue(Step(401, {"error": "bad key"}))
+    with pytest.raises(p.ProviderError) as err:
+        provider.complete(MESSAGES, "propose")
+    assert err.value.kind == "auth" and "PLAIN_API_KEY" in str(err.value)
+    # Its key and its name in the unknown-model message come from the adapter and models.yaml.
+    monkeypatch.delenv("PLAIN_API_KEY")
+    with pytest.raises(p.ModelError, match="PLAIN_API_KEY is not set"):
+        p.from_config(config, tmp_path)
+    with pytest.raises(p.ModelError, match=r"openai-compatible:<id> with --base-url, plain:<id>, or offline"):
+        p.resolve("plain", p.load_models())
+
+
+@pytest.mark.parametrize("target, message", [
+    ("no_colon", "expected <module>:<class>"),
+    ("orchestrator.no_such_module:X", "cannot load"),
+    ("orchestrator.provider:NoSuchClass", "cannot load"),
+    ("orchestrator.provider:Usage", "is not a VendorAdapter"),
+])
+def test_a_bad_kinds_entry_is_a_model_error(target: str, message: str) -> None:
+    with pytest.raises(p.ModelError, match=message):
+        p.adapter_class("x", {"x": target})
+
+
+def test_a_run_config_cannot_name_adapters() -> None:
+    with pytest.raises(p.ModelError, match="unknown section"):
+        p.load_models({"kinds": {"evil": "os:system"}})
+
+
+def test_unknown_model_message_is_unchanged() -> None:
+    with pytest.raises(p.ModelError) as err:
+        p.resolve("gpt-9", p.load_models())
+    assert str(err.value) == ("unknown model 'gpt-9'; use an alias (claude, gpt), anthropic:<id>, openai:<id>, "
+                              "openai-compatible:<id> with --base-url, or offline")

@@ -1,4 +1,5 @@
-"""orchestrator.provider: the offline playbook replayer, the scripted test provider, load_script."""
+"""orchestrator.provider: the offline playbook replayer, the scripted test provider, load_script, the
+declared interface (protocol, error kinds, from_config)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from orchestrator.provider import (Message, OfflineProvider, ProviderError, Reply, Scripted, ScriptedProvider,
-                                   Usage, load_script)
+from orchestrator.config import RunConfig
+from orchestrator.provider import (ErrorKind, Message, ModelError, OfflineProvider, Provider, ProviderError, Reply,
+                                   Scripted, ScriptedProvider, Usage, from_config, load_script)
 
 MSGS = [Message("system", "s"), Message("user", "u")]
 
@@ -150,3 +152,65 @@ def test_load_script_rejects_bad_shapes(tmp_path: Path, text: str) -> None:
     path.write_text(text)
     with pytest.raises(ValueError, match="bad.yaml"):
         load_script(path)
+
+
+@pytest.mark.parametrize("kind", ["x", "tranisent"])
+def test_load_script_rejects_an_unknown_error_kind(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(f"- error: {{kind: {kind}}}\n")
+    with pytest.raises(ValueError, match=f"bad.yaml: step 1 has error kind '{kind}'"):
+        load_script(path)
+
+
+# -- the declared interface ----------------------------------------------------------------------
+
+def test_replays_serve_the_whole_protocol(playbook: Path) -> None:
+    for provider in (OfflineProvider(playbook), ScriptedProvider(["a"])):
+        assert isinstance(provider, Provider)
+        assert provider.spec is None and provider.worst_case_cost(MSGS) == 0.0    # free, not "unknown price"
+
+
+def test_resume_after_skips_the_consumed_playbook_entries(playbook: Path) -> None:
+    p = OfflineProvider(playbook)
+    p.resume_after(2)
+    assert p.complete(MSGS, "propose").source == "03-third.md" and p.exhausted
+    p.resume_after(0)
+    assert not p.exhausted and p.complete(MSGS, "propose").source == "01-first.md"
+    s = ScriptedProvider(["a", "b"])
+    s.resume_after(1)                                         # a script goes on as it is
+    assert s.complete(MSGS, "propose").text == "a"
+
+
+def test_error_kinds_read_as_their_strings() -> None:
+    import json
+
+    e = ProviderError("truncated", "cut off")
+    assert e.kind is ErrorKind.TRUNCATED and e.kind == "truncated"
+    assert json.dumps({"kind": e.kind}) == '{"kind": "truncated"}' and f"{e.kind}: {e}" == "truncated: cut off"
+    with pytest.raises(ValueError):
+        ProviderError("no_such_kind", "x")
+
+
+def test_discard_reasons_of_error_kinds() -> None:
+    assert {k.value: k.discard_reason for k in ErrorKind} == {
+        "auth": "provider_error", "invalid": "provider_error", "context": "provider_error",
+        "transient": "provider_error", "truncated": "truncated", "empty": "empty_reply", "refusal": "refusal",
+        "no_repair": "edit_failed", "oversized": "oversized_reply", "exhausted": "provider_error"}
+
+
+def test_from_config_builds_replays_and_names_what_is_wrong(tmp_path: Path, playbook: Path) -> None:
+    offline = from_config(RunConfig(model="offline"), playbook.parent)
+    assert isinstance(offline, OfflineProvider) and offline.model == "playbook:mytarget"
+    with pytest.raises(ModelError, match=r"--model offline needs a playbook, and .*empty.playbook has none"):
+        from_config(RunConfig(model="offline"), tmp_path / "empty")
+    script = tmp_path / "s.yaml"
+    script.write_text("- hello\n")
+    scripted = from_config(RunConfig(model=f"script:{script}"), tmp_path)
+    assert isinstance(scripted, ScriptedProvider) and scripted.model == "script:s.yaml"
+    with pytest.raises(ModelError, match=r"--model script:.*missing.yaml: cannot use this script"):
+        from_config(RunConfig(model=f"script:{tmp_path / 'missing.yaml'}"), tmp_path)
+    with pytest.raises(ModelError, match="unknown model 'gpt-9'"):
+        from_config(RunConfig(model="gpt-9"), tmp_path)
+    with pytest.raises(ModelError, match="has no known price and --max-cost-usd is set"):
+        from_config(RunConfig(model="openai-compatible:x", base_url="http://127.0.0.1:9/v1", max_cost_usd=1.0),
+                    tmp_path)

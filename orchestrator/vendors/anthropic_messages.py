@@ -1,0 +1,32 @@
+"""``anthropic:<id>``: Anthropic's Messages API through the official SDK."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import anthropic
+
+from orchestrator.provider import Message, ModelSpec, Usage, VendorAdapter
+
+
+class AnthropicMessages(VendorAdapter):
+    key_env = "ANTHROPIC_API_KEY"
+    connection_errors = (anthropic.APIConnectionError,)
+    malformed_errors = (anthropic.APIResponseValidationError,)
+
+    def client(self, key: str | None, base_url: str | None, timeout: float) -> anthropic.Anthropic:
+        return anthropic.Anthropic(api_key=key, base_url=base_url, timeout=timeout, max_retries=0)
+
+    def request(self, client: anthropic.Anthropic, spec: ModelSpec, messages: Sequence[Message],
+                options: dict[str, Any]) -> tuple[str, str, Usage]:
+        # The system message is the stable prefix (HARNESS.md, program.md): cache it.
+        system = [{"type": "text", "text": m.content, "cache_control": {"type": "ephemeral"}}
+                  for m in messages if m.role == "system"]
+        turns = [{"role": m.role, "content": m.content} for m in messages if m.role != "system"]
+        r = client.messages.create(model=spec.model_id, max_tokens=spec.max_tokens, system=system, messages=turns,
+                                   **options)
+        text = "".join(b.text for b in r.content if getattr(b, "type", None) == "text")   # thinking etc. ignored
+        u = r.usage
+        return text, str(r.stop_reason), Usage(u.input_tokens or 0, u.output_tokens or 0,
+                                               u.cache_read_input_tokens or 0, u.cache_creation_input_tokens or 0)
