@@ -27,12 +27,12 @@ from pathlib import Path
 import numpy as np
 
 from anchoring import Table, faiss, faiss_pq_index, parse_args, time_arms  # first: sets one thread before numpy loads BLAS
+from targets.harness.pq import k_array
 from targets.harness.worker import load_kernel  # the harness's own importlib loader
 from targets.pq_dot import inputs, reference
 from targets.pq_dot.run_experiment import Oracle
 from targets.pq_dot.target import OPS, TOP_K, build
 from targets.pq_l2.reference import top_k
-from targets.pq_l2.target import k_array
 
 DEFAULT_KERNEL = Path(__file__).resolve().parent.parent / "targets" / "pq_dot" / "kernels.py"
 

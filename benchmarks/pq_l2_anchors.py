@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from anchoring import Table, faiss, faiss_pq_index, parse_args, time_arms  # first: sets one thread before numpy loads BLAS
+from targets.harness.pq import OPS, TOP_K, build, k_array
 from targets.harness.worker import load_kernel  # the harness's own importlib loader
 from targets.pq_l2 import inputs, reference
 from targets.pq_l2.reference import top_k
-from targets.pq_l2.target import OPS, TOP_K, build, k_array
 
 DEFAULT_KERNEL = Path(__file__).resolve().parent.parent / "targets" / "pq_l2" / "kernels.py"
 ATOL, RTOL = 1e-4, 1e-6

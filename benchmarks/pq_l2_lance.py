@@ -42,10 +42,10 @@ sys.path.insert(0, str(ROOT))
 
 from targets.harness import lance, lance_arm  # noqa: E402
 from targets.harness.checks import ABS_TOL, PQ_RTOL, check_topk  # noqa: E402
-from targets.harness.runner import cpu_model  # noqa: E402
+from targets.harness.machine import cpu_model  # noqa: E402
+from targets.harness.pq import OPS, TOP_K, build, k_array  # noqa: E402
 from targets.harness.worker import load_kernel  # noqa: E402
 from targets.pq_l2 import inputs, reference  # noqa: E402
-from targets.pq_l2.target import OPS, TOP_K, build, k_array  # noqa: E402
 
 DEFAULT_KERNEL = ROOT / "targets" / "pq_l2" / "kernels.py"
 

@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import targets  # noqa: E402
-from targets.harness.runner import TrialOptions, run_trial  # noqa: E402
+from targets.harness.plan import TrialOptions  # noqa: E402
+from targets.harness.runner import run_trial  # noqa: E402
 
 VARIANTS = {"warm-up on": (), "warm-up off": ("warmup",)}
 

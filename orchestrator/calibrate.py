@@ -34,8 +34,11 @@ from orchestrator import gate
 from targets import TargetInfo
 from targets.harness import stats
 from targets.harness.files import write_atomic
+from targets.harness.measure import SpeedSamples
+from targets.harness.plan import ABLATIONS, TrialOptions
 from targets.harness.result import TrialResult, parse_json
-from targets.harness.runner import ABLATIONS, SpeedSamples, TrialOptions, log_ratio_blocks, run_trial
+from targets.harness.runner import run_trial
+from targets.harness.summary import log_ratio_blocks
 
 DEFAULT_EFFECTS = (0.0, 0.02, 0.05, 0.10)
 THRESHOLDS = (0.0, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05)

@@ -22,6 +22,8 @@ from orchestrator import gate, loop, plot, progress, report, scaffold, trial, wo
 from orchestrator import provider as provider_mod
 from targets.harness import runner, sandbox
 from targets.harness.files import write_atomic
+from targets.harness.machine import cpu_model
+from targets.harness.plan import ABLATIONS
 
 EXIT_USAGE = 2
 
@@ -183,7 +185,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     print(f"calibrating {info.name}: {total} paired trials of {options.kernel.name} against itself, "
           f"effects {', '.join(f'{e:g}' for e in options.effects)}, variants {', '.join(options.variants)}; "
           f"writing {out_dir}", flush=True)
-    machine = f"{runner.cpu_model()}, {os.cpu_count()} cpus, sandbox {box.label}"
+    machine = f"{cpu_model()}, {os.cpu_count()} cpus, sandbox {box.label}"
     try:
         if sys.stdout.isatty():
             with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
@@ -339,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget-seconds", type=float, default=120.0)
     p.add_argument("--ablate", default="", metavar="FEATURES",
                    help=f"also run every effect with one of these switched off, to show what it buys: "
-                        f"{','.join(runner.ABLATIONS)}")
+                        f"{','.join(ABLATIONS)}")
     p.add_argument("--unsafe-no-sandbox", action="store_true", help=UNSAFE_HELP)
     p.set_defaults(func=cmd_calibrate)
 

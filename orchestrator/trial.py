@@ -17,10 +17,10 @@ from pathlib import Path
 
 from orchestrator.redact import SECRET_NAME
 from targets import PROJECT_ROOT, TargetInfo
+from targets.harness.process import kill_tree
 from targets.harness.resources import DEFAULT_BUDGET_SECONDS
 from targets.harness.result import (EXIT_INTERNAL, EXIT_TIMEOUT, ResultParseError, TrialResult,
                                     parse_json, signed_by)
-from targets.harness.runner import kill_tree
 from targets.harness.sandbox import die_with_parent
 
 # Extra wall time past the in-trial budget before the whole tree is killed from outside.

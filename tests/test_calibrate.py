@@ -17,7 +17,8 @@ from orchestrator import calibrate, loop
 from orchestrator.calibrate import CalibrationOptions, Estimate, TrialRecord
 from orchestrator.gate import GateConfig, judge
 from targets.harness.counters import Counters
-from targets.harness import runner
+from targets.harness import measure, runner
+from targets.harness.plan import TrialOptions
 from targets.harness.result import TrialResult
 from targets.harness.runner import parse_args
 
@@ -212,7 +213,7 @@ def test_unpaired_daemon_rule_uses_the_stored_best() -> None:
     assert loop._stored_best_timing([{"verdict": "keep", "trial": {"mode": "paired"}}]) is None   # unreadable
 
 
-REAL_CALL = runner._call
+REAL_CALL = measure._call
 
 
 def _timed_order(monkeypatch, ablated: tuple[str, ...]) -> tuple[TrialResult, list[str], int]:
@@ -220,7 +221,7 @@ def _timed_order(monkeypatch, ablated: tuple[str, ...]) -> tuple[TrialResult, li
     order, and the number of warm-up calls. Checks that every rival is frozen during a timed call
     unless freezing is ablated."""
     order, warmups = [], []
-    real = REAL_CALL                   # not runner._call: an earlier call of this helper patched it
+    real = REAL_CALL                   # not measure._call: an earlier call of this helper patched it
 
     def spy(worker, inst, call, what, rivals, spin_ns=0):
         if what.startswith("timing"):
@@ -233,10 +234,9 @@ def _timed_order(monkeypatch, ablated: tuple[str, ...]) -> tuple[TrialResult, li
         assert ("freeze" in ablated) == (others == [])
         return out
 
-    monkeypatch.setattr(runner, "_call", spy)
-    result = runner.run_trial(PQ.plan(), runner.TrialOptions(kernel=BASELINE, against=BASELINE, seed=7,
-                                                             ablated=ablated, replicates=2, sessions=1,
-                                                             queries_per_combo=3))
+    monkeypatch.setattr(measure, "_call", spy)
+    result = runner.run_trial(PQ.plan(), TrialOptions(kernel=BASELINE, against=BASELINE, seed=7, ablated=ablated,
+                                                      replicates=2, sessions=1, queries_per_combo=3))
     assert result.ok, result.failure
     return result, order, len(warmups)
 

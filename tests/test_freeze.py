@@ -10,7 +10,7 @@ import psutil
 import pytest
 
 from conftest import BASELINE
-from targets.harness import runner, sandbox
+from targets.harness import process, sandbox
 
 
 def _state(pid: int) -> str:
@@ -22,10 +22,10 @@ def test_freeze_stops_every_process_below_the_runners_child(tmp_path: Path, unsa
     box = sandbox.sandbox_for(unsafe_no_sandbox=unsafe)
     if not box.active and not box.off:
         pytest.skip(f"no sandbox here: {box.unavailable}")
-    sandbox.make_bundle(tmp_path, "targets.pq_l2.target")
+    sandbox.make_bundle(tmp_path, "targets.harness.pq")
     uid = sandbox.new_uid() if box.active and box.setpriv else None
-    worker = runner.Worker("kernel", BASELINE, "targets.pq_l2.target", tmp_path, tmp_path, time.monotonic() + 60,
-                           None, False, box, 60.0, uid)
+    worker = process.Worker("kernel", BASELINE, "targets.harness.pq", tmp_path, tmp_path, time.monotonic() + 60,
+                            None, False, box, 60.0, uid)
     try:
         worker.hello()
         below = [p.pid for p in psutil.Process(worker.proc.pid).children(recursive=True)]

@@ -13,7 +13,8 @@ import pytest
 
 from conftest import ROOT
 from orchestrator import gate
-from targets.harness import cache, lance, lance_arm, runner
+from targets.harness import cache, lance, lance_arm, measure
+from targets.harness.failures import TrialFailure
 from targets.harness.prng import Stream
 from targets.harness.result import parse_json
 from targets.pq_l2 import inputs, reference
@@ -46,15 +47,15 @@ def test_a_plan_without_exactly_one_clean_timer_is_an_error(plan: str, why: str)
 @pytest.mark.parametrize("value", [None, np.array([5], np.int32), np.array([5, 6], np.int64), np.array([0], np.int64),
                                    np.array([-3], np.int64), np.array([4e12], np.int64), np.array(5.0)])
 def test_an_arm_timing_itself_must_send_one_plausible_time(value: object) -> None:
-    with pytest.raises(runner.TrialFailure, match="no valid own time"):
-        runner.own_time_ns(value, "lance")
+    with pytest.raises(TrialFailure, match="no valid own time"):
+        measure.own_time_ns(value, "lance")
 
 
 def test_call_overhead_is_subtracted_and_fails_closed_when_it_dominates() -> None:
     ns = {"a": [np.array([300, 310, 320], np.int64)]}
-    assert runner.without_call_overhead(ns, {"a": [100]}, ["a"])["a"][0].tolist() == [200, 210, 220]
-    with pytest.raises(runner.TrialFailure, match="over half"):
-        runner.without_call_overhead(ns, {"a": [160]}, ["a"])
+    assert measure.without_call_overhead(ns, {"a": [100]}, ["a"])["a"][0].tolist() == [200, 210, 220]
+    with pytest.raises(TrialFailure, match="over half"):
+        measure.without_call_overhead(ns, {"a": [160]}, ["a"])
 
 
 # ------------------------------------------------------------------------- the dataset

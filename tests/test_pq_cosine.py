@@ -15,9 +15,9 @@ import pytest
 from conftest import FAST, ROOT, finished, run_daemon, write_config
 from lance_scalar import bits, normalize
 from orchestrator.edit import EditError, parse_and_apply
+from targets.harness.pq import PqShape
 from targets.pq_cosine import inputs, kernels, reference
 from targets.pq_l2 import reference as l2_reference
-from targets.pq_l2.target import PqShape
 
 FOLDER = ROOT / "targets" / "pq_cosine"
 PLAYBOOK = FOLDER / "playbook"

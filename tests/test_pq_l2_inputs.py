@@ -1,4 +1,5 @@
-"""Tests for targets/pq_l2/inputs.py: determinism, chunk invariance, distributions, PQ helpers."""
+"""Tests for targets/pq_l2/inputs.py (determinism, chunk invariance, distributions) and the shared
+PQ trainer and encoder it uses (targets/harness/pq_fixtures.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import functools
 import numpy as np
 import pytest
 
+from targets.harness import pq_fixtures
 from targets.harness.prng import CORRECTNESS_SEED, Stream, mix_seeds
 from targets.pq_l2 import inputs
 from targets.pq_l2.target import NUM_CENTROIDS, PqShape
@@ -228,8 +230,8 @@ def test_train_codebook_reduces_quantisation_error(kind, monkeypatch):
     data = inputs.generate(kind, 31, 1500, 16, _centres(kind, 16))
     errors = []
     for iters in range(4):
-        monkeypatch.setattr(inputs, "LLOYD_ITERATIONS", iters)
-        cb = inputs.train_codebook(shape, data, Stream(77))
+        monkeypatch.setattr(pq_fixtures, "LLOYD_ITERATIONS", iters)
+        cb = pq_fixtures.train_codebook(shape, data, Stream(77))
         assert cb.dtype == np.float32 and cb.shape == (4 * NUM_CENTROIDS * 4,)
         errors.append(_quant_error(shape, cb, data))
     # errors[0] is the random init (rows of the data); Lloyd never makes it worse, and helps.
@@ -240,8 +242,8 @@ def test_train_codebook_reduces_quantisation_error(kind, monkeypatch):
 def test_train_codebook_init_uses_data_rows(monkeypatch):
     shape = PqShape(8, 2)
     data = inputs.generate("uniform", 3, 600, 8)
-    monkeypatch.setattr(inputs, "LLOYD_ITERATIONS", 0)
-    cb = inputs.train_codebook(shape, data, Stream(5)).reshape(2, NUM_CENTROIDS, 4)
+    monkeypatch.setattr(pq_fixtures, "LLOYD_ITERATIONS", 0)
+    cb = pq_fixtures.train_codebook(shape, data, Stream(5)).reshape(2, NUM_CENTROIDS, 4)
     sub = data.reshape(-1, 2, 4)
     for m in range(2):
         rows = {tuple(r) for r in sub[:, m]}
@@ -254,7 +256,7 @@ def test_encode_picks_nearest_centroid(kind):
     data = inputs.generate(kind, 5, 600, 32)
     # A codebook not made from these rows, so nearest is a real search.
     codebook = inputs.fresh_case(shape, kind, 9)["codebook"]
-    codes = inputs.encode(shape, codebook, data)
+    codes = pq_fixtures.encode(shape, codebook, data)
     assert codes.dtype == np.uint8 and codes.shape == (600 * 4,) and codes.flags.c_contiguous
     codes = codes.reshape(600, 4).astype(np.int64)                      # AoS [N][M]
     d = _nearest64(shape, codebook, data)
@@ -274,7 +276,7 @@ def test_encode_layout_is_aos():
     data = np.zeros((3, 8), dtype=np.float32)
     data[:, 0] = [5, 17, 250]
     data[:, 5] = [-1, -2, -3]
-    codes = inputs.encode(shape, cb.reshape(-1), data)
+    codes = pq_fixtures.encode(shape, cb.reshape(-1), data)
     assert codes.tolist() == [5, 1, 17, 2, 250, 3]
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from targets.harness import lance, lance_arm
+from targets.harness import lance, lance_arm, pq_fixtures
 from targets.harness.checks import ABS_TOL, PQ_RTOL, check_array, check_topk
 from targets.harness.prng import CORRECTNESS_SEED, mix_seeds
 from targets.pq_l2 import inputs, reference
@@ -32,7 +32,7 @@ def test_the_oracle_agrees_with_lance_on_the_battery(shape: PqShape, tmp_path: P
         # ... but for the few rows the battery re-codes to the near-centroid query's centroids:
         # those hold their centroids (decoded), which encode back to exactly those codes.
         m = shape.num_sub_vectors
-        planted = np.flatnonzero((inputs.encode(shape, codebook, vectors) != codes).reshape(n, m).any(axis=1))
+        planted = np.flatnonzero((pq_fixtures.encode(shape, codebook, vectors) != codes).reshape(n, m).any(axis=1))
         assert 0 < planted.size <= inputs.PLANTED_ROWS, (kind, planted)
         vectors[planted] = lance_arm.decoded_vectors(codebook, codes, n, m)[planted]
         ds = lance.pq_dataset(tmp_path / f"{kind}.lance", vectors, codebook, shape.num_sub_vectors)

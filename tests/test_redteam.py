@@ -26,7 +26,8 @@ from fake_llm import FakeLLMServer
 from orchestrator import gate, policy
 from targets import get
 from targets.harness import cache
-from targets.harness.runner import TrialOptions, run_trial
+from targets.harness.plan import TrialOptions
+from targets.harness.runner import run_trial
 
 CASES = Path(__file__).resolve().parent / "redteam"
 ALLOWED = ("numpy", "numba", "math")

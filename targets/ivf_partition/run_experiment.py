@@ -14,6 +14,7 @@ import numpy as np
 
 from targets.harness import runner
 from targets.harness.checks import ABS_TOL, check_ranked
+from targets.harness.plan import Case, TargetPlan, Workload
 from targets.harness.prng import Stream, mix_seeds
 from targets.ivf_partition import inputs, reference
 from targets.ivf_partition.inputs import IvfShape
@@ -38,12 +39,12 @@ def battery_calls(arrays: dict[str, np.ndarray], nlist: int) -> list[dict[str, n
     return [{"query": arrays[q], "nprobes": nprobes_array(n)} for q, n in plan]
 
 
-def _case(name: str, shape: IvfShape, distance_type: str, arrays: dict[str, np.ndarray]) -> runner.Case:
-    return runner.Case(name=name, params=_params(shape, distance_type), arrays={"centroids": arrays["centroids"]},
-                       calls=battery_calls(arrays, shape.nlist))
+def _case(name: str, shape: IvfShape, distance_type: str, arrays: dict[str, np.ndarray]) -> Case:
+    return Case(name=name, params=_params(shape, distance_type), arrays={"centroids": arrays["centroids"]},
+                calls=battery_calls(arrays, shape.nlist))
 
 
-def cases(seed: int) -> list[runner.Case]:
+def cases(seed: int) -> list[Case]:
     """The fixed battery (3 shapes x 6 kinds x 3 distance types) plus one fresh case per shape,
     its kind and distance type drawn from the trial seed."""
     fx = inputs.fixtures()
@@ -96,7 +97,7 @@ def judge(out: dict[str, np.ndarray], query: np.ndarray, nprobes: int | None, ce
     return check_partitions(out, ref, reference.magnitudes(query, centroids, distance_type, ref), nprobes)
 
 
-def check(case: runner.Case, call: int, out: dict[str, np.ndarray]) -> str | None:
+def check(case: Case, call: int, out: dict[str, np.ndarray]) -> str | None:
     request = case.calls[call]
     return judge(out, request["query"], _nprobes(request), case.arrays["centroids"],
                  str(case.params["distance_type"]))
@@ -110,7 +111,7 @@ def _verifier(centroids: np.ndarray, distance_type: str):
     return verify
 
 
-def workloads() -> list[runner.Workload]:
+def workloads() -> list[Workload]:
     fx = inputs.fixtures()
     out = []
     for shape in inputs.SPEED_SHAPES:
@@ -124,14 +125,14 @@ def workloads() -> list[runner.Workload]:
                 return [{"query": q, "nprobes": nprobes}
                         for q in inputs.speed_queries(shape, dt, centres, seed, count)]
 
-            out.append(runner.Workload(shape=shape.label, distribution=inputs.SPEED_DISTRIBUTIONS[dt],
-                                       params=_params(shape, dt), arrays={"centroids": centroids},
-                                       queries=queries, verify=_verifier(centroids, dt)))
+            out.append(Workload(shape=shape.label, distribution=inputs.SPEED_DISTRIBUTIONS[dt],
+                                params=_params(shape, dt), arrays={"centroids": centroids},
+                                queries=queries, verify=_verifier(centroids, dt)))
     return out
 
 
-PLAN = runner.TargetPlan(name="ivf-partition", ops_module="targets.ivf_partition.target", cases=cases,
-                         check=check, workloads=workloads)
+PLAN = TargetPlan(name="ivf-partition", ops_module="targets.ivf_partition.target", cases=cases,
+                  check=check, workloads=workloads)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 Data and queries are normalised the way Lance does (``reference.normalize_rows``) before the
 kernel sees them. Battery: 3 shapes x 5 kinds at N=4,096; each case asks a query of its kind and
 a near-duplicate of a stored vector (distances near 0). Speed: 3 shapes x 3 distributions at
-N=10,000 vectors per partition. Generators, training and encoding are pq-l2's.
+N=10,000 vectors per partition. Generators are pq-l2's; training and encoding the shared PQ recipe.
 """
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from targets.harness import cache
+from targets.harness import cache, pq, pq_fixtures
+from targets.harness.pq import NUM_CENTROIDS, PqShape
+from targets.harness.pq_fixtures import codebook_from_vectors, fixture_set, train_and_encode
 from targets.harness.prng import CORRECTNESS_SEED, SPEED_SEED, Stream, mix_seeds
 from targets.pq_cosine.reference import normalize_rows
 from targets.pq_l2 import inputs as l2_inputs
-from targets.pq_l2.target import NUM_CENTROIDS, PqShape
 
 # MiniLM / BERT / OpenAI-style embedding sizes, sub-vector dims 8, 8 and 16.
 SHAPES = (PqShape(384, 48), PqShape(768, 96), PqShape(1536, 96))
@@ -26,8 +27,8 @@ SPEED_NUM_VECTORS = 10_000
 CORRECTNESS_NUM_VECTORS = 4_096
 NEAR_DUPLICATE_JITTER = 1e-3
 
-_SOURCES = (Path(__file__), Path(__file__).with_name("reference.py"), Path(l2_inputs.__file__),
-            Path(l2_inputs.__file__).with_name("target.py"), Path(__file__).parent.parent / "harness" / "prng.py")
+_SOURCES = (Path(__file__), Path(__file__).with_name("reference.py"), Path(l2_inputs.__file__), Path(pq.__file__),
+            Path(pq_fixtures.__file__), Path(__file__).parent.parent / "harness" / "prng.py")
 
 
 def generate(kind: str, seed: int, rows: int, dim: int, centres: np.ndarray | None = None) -> np.ndarray:
@@ -57,7 +58,7 @@ def _case_arrays(shape: PqShape, kind: str, seed: int) -> dict[str, np.ndarray]:
     base = mix_seeds(seed, "cosine", shape.label, kind)
     centres = _centres(base, shape.dim)
     data = generate(kind, mix_seeds(base, "data"), CORRECTNESS_NUM_VECTORS, shape.dim, centres)
-    codebook, codes = l2_inputs.train_and_encode(shape, data, base)
+    codebook, codes = train_and_encode(shape, data, base)
     return {"codebook": codebook, "codes_aos": codes,
             "query_0": generate(kind, mix_seeds(base, "query"), 1, shape.dim, centres)[0],
             "query_1": near_duplicate(data, Stream(mix_seeds(base, "near")))}
@@ -67,14 +68,14 @@ def _workload_arrays(shape: PqShape, dist: str) -> dict[str, np.ndarray]:
     base = mix_seeds(SPEED_SEED, "cosine", shape.label, dist)
     centres = _centres(base, shape.dim)
     data = generate(dist, mix_seeds(base, "data"), SPEED_NUM_VECTORS, shape.dim, centres)
-    codebook, codes = l2_inputs.train_and_encode(shape, data, base)
+    codebook, codes = train_and_encode(shape, data, base)
     return {"codebook": codebook, "codes_aos": codes, "centres": centres}
 
 
 def fixtures() -> dict[str, np.ndarray]:
     """Every fixed fixture, from the on-disk cache when it is current."""
     key = cache.fixture_key(*_SOURCES, CORRECTNESS_SEED, SPEED_SEED, np.__version__)
-    return cache.cached_arrays("pq_cosine", key, lambda: l2_inputs.fixture_set(
+    return cache.cached_arrays("pq_cosine", key, lambda: fixture_set(
         SHAPES, CORRECTNESS_KINDS, SPEED_DISTRIBUTIONS, _case_arrays, _workload_arrays))
 
 
@@ -83,7 +84,7 @@ def fresh_case(shape: PqShape, kind: str, seed: int) -> dict[str, np.ndarray]:
     base = mix_seeds(seed, "cosine-fresh", shape.label, kind)
     centres = _centres(base, shape.dim)
     vectors = generate(kind, mix_seeds(base, "codebook"), NUM_CENTROIDS, shape.dim, centres)
-    codebook = l2_inputs.codebook_from_vectors(shape, vectors)
+    codebook = codebook_from_vectors(shape, vectors)
     codes = Stream(mix_seeds(base, "codes")).integers(NUM_CENTROIDS, CORRECTNESS_NUM_VECTORS * shape.num_sub_vectors)
     return {"codebook": codebook, "codes_aos": codes.astype(np.uint8),
             "query_0": generate(kind, mix_seeds(base, "query"), 1, shape.dim, centres)[0],

@@ -6,7 +6,7 @@ entry is near 1, the distances near 1 − small, the case where the −(M−1) c
 pq-l2's ``clustered``; the battery adds pq-l2's ``gaussian``, ``large_dynamic_range`` and
 ``mostly_zero``. Battery: 3 shapes x 5 kinds at N=4,096, each case asked two queries (one of its
 kind, one equal to a stored vector's PQ reconstruction, the shape of a real MIPS hit). Speed: 3
-shapes x 3 distributions at N=20,000. Codebooks: pq-l2's trainer (random init + 2 Lloyd
+shapes x 3 distributions at N=20,000. Codebooks: the shared PQ trainer (random init + 2 Lloyd
 iterations on 4,096 rows) and encoder, cached on disk; fresh per-trial cases skip training.
 """
 
@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from targets.harness import cache
+from targets.harness import cache, pq, pq_fixtures
+from targets.harness.pq_fixtures import codebook_from_vectors, fixture_set, train_and_encode
 from targets.harness.prng import CORRECTNESS_SEED, SPEED_SEED, Stream, mix_seeds
 from targets.pq_dot.target import NUM_CENTROIDS, PqShape
 from targets.pq_l2 import inputs as l2_inputs
@@ -29,7 +30,7 @@ CORRECTNESS_NUM_VECTORS = 4_096
 # Log-normal norms exp(σ·z): with σ = 0.5 the middle 95 % of norms span 0.38..2.7 (a 7x range).
 NORM_SIGMA = 0.5
 
-_SOURCES = (Path(__file__), Path(__file__).with_name("target.py"), Path(l2_inputs.__file__),
+_SOURCES = (Path(__file__), Path(pq.__file__), Path(pq_fixtures.__file__), Path(l2_inputs.__file__),
             Path(__file__).parent.parent / "harness" / "prng.py")
 
 
@@ -64,7 +65,7 @@ def reconstruction_query(shape: PqShape, codebook: np.ndarray, codes_aos: np.nda
 def _case_arrays(shape: PqShape, kind: str, seed: int) -> dict[str, np.ndarray]:
     base = mix_seeds(seed, "dot", shape.label, kind)
     data = generate(kind, mix_seeds(base, "data"), CORRECTNESS_NUM_VECTORS, shape.dim)
-    codebook, codes = l2_inputs.train_and_encode(shape, data, base)
+    codebook, codes = train_and_encode(shape, data, base)
     query = generate(kind, mix_seeds(base, "query"), 1, shape.dim)[0]
     return {"codebook": codebook, "codes_aos": codes, "query_0": query,
             "query_1": reconstruction_query(shape, codebook, codes, Stream(mix_seeds(base, "hit")))}
@@ -74,14 +75,14 @@ def _workload_arrays(shape: PqShape, dist: str) -> dict[str, np.ndarray]:
     base = mix_seeds(SPEED_SEED, "dot", shape.label, dist)
     centres = l2_inputs.centres_for(base, shape.dim)
     data = generate(dist, mix_seeds(base, "data"), SPEED_NUM_VECTORS, shape.dim, centres)
-    codebook, codes = l2_inputs.train_and_encode(shape, data, base)
+    codebook, codes = train_and_encode(shape, data, base)
     return {"codebook": codebook, "codes_aos": codes, "centres": centres}
 
 
 def fixtures() -> dict[str, np.ndarray]:
     """Every fixed fixture, from the on-disk cache when it is current."""
     key = cache.fixture_key(*_SOURCES, CORRECTNESS_SEED, SPEED_SEED, np.__version__)
-    return cache.cached_arrays("pq_dot", key, lambda: l2_inputs.fixture_set(
+    return cache.cached_arrays("pq_dot", key, lambda: fixture_set(
         SHAPES, CORRECTNESS_KINDS, SPEED_DISTRIBUTIONS, _case_arrays, _workload_arrays))
 
 
@@ -89,7 +90,7 @@ def fresh_case(shape: PqShape, kind: str, seed: int) -> dict[str, np.ndarray]:
     """An untrained per-trial case: a codebook made of 256 fresh vectors, random codes."""
     base = mix_seeds(seed, "dot-fresh", shape.label, kind)
     vectors = generate(kind, mix_seeds(base, "codebook"), NUM_CENTROIDS, shape.dim)
-    codebook = l2_inputs.codebook_from_vectors(shape, vectors)
+    codebook = codebook_from_vectors(shape, vectors)
     codes = Stream(mix_seeds(base, "codes")).integers(NUM_CENTROIDS, CORRECTNESS_NUM_VECTORS * shape.num_sub_vectors)
     codes = codes.astype(np.uint8)
     query = generate(kind, mix_seeds(base, "query"), 1, shape.dim)[0]

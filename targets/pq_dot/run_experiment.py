@@ -17,11 +17,12 @@ import numpy as np
 
 from targets.harness import runner
 from targets.harness.checks import check_ranked
+from targets.harness.plan import Case, TargetPlan, Workload
+from targets.harness.pq import k_array
 from targets.harness.prng import Stream, mix_seeds
 from targets.pq_dot import inputs, reference
 from targets.pq_dot.target import TOP_K, PqShape
 from targets.pq_l2.run_experiment import battery_ks
-from targets.pq_l2.target import k_array
 
 KERNEL = Path(__file__).with_name("kernels.py")
 
@@ -61,15 +62,15 @@ class Oracle:
 
 # ----------------------------------------------------------------------------- plan
 
-def _case(name: str, shape: PqShape, arrays: dict[str, np.ndarray], seed: int) -> runner.Case:
+def _case(name: str, shape: PqShape, arrays: dict[str, np.ndarray], seed: int) -> Case:
     ks = battery_ks(name, seed, inputs.CORRECTNESS_NUM_VECTORS)
-    return runner.Case(name=name, params=_params(shape, inputs.CORRECTNESS_NUM_VECTORS),
-                       arrays={"codebook": arrays["codebook"], "codes_aos": arrays["codes_aos"]},
-                       calls=[{"query": arrays["query_0"], "k": k_array(ks[0])},
-                              {"query": arrays["query_1"], "k": k_array(ks[1])}])
+    return Case(name=name, params=_params(shape, inputs.CORRECTNESS_NUM_VECTORS),
+                arrays={"codebook": arrays["codebook"], "codes_aos": arrays["codes_aos"]},
+                calls=[{"query": arrays["query_0"], "k": k_array(ks[0])},
+                       {"query": arrays["query_1"], "k": k_array(ks[1])}])
 
 
-def cases(seed: int) -> list[runner.Case]:
+def cases(seed: int) -> list[Case]:
     """The fixed battery (3 shapes x 5 kinds) plus one fresh case per shape from the trial seed."""
     fx = inputs.fixtures()
     out = []
@@ -85,7 +86,7 @@ def cases(seed: int) -> list[runner.Case]:
     return out
 
 
-def check(case: runner.Case, call: int, out: dict[str, np.ndarray]) -> str | None:
+def check(case: Case, call: int, out: dict[str, np.ndarray]) -> str | None:
     shape = _shape(case.params)
     oracle = Oracle(shape, case.arrays["codebook"], case.arrays["codes_aos"], int(case.params["num_vectors"]))
     dists, dist_tol = oracle(case.calls[call]["query"])
@@ -102,7 +103,7 @@ def _verifier(shape: PqShape, arrays: dict[str, np.ndarray]
     return verify
 
 
-def workloads() -> list[runner.Workload]:
+def workloads() -> list[Workload]:
     fx = inputs.fixtures()
     out = []
     for shape in inputs.SHAPES:
@@ -116,14 +117,14 @@ def workloads() -> list[runner.Workload]:
                 return [{"query": q, "k": k_array(TOP_K)}
                         for q in inputs.speed_queries(shape, dist, centres, seed, count)]
 
-            out.append(runner.Workload(shape=shape.label, distribution=dist,
-                                       params=_params(shape, inputs.SPEED_NUM_VECTORS), arrays=arrays,
-                                       queries=queries, verify=_verifier(shape, arrays)))
+            out.append(Workload(shape=shape.label, distribution=dist,
+                                params=_params(shape, inputs.SPEED_NUM_VECTORS), arrays=arrays,
+                                queries=queries, verify=_verifier(shape, arrays)))
     return out
 
 
-PLAN = runner.TargetPlan(name="pq-dot", ops_module="targets.pq_l2.target", cases=cases, check=check,
-                         workloads=workloads, lance_params={"metric": "dot"})
+PLAN = TargetPlan(name="pq-dot", ops_module="targets.harness.pq", cases=cases, check=check,
+                  workloads=workloads, lance_params={"metric": "dot"})
 
 
 if __name__ == "__main__":

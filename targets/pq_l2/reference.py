@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from targets.pq_l2.target import NUM_CENTROIDS, PqShape
+from targets.harness.pq import NUM_CENTROIDS, PqShape
 
 LANES = 16
 

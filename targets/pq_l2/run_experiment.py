@@ -16,9 +16,10 @@ import numpy as np
 
 from targets.harness import runner
 from targets.harness.checks import ABS_TOL, PQ_RTOL, check_topk
+from targets.harness.plan import Case, TargetPlan, Workload
+from targets.harness.pq import TOP_K, PqShape, k_array
 from targets.harness.prng import Stream, mix_seeds
 from targets.pq_l2 import inputs, reference
-from targets.pq_l2.target import TOP_K, PqShape, k_array
 
 KERNEL = Path(__file__).with_name("kernels.py")
 
@@ -37,15 +38,15 @@ def battery_ks(case_name: str, seed: int, n: int) -> tuple[int, int]:
     return n, 1 + int(Stream(mix_seeds(seed, "k", case_name)).integers(n, 1)[0])
 
 
-def _case(name: str, shape: PqShape, arrays: dict[str, np.ndarray], n: int, seed: int) -> runner.Case:
+def _case(name: str, shape: PqShape, arrays: dict[str, np.ndarray], n: int, seed: int) -> Case:
     ks = battery_ks(name, seed, n)
-    return runner.Case(name=name, params=_params(shape, n),
-                       arrays={"codebook": arrays["codebook"], "codes_aos": arrays["codes_aos"]},
-                       calls=[{"query": arrays["query_0"], "k": k_array(ks[0])},
-                              {"query": arrays["query_1"], "k": k_array(ks[1])}])
+    return Case(name=name, params=_params(shape, n),
+                arrays={"codebook": arrays["codebook"], "codes_aos": arrays["codes_aos"]},
+                calls=[{"query": arrays["query_0"], "k": k_array(ks[0])},
+                       {"query": arrays["query_1"], "k": k_array(ks[1])}])
 
 
-def cases(ins: ModuleType, seed: int) -> list[runner.Case]:
+def cases(ins: ModuleType, seed: int) -> list[Case]:
     """The fixed battery (shapes x kinds) plus one fresh case per shape from the trial seed."""
     fx = ins.fixtures()
     out = []
@@ -69,7 +70,7 @@ def _check_search(out: dict[str, np.ndarray], dists: np.ndarray, k: int) -> str 
     return check_topk(out["topk_ids"], out["topk_dists"], dists, k, atol=ABS_TOL, rtol=PQ_RTOL)
 
 
-def check(case: runner.Case, call: int, out: dict[str, np.ndarray]) -> str | None:
+def check(case: Case, call: int, out: dict[str, np.ndarray]) -> str | None:
     shape = _shape(case.params)
     n = int(case.params["num_vectors"])
     table = reference.distance_table(shape, case.arrays["codebook"], case.calls[call]["query"])
@@ -88,7 +89,7 @@ def _verifier(shape: PqShape, arrays: dict[str, np.ndarray], n: int):
     return verify
 
 
-def workloads(ins: ModuleType) -> list[runner.Workload]:
+def workloads(ins: ModuleType) -> list[Workload]:
     fx = ins.fixtures()
     out = []
     for shape in ins.SHAPES:
@@ -102,18 +103,18 @@ def workloads(ins: ModuleType) -> list[runner.Workload]:
                 return [{"query": q, "k": k_array(TOP_K)}
                         for q in ins.speed_queries(shape, dist, centres, seed, count)]
 
-            out.append(runner.Workload(shape=shape.label, distribution=dist,
-                                       params=_params(shape, ins.SPEED_NUM_VECTORS), arrays=arrays,
-                                       queries=queries, verify=_verifier(shape, arrays, ins.SPEED_NUM_VECTORS)))
+            out.append(Workload(shape=shape.label, distribution=dist,
+                                params=_params(shape, ins.SPEED_NUM_VECTORS), arrays=arrays,
+                                queries=queries, verify=_verifier(shape, arrays, ins.SPEED_NUM_VECTORS)))
     return out
 
 
-def make_plan(name: str, ins: ModuleType) -> runner.TargetPlan:
+def make_plan(name: str, ins: ModuleType) -> TargetPlan:
     """The PQ-L2 trial over a set of inputs: pq-l2's own, or pq-cosine's unit-norm data. The ops
     the workers run, the oracle and the checks are the same. Lance runs the op as an L2 IVF_PQ
     search (for pq-cosine that is what Lance runs once it has normalised; the data is unit-norm)."""
-    return runner.TargetPlan(name=name, ops_module="targets.pq_l2.target", cases=partial(cases, ins), check=check,
-                             workloads=partial(workloads, ins), lance_params={"metric": "l2"})
+    return TargetPlan(name=name, ops_module="targets.harness.pq", cases=partial(cases, ins), check=check,
+                      workloads=partial(workloads, ins), lance_params={"metric": "l2"})
 
 
 PLAN = make_plan("pq-l2", inputs)
