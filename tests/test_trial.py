@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import psutil
 import pytest
 
+import targets
 from conftest import BASELINE, FAST, NUMBA_KERNEL, processes_mentioning, run_experiment
+from targets.harness import runner, sandbox
+from targets.harness.plan import TrialOptions
 from targets.harness.result import parse_block, parse_json
 
 
@@ -38,6 +42,40 @@ def test_paired_numba_kernel_is_faster_than_baseline() -> None:
     assert result.speedup_ci_90pct[0] > 1.1 and result.speedup_geomean > 1.15, result.speedup_ci_90pct
     assert set(result.per_combo_speedup) == set(result.per_combo_geomean_ns)
     assert result.jit_seconds > 0
+
+
+def _zombie_children() -> set[int]:
+    found = set()
+    for child in psutil.Process().children():
+        try:
+            if child.status() == psutil.STATUS_ZOMBIE:
+                found.add(child.pid)
+        except psutil.Error:
+            continue
+    return found
+
+
+def test_killed_worker_pairs_are_reaped_during_the_trial(monkeypatch) -> None:
+    """Each worker pair is killed after its blocks; the runner's child for each worker (bwrap, or
+    the worker itself unsandboxed) must be reaped then, not left a zombie until the trial ends."""
+    before = _zombie_children()
+    seen: list[int] = []
+    real = runner.measure_block
+
+    def counting(*args, **kwargs):
+        seen.append(len(_zombie_children() - before))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "measure_block", counting)
+    options = TrialOptions(kernel=BASELINE, against=BASELINE, seed=7, replicates=3, sessions=1, queries_per_combo=3,
+                           sandbox=sandbox.probe().active)       # the baseline is trusted: unsafe where there is none
+    result = runner.run_trial(targets.get("pq-l2").plan(), options,
+                              on_samples=lambda _: seen.append(len(_zombie_children() - before)))
+    assert result.ok, result.failure
+    # At the start of each pair's block, then after the last pair: unreaped, that was 0, 2, 4, 6.
+    # At most the pair killed last may still be exiting.
+    assert len(seen) == 4 and max(seen) <= 2, seen
+    assert _zombie_children() - before == set()
 
 
 def test_wrong_kernel_fails_correctness_naming_the_case(write_kernel) -> None:

@@ -301,6 +301,9 @@ class Worker:
                 os.close(fd)
             except OSError:
                 pass
+        # Closed once: by a later kill (the trial's final teardown) these numbers may be the next
+        # pair's pipes or counters.
+        self._req_w = self._rep_r = -1
         if self._tree is None:
             try:
                 root = psutil.Process(self.proc.pid)
@@ -313,6 +316,11 @@ class Worker:
                     proc.kill()
                 except psutil.NoSuchProcess:
                     pass
+
+    def exited(self) -> bool:
+        """Whether the runner's child (bwrap, or the worker itself unsandboxed) has exited; reaps it
+        if so, without waiting."""
+        return self.proc.poll() is not None
 
     def reap(self, timeout: float) -> list[int]:
         """Wait for the killed tree to be gone; returns survivors (there should be none)."""

@@ -189,6 +189,11 @@ def _run_phases(plan: TargetPlan, options: TrialOptions, result: TrialResult, se
     result.counters = next((w.counters_note for w in current if w.counters is None), current[0].counters_note)
     block = 0
     monitor = contention.Monitor(worker_cpu, runner_cpu)
+    # Killed workers whose child (bwrap, which exits on its own once the worker is dead) is not yet
+    # reaped: each was a zombie until the trial's end, two per pair. They are reaped between steps,
+    # off the clock and without waiting (a straggler is left to the final reap, which kills it);
+    # a reaper thread would wake on the runner's core during the next pair's timed calls.
+    retired: list[Worker] = []
     for rep in range(passes):
         for _ in range(result.sessions):
             monitor.begin(w.pid for w in current if w.pid is not None)
@@ -204,12 +209,15 @@ def _run_phases(plan: TargetPlan, options: TrialOptions, result: TrialResult, se
         # overlaps the verification and the next pair's start.
         for w in current:
             w.kill()
+        retired += current
         if rep + 1 < passes:
             current = start_workers()         # the next pair boots while this one's calls are verified
         verify_pending(workloads, samples, [label for label, _ in arms])
+        retired = [w for w in retired if not w.exited()]
         if rep + 1 < passes:
             for w in current:
                 w.hello()
+            retired = [w for w in retired if not w.exited()]
     result.verified_calls = samples.verified
     if on_samples is not None:
         on_samples(samples)
