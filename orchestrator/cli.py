@@ -18,7 +18,7 @@ from orchestrator import config as config_mod
 from orchestrator import ledger as ledger_mod
 from orchestrator import calibrate as calibrate_mod
 from orchestrator import export as export_mod
-from orchestrator import gate, loop, plot, progress, report, scaffold, trial, workspace
+from orchestrator import gate, loop, plot, progress, project, report, scaffold, trial, workspace
 from orchestrator import provider as provider_mod
 from targets.harness import runner, sandbox
 from targets.harness.files import write_atomic
@@ -126,7 +126,7 @@ def cmd_loop(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     info = _target(config.target)
     try:
-        repo = workspace.find_repo(targets.PROJECT_ROOT)
+        repo = workspace.find_repo(project.ROOT)
     except workspace.WorkspaceError as exc:
         raise UsageError(str(exc)) from None
     kernel_rel = workspace.relative_kernel(repo, info.kernel_path)
@@ -180,7 +180,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if problem:
         raise UsageError(problem)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    out_dir = targets.PROJECT_ROOT / "runs" / info.name / "calibration" / stamp
+    out_dir = project.runs_dir(info.name) / "calibration" / stamp
     total = options.trials * len(options.effects) * len(options.variants)
     print(f"calibrating {info.name}: {total} paired trials of {options.kernel.name} against itself, "
           f"effects {', '.join(f'{e:g}' for e in options.effects)}, variants {', '.join(options.variants)}; "
@@ -228,8 +228,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         view = report.load_run(run_dir)
     except report.ReportError as exc:
         raise UsageError(str(exc)) from None
-    png = plot.render(report.progress_points(view.records), f"{view.target} run {view.run_id} ({view.state})",
-                      report.lance_level(view.records))
+    png = plot.render(report.progress_points(view.history), f"{view.target} run {view.run_id} ({view.state})",
+                      view.history.lance_level)
     write_atomic(run_dir / "progress.png", png)
     write_atomic(run_dir / "report.html", report.html_report(view, png))
     t = report.totals(view)
@@ -261,21 +261,21 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_new_target(args: argparse.Namespace) -> int:
     try:
-        created = scaffold.create(args.name, targets.PROJECT_ROOT)
+        created = scaffold.create(args.name, project.ROOT)
     except scaffold.ScaffoldError as exc:
         raise UsageError(str(exc)) from None
     print(f"created target {args.name}:")
     for path in created:
-        print(f"  {path.relative_to(targets.PROJECT_ROOT)}")
+        print(f"  {path.relative_to(project.ROOT)}")
     module = args.name.replace("-", "_")
     print(f"\nIt runs now: `orchestrator trial --target {args.name}` and `python -m pytest tests/test_{module}.py`; "
           f"commit it, then `orchestrator loop --target {args.name} --model offline` (a run branches from HEAD).\n")
-    print(scaffold.checklist(targets.PROJECT_ROOT))
+    print(scaffold.checklist(project.ROOT))
     return 0
 
 
 def _capsule_status(name: str) -> str:
-    capsule = targets.PROJECT_ROOT / "docs" / "targets" / f"{name}.md"
+    capsule = project.CAPSULES / f"{name}.md"
     try:
         for line in capsule.read_text().splitlines():
             if line.lower().startswith("status:"):
@@ -289,7 +289,7 @@ def cmd_targets(args: argparse.Namespace) -> int:
     found = targets.discover()
     width = max((len(n) for n in found), default=6)
     for name, info in found.items():
-        print(f"{name:<{width}}  {info.folder.relative_to(targets.PROJECT_ROOT)}  {_capsule_status(name)}")
+        print(f"{name:<{width}}  {info.folder.relative_to(project.ROOT)}  {_capsule_status(name)}")
     return 0
 
 
@@ -380,6 +380,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        try:
+            project.check_cwd()
+        except project.WrongCheckout as exc:
+            raise UsageError(str(exc)) from None
         return args.func(args)
     except UsageError as exc:
         print(f"orchestrator: error: {exc}", file=sys.stderr)

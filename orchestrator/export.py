@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import targets
-from orchestrator import plot, trial
-from orchestrator.report import (ReportError, RunView, find_run, lance_level, load_run, progress_points,
-                                 upstream_candidate, vs_lance_text)
+from orchestrator import plot, project, trial
+from orchestrator.ledger import AttemptRecord
+from orchestrator.report import (ReportError, RunView, find_run, load_run, progress_points, upstream_candidate,
+                                 vs_lance_text)
 
 
 @dataclass(frozen=True)
@@ -36,16 +37,16 @@ def parse_ref(ref: str) -> tuple[str, int | None]:
     return run_id, int(attempt) if attempt else None
 
 
-def pick_attempt(view: RunView, attempt: int | None) -> dict[str, Any]:
+def pick_attempt(view: RunView, attempt: int | None) -> AttemptRecord:
     """The attempt to export: the one asked for (it must be a keep), else the run's best."""
     if attempt is None:
         if view.best is None:
             raise ReportError(f"run {view.run_id} has kept no kernel yet; nothing to export")
         return view.best
     for r in view.records:
-        if int(r.get("attempt", -1)) == attempt:
-            if r.get("verdict") != "keep":
-                raise ReportError(f"attempt {attempt} of run {view.run_id} was not kept ({r.get('reason')}); "
+        if r.attempt == attempt:
+            if not r.kept:
+                raise ReportError(f"attempt {attempt} of run {view.run_id} was not kept ({r.reason}); "
                                   f"only kept kernels are exported")
             return r
     raise ReportError(f"run {view.run_id} has no finished attempt {attempt}")
@@ -75,7 +76,7 @@ def export(ref: str, out: Path, verify: bool = True, budget_seconds: float = 120
     run_id, attempt = parse_ref(ref)
     view = load_run(find_run(run_id))
     rec = pick_attempt(view, attempt)
-    n = int(rec["attempt"])
+    n = rec.attempt
     adir = view.dir / "attempts" / f"{n:04d}"
     kernel, baseline = adir / "candidate.py", view.dir / "baseline.py"
     for path in (kernel, baseline):
@@ -91,8 +92,8 @@ def export(ref: str, out: Path, verify: bool = True, budget_seconds: float = 120
     for sub in ("trial", "cumulative", "vs_lance"):
         if (adir / sub).is_dir():
             shutil.copytree(adir / sub, out / "logs" / sub)
-    (out / "progress.png").write_bytes(plot.render(progress_points(view.records), f"{view.target} run {view.run_id}",
-                                                   lance_level(view.records)))
+    (out / "progress.png").write_bytes(plot.render(progress_points(view.history), f"{view.target} run {view.run_id}",
+                                                   view.history.lance_level))
     check = (reverify(view, kernel, baseline, out / "logs" / "reverify", budget_seconds) if verify
              else Reverification(False, False, "not re-verified (--no-verify)"))
     (out / "UPSTREAM.md").write_text(checklist(view, rec, check))
@@ -100,7 +101,7 @@ def export(ref: str, out: Path, verify: bool = True, budget_seconds: float = 120
 
 
 def _capsule_call_site(target: str) -> str:
-    capsule = targets.PROJECT_ROOT / "docs" / "targets" / f"{target}.md"
+    capsule = project.CAPSULES / f"{target}.md"
     try:
         text = capsule.read_text()
     except OSError:
@@ -115,22 +116,20 @@ def _capsule_call_site(target: str) -> str:
     return "\n".join(lines).strip() or f"(the capsule {capsule.name} has no 'call site' section)"
 
 
-def checklist(view: RunView, rec: dict[str, Any], check: Reverification) -> str:
-    trial_data = rec.get("trial") or {}
+def checklist(view: RunView, rec: AttemptRecord, check: Reverification) -> str:
+    trial_data = rec.trial or {}
     machine = view.info.get("machine") or {}
-    cum, ci = rec.get("cumulative_speedup"), rec.get("cumulative_ci") or []
-    worst = rec.get("cumulative_worst_combo") or {}
-    per_combo = rec.get("cumulative_per_combo") or {}
-    lance_combo = rec.get("vs_lance_per_combo") or {}
-    lance_ns = rec.get("lance_per_combo_ns") or {}
+    cum, ci = rec.cumulative_speedup, rec.cumulative_ci
+    worst = rec.cumulative_worst_combo or {}
+    per_combo, lance_combo, lance_ns = rec.cumulative_per_combo, rec.vs_lance_per_combo, rec.lance_per_combo_ns
     mark = "x" if check.reproduces else " "
     title = "Upstream candidate" if upstream_candidate(rec) else "Kept kernel (NOT an upstream candidate: it does not beat Lance)"
     lines = [
-        f"# {title}: {view.target}, run {view.run_id} attempt {rec['attempt']}", "",
-        f"Hypothesis: {rec.get('hypothesis') or '-'}", "",
+        f"# {title}: {view.target}, run {view.run_id} attempt {rec.attempt}", "",
+        f"Hypothesis: {rec.hypothesis or '-'}", "",
         "## Against Lance itself", "",
         f"- {vs_lance_text(rec)}",
-        f"- Measured as: {rec.get('lance_anchor') or 'not measured'}",
+        f"- Measured as: {rec.lance_anchor or 'not measured'}",
         "- Same fresh queries, interleaved, one thread, pinned; Lance timed by its own operator timer "
         "(no per-query planning), the kernel by the harness less its measured call overhead", "",
         "## Checklist", "",

@@ -11,12 +11,48 @@ worse it is (docs/robustness.md), and for comparison runs with ``gate: unpaired`
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 
-from targets.harness.result import EXIT_INCORRECT, EXIT_OK, EXIT_TIMEOUT, Measured, TrialResult
+from orchestrator.ledger import RunHistory
+from targets.harness.result import (EXIT_INCORRECT, EXIT_OK, EXIT_TIMEOUT, Measured, ResultParseError, TrialResult,
+                                    parse_json)
 
 RULES = ("paired", "unpaired")
+
+
+class Reason(StrEnum):
+    """Why an attempt ended as it did: the ledger's ``reason``. The gate decides the trial's;
+    the loop names the ones that end an attempt before any trial (a bad edit, an API error)."""
+
+    KEEP = "keep"
+    # the gate's, on a trial
+    NOT_FASTER = "not_faster"
+    WORST_COMBO = "worst_combo"
+    TRADEOFF = "tradeoff"
+    OVER_BUDGET = "over_budget"
+    PARSE_ERROR = "parse_error"
+    INCORRECT = "incorrect"
+    CRASH = "crash"
+    TIMEOUT = "timeout"
+    TAMPERED = "tampered"
+    # before a trial
+    NO_CHANGE = "no_change"
+    REJECTED_CHANGE = "rejected_change"
+    EDIT_FAILED = "edit_failed"
+    POLICY = "policy"
+    PROVIDER_ERROR = "provider_error"
+    TRUNCATED = "truncated"
+    EMPTY_REPLY = "empty_reply"
+    REFUSAL = "refusal"
+    OVERSIZED_REPLY = "oversized_reply"
+    COST_BUDGET = "cost_budget"
+    # the daemon's
+    INTERRUPTED = "interrupted"
+    DAEMON_ERROR = "daemon_error"
 
 
 @dataclass(frozen=True)
@@ -37,8 +73,22 @@ class Verdict:
         return [r.split(":", 1)[0] for r in self.reasons]
 
     @property
-    def primary(self) -> str:
-        return "keep" if self.keep else self.codes[0]
+    def primary(self) -> Reason:
+        return Reason.KEEP if self.keep else Reason(self.codes[0])
+
+    @property
+    def remeasurable(self) -> bool:
+        """Not kept, and worth measuring again on a quieter machine: anything but tampering."""
+        return not self.keep and Reason.TAMPERED not in self.codes
+
+
+@dataclass(frozen=True)
+class Integrity:
+    """What the loop saw around the trial, judged here with its result: files other than the
+    candidate that changed while it ran (already restored), and the kernel file's hash after it."""
+
+    changed_files: Sequence[str] = ()
+    kernel_sha256: str | None = None
 
 
 def judge_failure(exit_code: int, error: str) -> Verdict:
@@ -73,10 +123,42 @@ def incumbent_timing(result: TrialResult) -> Timing | None:
                   result.incumbent_worst_ns_per_query, dict(result.incumbent_per_combo_geomean_ns))
 
 
+def stored_best_timing(history: RunHistory) -> Timing | None:
+    """For the unpaired rule: the best kernel's absolute timing as measured when it became the
+    best (the last keep's candidate arm), else the baseline's from the run's first full trial.
+    None before any trial (or for records an older version wrote): ``judge`` then uses the
+    current trial's incumbent arm."""
+    try:
+        best = history.best
+        if best is not None and best.trial:
+            return candidate_timing(parse_json(json.dumps(best.trial)))
+        for rec in history.records:
+            if rec.trial and rec.trial.get("exit_code") == 0 and rec.trial.get("mode") == "paired":
+                return incumbent_timing(parse_json(json.dumps(rec.trial)))
+    except ResultParseError:
+        return None
+    return None
+
+
 def judge(result: TrialResult | None, config: GateConfig, budget_seconds: float,
-          error: str = "no result", exit_code: int = 1, best: Timing | None = None) -> Verdict:
+          error: str = "no result", exit_code: int = 1, best: Timing | None = None,
+          integrity: Integrity | None = None) -> Verdict:
     """The verdict on one trial. ``best`` is the stored timing of the best kernel, used only by
-    the unpaired rule (without it, the unpaired rule uses the trial's own incumbent arm)."""
+    the unpaired rule (without it, the unpaired rule uses the trial's own incumbent arm).
+    ``integrity`` fails a trial during which other files changed, or whose measured kernel is not
+    the file that would be committed."""
+    if integrity is not None and integrity.changed_files:
+        return Verdict(False, [f"tampered: files changed during the trial (restored): "
+                               f"{list(integrity.changed_files)[:10]}"])
+    verdict = _judge_trial(result, config, budget_seconds, error, exit_code, best)
+    if (verdict.keep and integrity is not None and integrity.kernel_sha256 is not None
+            and (result is None or result.kernel_sha256 != integrity.kernel_sha256)):
+        return Verdict(False, ["tampered: kernels.py changed between the trial and the commit"])
+    return verdict
+
+
+def _judge_trial(result: TrialResult | None, config: GateConfig, budget_seconds: float, error: str, exit_code: int,
+                 best: Timing | None) -> Verdict:
     if result is None:
         return judge_failure(exit_code, error)
     if result.exit_code != EXIT_OK:

@@ -7,10 +7,14 @@
 - ``results.tsv``: the original's columns plus attempt, speedup, CI, provider, cost.
 - ``attempts/<n>/``: prompt, replies, candidate, diff and trial logs of attempt n.
 - ``lock``: the pid owning the run; a lock whose pid is gone is stale and taken over.
+
+An attempt is an ``AttemptRecord`` and a run's records a ``RunHistory``: this module is the only
+one that turns them into JSON and back, so a new field is added here (and only read elsewhere).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -57,12 +61,190 @@ def _append_line(path: Path, line: str) -> None:
         os.close(fd)
 
 
+# ---------------------------------------------------------------------------------- the record
+
+SCHEMA = 2          # 1: the same fields as an untyped dict, no "schema" key (read as they are)
+
+KEEP, DISCARD, NOT_RUN, INTERRUPTED = "keep", "discard", "not_run", "interrupted"   # verdicts
+
+
+@dataclass
+class AttemptRecord:
+    """One attempt as the ledger keeps it: flat fields named as in ``attempts.jsonl``."""
+
+    attempt: int
+    started_at: str | None = None
+    provider: str | None = None
+    model: str | None = None
+    price: dict[str, float | None] | None = None        # the model's price when the attempt ran
+    # what was proposed
+    prompt_hashes: dict[str, str] = field(default_factory=dict)
+    sources: list[str] = field(default_factory=list)    # per reply: the model, or the playbook file
+    retries: list[dict[str, Any]] = field(default_factory=list)
+    hypothesis: str | None = None
+    lesson: str | None = None
+    edit_format: str | None = None
+    edit_error: str | None = None
+    repair_turns: int = 0
+    diff: str = ""
+    # how it was measured and judged
+    trial_exit_code: int | None = None
+    trial: dict[str, Any] | None = None                 # the runner's TrialResult, as it wrote it
+    remeasured: list[dict[str, Any]] = field(default_factory=list)   # trials redone after contention
+    reasons: list[str] = field(default_factory=list)    # every failing gate rule, "<code>: <detail>"
+    speedup: float | None = None                        # vs the incumbent, from the trial
+    speedup_ci: list[float] = field(default_factory=list)
+    worst_combo: dict[str, Any] | None = None
+    verdict: str = ""                                   # keep | discard | not_run | interrupted
+    reason: str = ""                                    # a gate.Reason
+    reason_detail: str = ""
+    evidence: str = ""
+    commit: str | None = None
+    finished_at: str | None = None
+    duration_seconds: float = 0.0
+    phase_seconds: dict[str, float] = field(default_factory=dict)
+    tokens: dict[str, float] = field(default_factory=dict)
+    cost_usd: float = 0.0
+    # measured after a keep was recorded (the "measured" event): reported, never gated
+    cumulative_speedup: float | None = None             # vs the run's original baseline
+    cumulative_ci: list[float] = field(default_factory=list)
+    cumulative_per_combo: dict[str, float] = field(default_factory=dict)
+    cumulative_worst_combo: dict[str, Any] | None = None
+    cumulative_error: str | None = None
+    vs_lance: float | None = None                       # vs Lance itself: > 1 beats it
+    vs_lance_ci: list[float] = field(default_factory=list)
+    vs_lance_per_combo: dict[str, float] = field(default_factory=dict)
+    vs_lance_worst_combo: dict[str, Any] | None = None
+    lance_anchor: str | None = None
+    lance_per_combo_ns: dict[str, float] = field(default_factory=dict)
+    vs_lance_error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # fields a newer version wrote: kept as read
+
+    @property
+    def kept(self) -> bool:
+        return self.verdict == KEEP
+
+    @property
+    def done(self) -> bool:
+        """A keep or a discard: what --max-attempts counts (not interrupted, not refused a call)."""
+        return self.verdict in (KEEP, DISCARD)
+
+    def to_json(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        return {**self.extra, "schema": SCHEMA, **out}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> AttemptRecord:
+        """Any schema so far: schema 1 had the same names, so migrating is reading."""
+        known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        # A null where this version has a list or mapping (older writers): the default instead.
+        values = {k: v for k, v in data.items() if k in known and (v is not None or k not in _CONTAINERS)}
+        extra = {k: v for k, v in data.items() if k not in known and k not in ("event", "schema")}
+        return cls(**values, extra=extra)
+
+
+_CONTAINERS = frozenset(f.name for f in dataclasses.fields(AttemptRecord) if f.default_factory is not dataclasses.MISSING)
+MEASURED_FIELDS = frozenset(f.name for f in dataclasses.fields(AttemptRecord)
+                            if f.name.startswith(("cumulative_", "vs_lance", "lance_")))
+
+
+@dataclass(frozen=True)
+class Totals:
+    """What a run's finished records add up to: budgets, the live status and reports read this."""
+
+    attempts: int                  # finished records, every verdict
+    done: int                      # keeps and discards: what --max-attempts counts
+    keeps: int
+    not_kept: dict[str, int]       # reason -> count
+    hours: float
+    cost_usd: float
+    input_tokens: int
+    output_tokens: int
+
+
+@dataclass(frozen=True)
+class RunHistory:
+    """A run's finished attempts in order, and what every reader derives from them (one place)."""
+
+    records: tuple[AttemptRecord, ...] = ()
+
+    @property
+    def keeps(self) -> list[AttemptRecord]:
+        return [r for r in self.records if r.kept]
+
+    @property
+    def best(self) -> AttemptRecord | None:
+        """The current best kernel's attempt: the last keep (each keep beat the one before it)."""
+        keeps = self.keeps
+        return keeps[-1] if keeps else None
+
+    @property
+    def totals(self) -> Totals:
+        tokens = [r.tokens for r in self.records]
+        hours = sum(r.duration_seconds for r in self.records) / 3600.0
+        return Totals(attempts=len(self.records), done=sum(r.done for r in self.records),
+                      keeps=len(self.keeps),
+                      not_kept=dict(Counter(r.reason or "?" for r in self.records if not r.kept)),
+                      hours=hours, cost_usd=sum(r.cost_usd for r in self.records),
+                      input_tokens=sum(int(t.get("input_tokens", 0)) for t in tokens),
+                      output_tokens=sum(int(t.get("output_tokens", 0)) for t in tokens))
+
+    @property
+    def discard_streak(self) -> int:
+        """Discards since the last keep (interrupted and unrun attempts don't count)."""
+        streak = 0
+        for r in reversed([r for r in self.records if r.done]):
+            if r.kept:
+                break
+            streak += 1
+        return streak
+
+    def streak_of(self, reason: str) -> int:
+        """How many of the last finished keeps/discards in a row failed for ``reason``."""
+        streak = 0
+        for r in reversed([r for r in self.records if r.done]):
+            if r.reason != reason:
+                break
+            streak += 1
+        return streak
+
+    @property
+    def last_failure(self) -> str | None:
+        """The last attempt's failure and its evidence, for the next prompt; None after a keep."""
+        if not self.records or self.records[-1].kept:
+            return None
+        r = self.records[-1]
+        return f"attempt {r.attempt} ({r.reason}): {r.evidence or r.reason_detail}"
+
+    @property
+    def replies_consumed(self) -> int:
+        """Proposals (not repair replies) that completed attempts used: where a replay resumes."""
+        return sum(1 for r in self.records if r.done for src in r.sources if not src.endswith(".repair.md"))
+
+    @property
+    def lance_level(self) -> float | None:
+        """Lance's speed on the baseline's scale (cumulative / vs_lance of the latest keep measured
+        both ways): the speedup over the baseline that Lance itself would have."""
+        for r in reversed(self.keeps):
+            if r.cumulative_speedup and r.vs_lance:
+                return r.cumulative_speedup / r.vs_lance
+        return None
+
+    def last_trial(self) -> dict[str, Any]:
+        return (self.records[-1].trial or {}) if self.records else {}
+
+    def first_trial(self) -> dict[str, Any]:
+        return next((r.trial for r in self.records if r.trial), None) or {}
+
+
+# ---------------------------------------------------------------------------------- the files
+
 @dataclass
 class LedgerState:
     """What a run's ledger says, rebuilt on resume."""
 
-    finished: dict[int, dict[str, Any]] = field(default_factory=dict)   # attempt -> finished record
-    in_flight: dict[int, dict[str, Any]] = field(default_factory=dict)  # started, never finished
+    finished: dict[int, AttemptRecord] = field(default_factory=dict)
+    in_flight: dict[int, dict[str, Any]] = field(default_factory=dict)  # attempt -> its "started" event
 
     @property
     def next_attempt(self) -> int:
@@ -70,8 +252,12 @@ class LedgerState:
         return max(ids) + 1 if ids else 1
 
     @property
-    def records(self) -> list[dict[str, Any]]:
+    def records(self) -> list[AttemptRecord]:
         return [self.finished[k] for k in sorted(self.finished)]
+
+    @property
+    def history(self) -> RunHistory:
+        return RunHistory(tuple(self.records))
 
 
 class Ledger:
@@ -108,19 +294,25 @@ class Ledger:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def start(self, attempt: int, record: dict[str, Any]) -> None:
-        _append_line(self.attempts_path, json.dumps(scrub_obj({"event": "started", "attempt": attempt, **record})))
+    def start(self, attempt: int, record: AttemptRecord) -> None:
+        """Write ahead: the attempt exists from here on, whatever happens to the daemon."""
+        event = {"event": "started", "attempt": attempt, "schema": SCHEMA, "started_at": record.started_at,
+                 "provider": record.provider, "model": record.model}
+        _append_line(self.attempts_path, json.dumps(scrub_obj(event)))
 
-    def finish(self, attempt: int, record: dict[str, Any]) -> None:
+    def finish(self, record: AttemptRecord) -> None:
         """Record how an attempt ended; every text in it is scrubbed of secrets first."""
-        record = scrub_obj(record)
-        _append_line(self.attempts_path, json.dumps({"event": "finished", "attempt": attempt, **record}))
-        row = results_row(attempt, record)
+        data = scrub_obj(record.to_json())
+        _append_line(self.attempts_path, json.dumps({"event": "finished", **data}))
+        row = results_row(AttemptRecord.from_json(data))
         _append_line(self.results_path, "\t".join(_tsv(row.get(c, "")) for c in RESULTS_COLUMNS))
 
     def annotate(self, attempt: int, fields: dict[str, Any]) -> None:
         """Add measurements to a finished record (the keep's speedup vs the baseline, taken after
         the keep is safely recorded); ``read`` merges them into the record."""
+        unknown = set(fields) - MEASURED_FIELDS
+        if unknown:
+            raise ValueError(f"not measurements of a keep: {sorted(unknown)}")
         _append_line(self.attempts_path, json.dumps(scrub_obj({"event": "measured", "attempt": attempt, **fields})))
 
     def read(self) -> LedgerState:
@@ -130,6 +322,7 @@ class Ledger:
             lines = self.attempts_path.read_text().splitlines()
         except OSError:
             return state
+        finished: dict[int, dict[str, Any]] = {}
         for i, line in enumerate(lines):
             try:
                 event = json.loads(line)
@@ -143,10 +336,11 @@ class Ledger:
                 state.in_flight[attempt] = event
             elif event.get("event") == "finished":
                 state.in_flight.pop(attempt, None)
-                state.finished[attempt] = event
-            elif event.get("event") == "measured" and attempt in state.finished:
-                state.finished[attempt] = {**state.finished[attempt],
-                                           **{k: v for k, v in event.items() if k not in ("event", "attempt")}}
+                finished[attempt] = event
+            elif event.get("event") == "measured" and attempt in finished:
+                finished[attempt] = {**finished[attempt],
+                                     **{k: v for k, v in event.items() if k not in ("event", "attempt")}}
+        state.finished = {n: AttemptRecord.from_json(data) for n, data in finished.items()}
         return state
 
     # -- lock --------------------------------------------------------------------------------
@@ -194,46 +388,20 @@ class Ledger:
             (self.dir / "lock").unlink(missing_ok=True)
 
 
-@dataclass(frozen=True)
-class Totals:
-    """What a run's finished records add up to: budgets, the live status and reports read this."""
-
-    attempts: int                  # finished records, every verdict
-    done: int                      # keeps and discards: what --max-attempts counts
-    keeps: int
-    not_kept: dict[str, int]       # reason -> count
-    hours: float
-    cost_usd: float
-    input_tokens: int
-    output_tokens: int
-
-
-def tally(records: list[dict[str, Any]]) -> Totals:
-    tokens = [r.get("tokens") or {} for r in records]
-    return Totals(attempts=len(records), done=sum(r.get("verdict") in ("keep", "discard") for r in records),
-                  keeps=sum(r.get("verdict") == "keep" for r in records),
-                  not_kept=dict(Counter(str(r.get("reason", "?")) for r in records if r.get("verdict") != "keep")),
-                  hours=sum(r.get("duration_seconds", 0.0) for r in records) / 3600.0,
-                  cost_usd=sum(r.get("cost_usd", 0.0) for r in records),
-                  input_tokens=sum(int(t.get("input_tokens", 0)) for t in tokens),
-                  output_tokens=sum(int(t.get("output_tokens", 0)) for t in tokens))
-
-
-def results_row(attempt: int, record: dict[str, Any]) -> dict[str, Any]:
+def results_row(record: AttemptRecord) -> dict[str, Any]:
     """One results.tsv row: the original harness's columns plus attempt, speedup, provider, cost."""
-    trial = record.get("trial") or {}
+    trial = record.trial or {}
     ci = trial.get("geomean_ns_ci_90pct") or ["", ""]
     sci = trial.get("speedup_ci_90pct") or ["", ""]
     worst, best = trial.get("worst_ns_per_query") or {}, trial.get("best_ns_per_query") or {}
-    return {"attempt": attempt, "commit": (record.get("commit") or "")[:10], "timestamp": record.get("finished_at", ""),
+    return {"attempt": record.attempt, "commit": (record.commit or "")[:10], "timestamp": record.finished_at or "",
             "correctness": trial.get("correctness", "not_run"), "geomean_ns": trial.get("geomean_ns_per_query", ""),
             "ci_lo": ci[0], "ci_hi": ci[1], "worst_ns": worst.get("value", ""), "worst_combo": worst.get("combo", ""),
             "best_ns": best.get("value", ""), "best_combo": best.get("combo", ""),
             "peak_mem_mb": trial.get("peak_mem_mb", ""), "total_seconds": trial.get("total_seconds", ""),
-            "keep": record.get("verdict", ""), "speedup": trial.get("speedup_geomean", ""),
-            "speedup_ci_lo": sci[0], "speedup_ci_hi": sci[1], "provider": record.get("provider", ""),
-            "cost_usd": record.get("cost_usd", 0.0),
-            "description": record.get("hypothesis") or record.get("reason_detail", "")}
+            "keep": record.verdict, "speedup": trial.get("speedup_geomean", ""),
+            "speedup_ci_lo": sci[0], "speedup_ci_hi": sci[1], "provider": record.provider or "",
+            "cost_usd": record.cost_usd, "description": record.hypothesis or record.reason_detail}
 
 
 def _tsv(value: Any) -> str:

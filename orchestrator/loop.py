@@ -9,7 +9,6 @@ and finished exactly once, whatever happens in between.
 from __future__ import annotations
 
 import hashlib
-import json
 import platform
 import signal
 import time
@@ -19,17 +18,19 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from orchestrator import edit, gate, ledger as ledger_mod, policy, prompt as prompt_mod, report, trial, workspace
+from orchestrator import (edit, gate, ledger as ledger_mod, policy, project, prompt as prompt_mod, report, trial,
+                          workspace)
 from orchestrator.config import RunConfig, to_dict
-from orchestrator.ledger import Ledger
+from orchestrator.gate import Reason
+from orchestrator.ledger import AttemptRecord, Ledger, RunHistory
 from orchestrator.progress import LiveStatus
-from orchestrator.provider import OfflineProvider, Provider, ProviderError, Usage
-from targets import PROJECT_ROOT, TargetInfo
+from orchestrator.provider import ErrorKind, Message, Provider, ProviderError, Usage
+from targets import TargetInfo
 from targets.harness import contention
 from targets.harness.files import write_atomic
-from targets.harness.result import ResultParseError, TrialResult, parse_json
+from targets.harness.result import TrialResult
 
 EVIDENCE_CHARS = 4000
 
@@ -103,189 +104,233 @@ def _one_line(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _last_failure(records: list[dict[str, Any]]) -> str | None:
-    if not records or records[-1].get("verdict") == "keep":
-        return None
-    r = records[-1]
-    return f"attempt {r['attempt']} ({r.get('reason')}): {r.get('evidence') or r.get('reason_detail', '')}"
+class Discard(Exception):
+    """Ends an attempt early with this verdict and reason; ``then`` is raised once it is recorded
+    (the run itself must stop, e.g. the API refused our key)."""
+
+    def __init__(self, reason: Reason, detail: str, evidence: str | None = None, verdict: str = ledger_mod.DISCARD,
+                 then: BaseException | None = None) -> None:
+        super().__init__(detail)
+        self.reason, self.detail, self.evidence, self.verdict, self.then = reason, detail, evidence, verdict, then
+
+
+@dataclass
+class Attempt:
+    """One attempt in progress: its record (what the ledger will keep), phase clock and spend."""
+
+    run: Run
+    rec: AttemptRecord
+    dir: Path
+    phases: Phases
+    usage: Usage = field(default_factory=Usage)
+    staged: bool = False                       # the candidate is in the worktree: a discard resets it
+    t0: float = field(default_factory=time.monotonic)
+
+    def finish(self, verdict: str, reason: Reason, detail: str = "", evidence: str | None = None) -> AttemptRecord:
+        run, rec = self.run, self.rec
+        rec.verdict, rec.reason, rec.reason_detail = verdict, str(reason), _one_line(detail, 500)
+        rec.evidence = (evidence or detail)[-EVIDENCE_CHARS:]
+        rec.finished_at, rec.duration_seconds = ledger_mod.now(), round(time.monotonic() - self.t0, 3)
+        rec.phase_seconds = self.phases.seconds
+        rec.tokens = {k: v for k, v in asdict(self.usage).items() if k != "cost_usd"}
+        rec.cost_usd = self.usage.cost_usd
+        with self.phases("ledger"):
+            run.ledger.finish(rec)
+            if rec.lesson and verdict != ledger_mod.INTERRUPTED:
+                _append_lesson(run, rec.attempt, rec.lesson, verdict if rec.kept else f"{verdict}: {reason}")
+        tag = f"[{run.provider.name}]" if run.provider.name == "offline" else f"[{run.provider.model}]"
+        speed = f" speedup {rec.speedup:.3f}x" if rec.speedup else ""
+        run.log(f"{tag} attempt {rec.attempt}: {verdict} ({reason}){speed} — "
+                f"{_one_line(rec.hypothesis or detail, 100)}")
+        return rec
 
 
 # ---------------------------------------------------------------------------------- one attempt
 
-def run_attempt(run: Run, n: int, records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Run attempt ``n`` to its end and return its finished record (already in the ledger)."""
-    phases, usage = Phases(run.status.phase if run.status else None), Usage()
-    started = ledger_mod.now()
-    spec = getattr(run.provider, "spec", None)
-    rec: dict[str, Any] = {"started_at": started, "provider": run.provider.name, "model": run.provider.model,
-                           "price": asdict(spec.price) if spec is not None and spec.price else None,
-                           "hypothesis": None, "lesson": None, "edit_format": None, "repair_turns": 0,
-                           "diff": "", "trial_exit_code": None, "trial": None, "commit": None,
-                           "cumulative_speedup": None, "cumulative_ci": None, "sources": []}
-    run.ledger.start(n, {"started_at": started, "provider": run.provider.name, "model": run.provider.model})
-    adir = run.ledger.attempt_dir(n)
-    t0 = time.monotonic()
+def run_attempt(run: Run, n: int, history: RunHistory) -> AttemptRecord:
+    """Run attempt ``n`` to its end and return its finished record (already in the ledger).
 
-    def finish(verdict: str, reason: str, detail: str = "", evidence: str | None = None) -> dict[str, Any]:
-        rec.update(verdict=verdict, reason=reason, reason_detail=_one_line(detail, 500),
-                   evidence=(evidence or detail)[-EVIDENCE_CHARS:], finished_at=ledger_mod.now(),
-                   duration_seconds=round(time.monotonic() - t0, 3), phase_seconds=phases.seconds,
-                   tokens={k: v for k, v in asdict(usage).items() if k != "cost_usd"}, cost_usd=usage.cost_usd)
-        with phases("ledger"):
-            run.ledger.finish(n, rec)
-            if rec.get("lesson") and verdict != "interrupted":
-                _append_lesson(run, n, rec["lesson"], verdict if verdict == "keep" else f"{verdict}: {reason}")
-        tag = f"[{run.provider.name}]" if run.provider.name == "offline" else f"[{run.provider.model}]"
-        speed = f" speedup {rec['speedup']:.3f}x" if rec.get("speedup") else ""
-        run.log(f"{tag} attempt {n}: {verdict} ({reason}){speed} — {_one_line(rec['hypothesis'] or detail, 100)}")
-        return rec
-
+    Each stage either returns what the next needs or raises ``Discard``; the verdict on a trial is
+    the gate's alone."""
+    spec = run.provider.spec
+    att = Attempt(run, AttemptRecord(n, started_at=ledger_mod.now(), provider=run.provider.name,
+                                     model=run.provider.model,
+                                     price=asdict(spec.price) if spec is not None and spec.price else None),
+                  run.ledger.attempt_dir(n), Phases(run.status.phase if run.status else None))
+    run.ledger.start(n, att.rec)
     try:
         incumbent = run.ws.committed_kernel()
-        with phases("prompt"):
-            prompt = prompt_mod.build(run.files, run.target.name, n, incumbent, records, _last_failure(records),
-                                      run.history_rows or run.config.history_rows)
-            rec["prompt_hashes"] = prompt.file_hashes
-            (adir / "prompt.md").write_text(prompt.render())
-        change = None
-        for turn in range(run.config.repair_turns + 1):
-            purpose = "propose" if turn == 0 else "repair"
-            refusal = _over_cost_budget(run, records, usage, prompt.messages)
-            if refusal:
-                finish("not_run", "cost_budget", refusal)
-                raise RunEnded(refusal)
-            try:
-                with phases("propose"):
-                    reply = run.provider.complete(prompt.messages, purpose)
-            except ProviderError as exc:
-                usage = _add(usage, exc.usage)
-                rec.setdefault("retries", []).extend(exc.retries)
-                if exc.kind == "auth":
-                    finish("discard", "provider_error", str(exc))
-                    raise DaemonStop(f"the provider refused the request: {exc}") from exc
-                if exc.kind == "exhausted":
-                    finish("discard", "provider_error", str(exc))
-                    raise RunEnded(str(exc)) from exc
-                if exc.kind == "context":
-                    run.history_rows = max(1, (run.history_rows or run.config.history_rows) // 2)
-                    run.log(f"the prompt was too long for the model; next attempts show {run.history_rows} "
-                            "earlier attempts")
-                reason = {"truncated": "truncated", "empty": "empty_reply", "refusal": "refusal",
-                          "no_repair": "edit_failed", "oversized": "oversized_reply"}.get(exc.kind, "provider_error")
-                return finish("discard", reason, f"{exc.kind}: {exc}", rec.get("edit_error"))
-            usage = _add(usage, reply.usage)
-            rec.setdefault("retries", []).extend(reply.retries)
-            rec["sources"].append(reply.source or reply.model)
-            (adir / f"reply-{turn}.md").write_text(reply.text)
-            with phases("edit"):
-                try:
-                    change = edit.parse_and_apply(reply.text, incumbent)
-                    edit.validate(change.new_text, run.api)
-                    policy.check(change.new_text, run.allowed_imports)
-                    break
-                except edit.EditError as exc:
-                    rec["edit_error"] = str(exc)
-                    if rec["hypothesis"] is None:
-                        rec["hypothesis"] = _hypothesis_of(reply.text)
-                    if turn == run.config.repair_turns:
-                        return finish("discard", "policy" if isinstance(exc, policy.PolicyError) else "edit_failed",
-                                      str(exc))
-                    rec["repair_turns"] = turn + 1
-                    prompt = prompt_mod.repair(prompt, run.files, reply.text, str(exc))
-        assert change is not None
-        rec.update(hypothesis=_one_line(change.hypothesis, 300), lesson=change.lesson, edit_format=change.format)
-        with phases("workspace"):
-            run.ws.write_candidate(change.new_text)
-            (adir / "candidate.py").write_text(change.new_text)
-            rec["diff"] = run.ws.diff()
-            (adir / "diff.patch").write_text(rec["diff"])
-            changed = run.ws.changed_paths()
-            write_atomic(run.incumbent, incumbent)
-        if not changed:
+        change = _propose(att, incumbent, history)
+        _stage(att, change, incumbent)
+        outcome = _trial_and_verdict(att, history)
+        return _keep(att, change, outcome)
+    except Discard as stop:
+        if att.staged:
             run.ws.reset()
-            return finish("discard", "no_change", "the edit leaves kernels.py unchanged")
-        if changed != [run.ws.kernel_rel]:
-            run.ws.reset()
-            return finish("discard", "rejected_change", f"files other than {run.ws.kernel_rel} changed: {changed}")
-        with phases("workspace"):
-            guard = workspace.snapshot(workspace.guarded_files(run.ws.repo, run.ws))
-        for measurement in range(run.config.contention_retries + 1):
-            with phases("trial"):
-                outcome = trial.run(_request(run, run.incumbent), adir / ("trial" if measurement == 0 else
-                                                                         f"trial-{measurement + 1}"))
-            rec["trial_exit_code"] = outcome.exit_code
-            rec["trial"] = asdict(outcome.result) if outcome.result else None
-            _copy_metrics(rec, outcome.result)
-            # Part of judging the trial, so watchers see "trial → gate", not a return to editing.
-            with phases("gate"):
-                tampered = guard.restore_changed()
-            if tampered:
-                run.ws.reset()
-                return finish("discard", "tampered", f"files changed during the trial (restored): {tampered[:10]}")
-            with phases("gate"):
-                verdict = gate.judge(outcome.result, run.config.gate, run.config.trial_budget_seconds,
-                                     outcome.error or "", outcome.exit_code,
-                                     _stored_best_timing(records) if run.config.gate.rule == "unpaired" else None)
-                rec["reasons"] = verdict.reasons
-            busy = _contention(outcome.result)
-            if verdict.keep or busy is None or busy <= run.config.contention_threshold \
-                    or measurement == run.config.contention_retries:
-                break
-            # Not kept, but measured while other work took the worker core: a real win may have
-            # drowned in that noise. Wait for a quiet machine and measure again.
-            with phases("waiting for a quiet machine"):
-                share, waited = contention.wait_for_quiet(int(outcome.result.threads["worker_cpu"]),
-                                                          run.config.contention_threshold, run.config.quiet_wait_seconds)
-            rec.setdefault("remeasured", []).append({"foreign_cpu_share": busy, "reasons": verdict.reasons,
-                                                     "waited_seconds": round(waited, 1), "share_before_retry": share})
-            run.log(f"attempt {n}: other work took {busy:.0%} of the worker core during the trial; measured again "
-                    f"after {waited:.0f} s" + ("" if share is None or share < run.config.contention_threshold
-                                               else f" (still {share:.0%} busy)"))
-        if verdict.keep and _sha256(run.ws.kernel_path) != (outcome.result.kernel_sha256 if outcome.result else ""):
-            verdict = gate.Verdict(False, ["tampered: kernels.py changed between the trial and the commit"])
-            rec["reasons"] = verdict.reasons
-        if not verdict.keep:
-            run.ws.reset()
-            evidence = (outcome.result.failure if outcome.result and outcome.result.failure else outcome.error)
-            return finish("discard", verdict.primary, verdict.reasons[0], evidence)
-        result = outcome.result
-        assert result is not None and result.worst_combo_speedup is not None and result.speedup_ci_90pct
-        lo, hi = result.speedup_ci_90pct
-        message = (f"{_one_line(change.hypothesis, 150)}; speedup {result.speedup_geomean:.2f}x [{lo:.2f}, {hi:.2f}] "
-                   f"(worst combo {result.worst_combo_speedup.value:.2f}x)")
-        with phases("git"):
-            rec["commit"] = run.ws.commit(message)
-        # On record before anything slow: the branch and the ledger agree from here on.
-        finish("keep", "keep", message)
-        with phases("cumulative"):
-            measured = _measure_cumulative(run, adir)
-        if run.config.vs_lance and run.target.lance_runs:
-            with phases("vs_lance"):
-                measured.update(_measure_vs_lance(run, adir))
-        run.ledger.annotate(n, measured)
-        rec.update(measured)
-        return rec
+        att.finish(stop.verdict, stop.reason, stop.detail, stop.evidence)
+        if stop.then is not None:
+            raise stop.then from stop
+        return att.rec
     except Interrupted:
-        if "verdict" not in rec:              # a keep interrupted while measured stays a keep
+        if not att.rec.verdict:               # a keep interrupted while measured stays a keep
             run.ws.reset()
-            finish("interrupted", "interrupted", "stopped by a signal")
+            att.finish(ledger_mod.INTERRUPTED, Reason.INTERRUPTED, "stopped by a signal")
         raise
     except (DaemonStop, RunEnded):
         raise
     except Exception as exc:  # noqa: BLE001 - a daemon bug still leaves a complete record
-        if "verdict" not in rec:
+        if not att.rec.verdict:
             run.ws.reset()
-            finish("discard", "daemon_error", f"{type(exc).__name__}: {exc}", "".join(traceback.format_exception(exc)))
+            att.finish(ledger_mod.DISCARD, Reason.DAEMON_ERROR, f"{type(exc).__name__}: {exc}",
+                       "".join(traceback.format_exception(exc)))
         raise DaemonStop(f"internal error in attempt {n}: {exc} (recorded in the ledger)") from exc
 
 
-def _over_cost_budget(run: Run, records: list[dict[str, Any]], usage: Usage, messages: list) -> str | None:
+def _propose(att: Attempt, incumbent: str, history: RunHistory) -> edit.Edit:
+    """Prompt, reply, edit: the model's proposal applied to the incumbent, with repair turns for
+    an edit that does not apply or breaks the contract."""
+    run, rec = att.run, att.rec
+    with att.phases("prompt"):
+        prompt = prompt_mod.build(run.files, run.target.name, rec.attempt, incumbent, history,
+                                  run.history_rows or run.config.history_rows)
+        rec.prompt_hashes = prompt.file_hashes
+        (att.dir / "prompt.md").write_text(prompt.render())
+    for turn in range(run.config.repair_turns + 1):
+        refusal = _over_cost_budget(run, history, att.usage, prompt.messages)
+        if refusal:
+            raise Discard(Reason.COST_BUDGET, refusal, verdict=ledger_mod.NOT_RUN, then=RunEnded(refusal))
+        try:
+            with att.phases("propose"):
+                reply = run.provider.complete(prompt.messages, "propose" if turn == 0 else "repair")
+        except ProviderError as exc:
+            att.usage = _add(att.usage, exc.usage)
+            rec.retries.extend(exc.retries)
+            _provider_failed(run, exc, rec.edit_error)
+        att.usage = _add(att.usage, reply.usage)
+        rec.retries.extend(reply.retries)
+        rec.sources.append(reply.source or reply.model)
+        (att.dir / f"reply-{turn}.md").write_text(reply.text)
+        with att.phases("edit"):
+            try:
+                change = edit.parse_and_apply(reply.text, incumbent)
+                edit.validate(change.new_text, run.api)
+                policy.check(change.new_text, run.allowed_imports)
+            except edit.EditError as exc:
+                rec.edit_error = str(exc)
+                rec.hypothesis = rec.hypothesis or _hypothesis_of(reply.text)
+                if turn == run.config.repair_turns:
+                    raise Discard(Reason.POLICY if isinstance(exc, policy.PolicyError) else Reason.EDIT_FAILED,
+                                  str(exc)) from None
+                rec.repair_turns = turn + 1
+                prompt = prompt_mod.repair(prompt, run.files, reply.text, str(exc))
+                continue
+        rec.hypothesis, rec.lesson, rec.edit_format = _one_line(change.hypothesis, 300), change.lesson, change.format
+        return change
+    raise AssertionError("unreachable: the last repair turn either returns or discards")
+
+
+def _provider_failed(run: Run, exc: ProviderError, edit_error: str | None) -> NoReturn:
+    """A call that failed after the provider's own retries: the attempt is discarded, and the run
+    stops when the API refuses us or the replies ran out."""
+    if exc.kind == ErrorKind.AUTH:
+        raise Discard(Reason.PROVIDER_ERROR, str(exc),
+                      then=DaemonStop(f"the provider refused the request: {exc}")) from exc
+    if exc.kind == ErrorKind.EXHAUSTED:
+        raise Discard(Reason.PROVIDER_ERROR, str(exc), then=RunEnded(str(exc))) from exc
+    if exc.kind == ErrorKind.CONTEXT:
+        run.history_rows = max(1, (run.history_rows or run.config.history_rows) // 2)
+        run.log(f"the prompt was too long for the model; next attempts show {run.history_rows} earlier attempts")
+    raise Discard(Reason(exc.kind.discard_reason), f"{exc.kind}: {exc}", edit_error) from exc
+
+
+def _stage(att: Attempt, change: edit.Edit, incumbent: str) -> None:
+    """The candidate into the run's worktree, and only kernels.py may differ from the incumbent."""
+    run = att.run
+    with att.phases("workspace"):
+        run.ws.write_candidate(change.new_text)
+        att.staged = True
+        (att.dir / "candidate.py").write_text(change.new_text)
+        att.rec.diff = run.ws.diff()
+        (att.dir / "diff.patch").write_text(att.rec.diff)
+        changed = run.ws.changed_paths()
+        write_atomic(run.incumbent, incumbent)
+    if not changed:
+        raise Discard(Reason.NO_CHANGE, "the edit leaves kernels.py unchanged")
+    if changed != [run.ws.kernel_rel]:
+        raise Discard(Reason.REJECTED_CHANGE, f"files other than {run.ws.kernel_rel} changed: {changed}")
+
+
+def _trial_and_verdict(att: Attempt, history: RunHistory) -> trial.TrialOutcome:
+    """The paired trial against the incumbent and the gate's verdict on it; measured again on a
+    quiet machine when other work took the worker core and the verdict was not a keep."""
+    run, rec, c = att.run, att.rec, att.run.config
+    with att.phases("workspace"):
+        guard = workspace.snapshot(workspace.guarded_files(run.ws.repo, run.ws))
+    best = gate.stored_best_timing(history) if c.gate.rule == "unpaired" else None
+    for measurement in range(c.contention_retries + 1):
+        with att.phases("trial"):
+            outcome = trial.run(_request(run, run.incumbent),
+                                att.dir / ("trial" if measurement == 0 else f"trial-{measurement + 1}"))
+        result = outcome.result
+        rec.trial_exit_code, rec.trial = outcome.exit_code, asdict(result) if result else None
+        _copy_metrics(rec, result)
+        # Part of judging the trial, so watchers see "trial → gate", not a return to editing.
+        with att.phases("gate"):
+            integrity = gate.Integrity(guard.restore_changed(), _sha256(run.ws.kernel_path))
+            verdict = gate.judge(result, c.gate, c.trial_budget_seconds, outcome.error or "", outcome.exit_code,
+                                 best, integrity)
+            rec.reasons = verdict.reasons
+        busy = _contention(result)
+        if not verdict.remeasurable or busy is None or busy <= c.contention_threshold \
+                or measurement == c.contention_retries:
+            break
+        # Not kept, but measured while other work took the worker core: a real win may have
+        # drowned in that noise. Wait for a quiet machine and measure again.
+        with att.phases("waiting for a quiet machine"):
+            share, waited = contention.wait_for_quiet(int(result.threads["worker_cpu"]),  # type: ignore[union-attr]
+                                                      c.contention_threshold, c.quiet_wait_seconds)
+        rec.remeasured.append({"foreign_cpu_share": busy, "reasons": verdict.reasons,
+                               "waited_seconds": round(waited, 1), "share_before_retry": share})
+        run.log(f"attempt {rec.attempt}: other work took {busy:.0%} of the worker core during the trial; measured "
+                f"again after {waited:.0f} s" + ("" if share is None or share < c.contention_threshold
+                                                 else f" (still {share:.0%} busy)"))
+    if not verdict.keep:
+        evidence = outcome.result.failure if outcome.result and outcome.result.failure else outcome.error
+        raise Discard(verdict.primary, verdict.reasons[0], evidence)
+    return outcome
+
+
+def _keep(att: Attempt, change: edit.Edit, outcome: trial.TrialOutcome) -> AttemptRecord:
+    """Commit the kept kernel, record the keep, then measure it against the run's baseline and
+    against Lance (reported, not gated)."""
+    run, rec, result = att.run, att.rec, outcome.result
+    assert result is not None and result.worst_combo_speedup is not None and result.speedup_ci_90pct
+    lo, hi = result.speedup_ci_90pct
+    message = (f"{_one_line(change.hypothesis, 150)}; speedup {result.speedup_geomean:.2f}x [{lo:.2f}, {hi:.2f}] "
+               f"(worst combo {result.worst_combo_speedup.value:.2f}x)")
+    with att.phases("git"):
+        rec.commit = run.ws.commit(message)
+    att.staged = False
+    # On record before anything slow: the branch and the ledger agree from here on.
+    att.finish(ledger_mod.KEEP, Reason.KEEP, message)
+    with att.phases("cumulative"):
+        measured = _measure_cumulative(run, att.dir)
+    if run.config.vs_lance and run.target.lance_runs:
+        with att.phases("vs_lance"):
+            measured.update(_measure_vs_lance(run, att.dir))
+    run.ledger.annotate(rec.attempt, measured)
+    for name, value in measured.items():
+        setattr(rec, name, value)
+    return rec
+
+
+def _over_cost_budget(run: Run, history: RunHistory, usage: Usage, messages: list[Message]) -> str | None:
     """Why the next call may not be made under --max-cost-usd, judged by its worst case, or None."""
     limit = run.config.max_cost_usd
     if limit is None:
         return None
-    worst = getattr(run.provider, "worst_case_cost", lambda _: 0.0)(messages)
-    spent = ledger_mod.tally(records).cost_usd + usage.cost_usd
+    worst = run.provider.worst_case_cost(messages)
+    spent = history.totals.cost_usd + usage.cost_usd
     if worst is None:
         return f"cost budget: {run.provider.model} has no known price, so no call can be made under --max-cost-usd"
     if spent + worst > limit:
@@ -301,24 +346,6 @@ def _hypothesis_of(text: str) -> str | None:
     return None
 
 
-def _stored_best_timing(records: list[dict[str, Any]]) -> gate.Timing | None:
-    """For the unpaired rule: the best kernel's absolute timing as measured when it became the
-    best (the last keep's candidate arm), else the baseline's from the run's first full trial.
-    None before any trial (or for records an older version wrote): the gate then uses the current
-    trial's incumbent arm."""
-    try:
-        for rec in reversed(records):
-            if rec.get("verdict") == "keep" and rec.get("trial"):
-                return gate.candidate_timing(parse_json(json.dumps(rec["trial"])))
-        for rec in records:
-            trial_rec = rec.get("trial")
-            if trial_rec and trial_rec.get("exit_code") == 0 and trial_rec.get("mode") == "paired":
-                return gate.incumbent_timing(parse_json(json.dumps(trial_rec)))
-    except ResultParseError:
-        return None
-    return None
-
-
 def _contention(result: TrialResult | None) -> float | None:
     """The largest share of the worker core other work took during a trial's timing blocks."""
     if result is None or not result.ok or result.threads.get("worker_cpu") in (None, "None"):
@@ -326,13 +353,12 @@ def _contention(result: TrialResult | None) -> float | None:
     return result.contention.get("foreign_cpu_share")
 
 
-def _copy_metrics(rec: dict[str, Any], result: TrialResult | None) -> None:
+def _copy_metrics(rec: AttemptRecord, result: TrialResult | None) -> None:
     if result is None or result.speedup_geomean is None:
         return
-    rec["speedup"] = result.speedup_geomean
-    rec["speedup_ci"] = list(result.speedup_ci_90pct or [])
+    rec.speedup, rec.speedup_ci = result.speedup_geomean, list(result.speedup_ci_90pct or [])
     if result.worst_combo_speedup:
-        rec["worst_combo"] = asdict(result.worst_combo_speedup)
+        rec.worst_combo = asdict(result.worst_combo_speedup)
 
 
 def _request(run: Run, against: Path) -> trial.TrialRequest:
@@ -400,11 +426,10 @@ class Stop:
     code: int = 0
 
 
-def budget_stop(run: Run, records: list[dict[str, Any]]) -> Stop | None:
+def budget_stop(run: Run, history: RunHistory) -> Stop | None:
     """Why the loop must stop before the next attempt, or None. Budgets count the whole run,
     across resumes."""
-    c, t = run.config, ledger_mod.tally(records)
-    done = [r for r in records if r.get("verdict") in ("keep", "discard")]
+    c, t = run.config, history.totals
     if (run.ledger.dir / "STOP").exists():
         return Stop("STOP file found")
     if c.max_attempts is not None and t.done >= c.max_attempts:
@@ -413,23 +438,13 @@ def budget_stop(run: Run, records: list[dict[str, Any]]) -> Stop | None:
         return Stop(f"reached --max-hours {c.max_hours:g}")
     if c.max_cost_usd is not None and t.cost_usd >= c.max_cost_usd:
         return Stop(f"reached --max-cost-usd {c.max_cost_usd:g} (spent ${t.cost_usd:.4f})")
-    if c.stop_after_rejects is not None:
-        streak = 0
-        for r in reversed(done):
-            if r["verdict"] == "keep":
-                break
-            streak += 1
-        if streak >= c.stop_after_rejects:
-            return Stop(f"{streak} discards in a row (--stop-after-rejects {c.stop_after_rejects})")
-    provider_errors = 0
-    for r in reversed(done):
-        if r.get("reason") != "provider_error":
-            break
-        provider_errors += 1
+    if c.stop_after_rejects is not None and history.discard_streak >= c.stop_after_rejects:
+        return Stop(f"{history.discard_streak} discards in a row (--stop-after-rejects {c.stop_after_rejects})")
+    provider_errors = history.streak_of(Reason.PROVIDER_ERROR)
     if provider_errors >= c.stop_after_provider_errors:
         return Stop(f"{provider_errors} provider errors in a row; see the last attempts' evidence",
                     EXIT_PROVIDER_FAILING)
-    if getattr(run.provider, "exhausted", False):
+    if run.provider.exhausted:
         return Stop(f"{run.provider.name} replies exhausted")
     return None
 
@@ -450,15 +465,16 @@ def run_loop(run: Run) -> int:
     try:
         while True:
             state = run.ledger.read()
-            stop = budget_stop(run, state.records)
+            history = state.history
+            stop = budget_stop(run, history)
             if stop:
                 run.stop_reason, code = stop.reason, stop.code
                 break
             if run.status:
-                run.status.begin_attempt(state.next_attempt, state.records, budget_left(run, state.records))
-            finished = run_attempt(run, state.next_attempt, state.records)
+                run.status.begin_attempt(state.next_attempt, history, budget_left(run, history))
+            finished = run_attempt(run, state.next_attempt, history)
             if run.status:
-                run.status.end_attempt([*state.records, finished])
+                run.status.end_attempt(RunHistory((*history.records, finished)))
     except Interrupted as exc:
         run.stop_reason = f"interrupted by {exc}"
     except RunEnded as exc:
@@ -478,9 +494,9 @@ def run_loop(run: Run) -> int:
     return code
 
 
-def budget_left(run: Run, records: list[dict[str, Any]]) -> str:
+def budget_left(run: Run, history: RunHistory) -> str:
     """The budgets that are set, as what is left of each (for the live status)."""
-    c, t, parts = run.config, ledger_mod.tally(records), []
+    c, t, parts = run.config, history.totals, []
     if c.max_attempts is not None:
         parts.append(f"{max(0, c.max_attempts - t.done)} attempts")
     if c.max_hours is not None:
@@ -515,8 +531,8 @@ def new_run_id(runs_dir: Path) -> str:
 
 
 def start(config: RunConfig, target: TargetInfo, provider: Provider, log: Callable[[str], None] = print) -> Run:
-    repo = workspace.find_repo(PROJECT_ROOT)
-    runs_dir = PROJECT_ROOT / "runs" / target.name
+    repo = workspace.find_repo(project.ROOT)
+    runs_dir = project.runs_dir(target.name)
     run_id = new_run_id(runs_dir)
     branch = f"autoresearch/{target.name}/{run_id}"
     ledger = Ledger(runs_dir / run_id)
@@ -549,8 +565,8 @@ def resume(run_dir: Path, config: RunConfig, target: TargetInfo, provider: Provi
     warning = ledger.acquire_lock()
     try:
         state = ledger.read()
-        repo = workspace.find_repo(PROJECT_ROOT)
-        keeps = [r["commit"] for r in state.records if r.get("verdict") == "keep" and r.get("commit")]
+        repo = workspace.find_repo(project.ROOT)
+        keeps = [r.commit for r in state.history.keeps if r.commit]
         candidates = [ledger.attempt_dir(n) / "candidate.py" for n in sorted(state.in_flight)]
         own = candidates[-1].read_text() if candidates and candidates[-1].is_file() else None
         ws, warnings = workspace.attach(repo, Path(info["worktree"]), info["branch"],
@@ -562,18 +578,15 @@ def resume(run_dir: Path, config: RunConfig, target: TargetInfo, provider: Provi
     run = Run(config, target, *kernel_contract(target), provider, ledger, ws, prompt_files(target), info["run_id"],
               log, warnings=warnings)
     for n, started in state.in_flight.items():
-        ledger.finish(n, {"started_at": started.get("started_at"), "finished_at": ledger_mod.now(),
-                          "verdict": "interrupted", "reason": "interrupted",
-                          "reason_detail": "the daemon stopped mid-attempt; recorded on resume",
-                          "provider": started.get("provider"), "model": started.get("model"),
-                          "duration_seconds": 0.0, "cost_usd": 0.0, "hypothesis": None, "sources": []})
+        ledger.finish(AttemptRecord(n, started_at=started.get("started_at"), provider=started.get("provider"),
+                                    model=started.get("model"), verdict=ledger_mod.INTERRUPTED,
+                                    reason=Reason.INTERRUPTED, finished_at=ledger_mod.now(),
+                                    reason_detail="the daemon stopped mid-attempt; recorded on resume"))
         run.warnings.append(f"attempt {n} was in flight when the daemon stopped; recorded as interrupted")
     (run_dir / "STOP").unlink(missing_ok=True)
-    if isinstance(provider, OfflineProvider):
-        # The playbook goes on after the entries that completed attempts consumed; an
-        # interrupted attempt's entry is replayed.
-        provider.position = sum(1 for r in ledger.read().records if r.get("verdict") in ("keep", "discard")
-                                for src in r.get("sources", []) if not src.endswith(".repair.md"))
+    # A replay goes on after the replies that completed attempts consumed; an interrupted
+    # attempt's reply is replayed.
+    provider.resume_after(ledger.read().history.replies_consumed)
     if warning:
         run.warnings.append(warning)
     ledger.update_run_info(resumed_at=ledger_mod.now())
@@ -590,5 +603,5 @@ def kernel_contract(target: TargetInfo) -> tuple[dict[str, dict[str, list[str]]]
 
 def prompt_files(target: TargetInfo) -> prompt_mod.PromptFiles:
     """Read from the user's checkout, not the worktree: edits between attempts take effect."""
-    return prompt_mod.PromptFiles(harness=PROJECT_ROOT / "HARNESS.md", program=target.folder / "program.md",
-                                  lessons=target.folder / "lessons.md", prompts_dir=PROJECT_ROOT / "prompts")
+    return prompt_mod.PromptFiles(harness=project.HARNESS, program=target.folder / "program.md",
+                                  lessons=target.folder / "lessons.md", prompts_dir=project.PROMPTS)

@@ -13,13 +13,13 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from orchestrator.ledger import tally
+from orchestrator.ledger import RunHistory
 from orchestrator.redact import scrub, scrub_obj
 from targets.harness.files import write_atomic
 
@@ -57,17 +57,14 @@ class Status:
     contention: float | None = None                          # other work's share of the worker core, last trial
 
 
-def recount(status: Status, records: list[dict[str, Any]]) -> None:
+def recount(status: Status, history: RunHistory) -> None:
     """Refresh the run's totals from its finished records."""
-    t = tally(records)
+    t, best = history.totals, history.best
     status.attempts_done, status.keeps, status.not_kept = t.attempts, t.keeps, t.not_kept
-    best = [r.get("cumulative_speedup") for r in records if r.get("verdict") == "keep" and r.get("cumulative_speedup")]
-    status.best_speedup = best[-1] if best else None
-    keeps = [r for r in records if r.get("verdict") == "keep"]
-    status.best_vs_lance = keeps[-1].get("vs_lance") if keeps else None
+    status.best_speedup = best.cumulative_speedup if best else None
+    status.best_vs_lance = best.vs_lance if best else None
     status.input_tokens, status.output_tokens = t.input_tokens, t.output_tokens
-    last_trial = (records[-1].get("trial") or {}) if records else {}
-    status.contention = (last_trial.get("contention") or {}).get("foreign_cpu_share")
+    status.contention = (history.last_trial().get("contention") or {}).get("foreign_cpu_share")
     status.cost_usd = round(t.cost_usd, 6)
 
 
@@ -84,8 +81,8 @@ class LiveStatus:
         self._save()
 
     # -- what the loop tells it --------------------------------------------------------------
-    def begin_attempt(self, n: int, records: list[dict[str, Any]], budget_left: str) -> None:
-        recount(self.status, records)
+    def begin_attempt(self, n: int, history: RunHistory, budget_left: str) -> None:
+        recount(self.status, history)
         self.status.attempt, self.status.budget_left = n, budget_left
         self.phase("prompt")
 
@@ -98,8 +95,8 @@ class LiveStatus:
         if not self.tty:
             self._print(f"attempt {self.status.attempt}: {label} ({self._totals()})")
 
-    def end_attempt(self, records: list[dict[str, Any]]) -> None:
-        recount(self.status, records)
+    def end_attempt(self, history: RunHistory) -> None:
+        recount(self.status, history)
         self.status.phase, self.status.phase_since = "between attempts", time.time()
         self._save()
 

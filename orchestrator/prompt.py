@@ -11,8 +11,8 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
-from typing import Any
 
+from orchestrator.ledger import RunHistory
 from orchestrator.provider import Message
 
 MAX_EVIDENCE_CHARS = 4000
@@ -50,8 +50,9 @@ def _read(path: Path, hashes: dict[str, str], missing_ok: bool = False) -> str:
     return data.decode()
 
 
-def history_table(records: list[dict[str, Any]], rows: int) -> str:
+def history_table(history: RunHistory, rows: int) -> str:
     """A compact table of earlier attempts: hypothesis, verdict, speedup or failure reason."""
+    records = history.records
     if not records:
         return "(none yet: this is the first attempt)"
     lines = ["| # | verdict | speedup [90% CI] | hypothesis / reason |", "|---|---|---|---|"]
@@ -59,24 +60,24 @@ def history_table(records: list[dict[str, Any]], rows: int) -> str:
     if len(records) > len(shown):
         lines.insert(0, f"({len(records) - len(shown)} older attempts not shown)")
     for r in shown:
-        ci = r.get("speedup_ci") or []
-        speed = f"{r['speedup']:.3f}x [{ci[0]:.3f}, {ci[1]:.3f}]" if r.get("speedup") and len(ci) == 2 else "-"
-        what = (r.get("hypothesis") or "(no hypothesis)").replace("|", "/")
-        if r.get("verdict") != "keep":
-            what += f" — {r.get('reason', '')}".replace("|", "/")
-        lines.append(f"| {r['attempt']} | {r.get('verdict', '?')} | {speed} | {what[:300]} |")
+        ci = r.speedup_ci
+        speed = f"{r.speedup:.3f}x [{ci[0]:.3f}, {ci[1]:.3f}]" if r.speedup and len(ci) == 2 else "-"
+        what = (r.hypothesis or "(no hypothesis)").replace("|", "/")
+        if not r.kept:
+            what += f" — {r.reason}".replace("|", "/")
+        lines.append(f"| {r.attempt} | {r.verdict or '?'} | {speed} | {what[:300]} |")
     return "\n".join(lines)
 
 
-def build(files: PromptFiles, target: str, attempt: int, kernel: str, records: list[dict[str, Any]],
-          last_failure: str | None, history_rows: int) -> Prompt:
+def build(files: PromptFiles, target: str, attempt: int, kernel: str, history: RunHistory,
+          history_rows: int) -> Prompt:
     hashes: dict[str, str] = {}
     system = Template(_read(files.template("system.md"), hashes)).substitute(
         harness=_read(files.harness, hashes), program=_read(files.program, hashes), target=target)
     lessons = _read(files.lessons, hashes, missing_ok=True).strip() or "(none yet)"
-    evidence = (last_failure or "(none: the last attempt did not fail)")[-MAX_EVIDENCE_CHARS:]
+    evidence = (history.last_failure or "(none: the last attempt did not fail)")[-MAX_EVIDENCE_CHARS:]
     user = Template(_read(files.template("attempt.md"), hashes)).substitute(
-        attempt=attempt, target=target, kernel=kernel.rstrip("\n"), history=history_table(records, history_rows),
+        attempt=attempt, target=target, kernel=kernel.rstrip("\n"), history=history_table(history, history_rows),
         lessons=lessons, last_failure=evidence, reply_format=_read(files.template("reply-format.md"), hashes).strip())
     return Prompt([Message("system", system), Message("user", user)], hashes)
 

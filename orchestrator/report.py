@@ -14,10 +14,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from orchestrator.ledger import Ledger, LedgerError, tally
+from orchestrator.ledger import INTERRUPTED, AttemptRecord, Ledger, LedgerError, RunHistory
+from orchestrator import project
 from orchestrator.progress import Status, read_status
 from orchestrator.workspace import Workspace
-from targets import PROJECT_ROOT
 
 # Verdict reasons grouped the way the plot marks them.
 FAILURE_KINDS = {"incorrect": "incorrect", "crash": "crash", "timeout": "timeout", "policy": "policy",
@@ -35,7 +35,7 @@ class RunView:
 
     dir: Path
     info: dict[str, Any]
-    records: list[dict[str, Any]]
+    history: RunHistory
     in_flight: list[int] = field(default_factory=list)
     status: Status | None = None
     lock_pid: int | None = None
@@ -56,12 +56,16 @@ class RunView:
         return "crashed (stale lock)" if self.lock_file else "stopped"
 
     @property
-    def keeps(self) -> list[dict[str, Any]]:
-        return [r for r in self.records if r.get("verdict") == "keep"]
+    def records(self) -> tuple[AttemptRecord, ...]:
+        return self.history.records
 
     @property
-    def best(self) -> dict[str, Any] | None:
-        return self.keeps[-1] if self.keeps else None
+    def keeps(self) -> list[AttemptRecord]:
+        return self.history.keeps
+
+    @property
+    def best(self) -> AttemptRecord | None:
+        return self.history.best
 
 
 def load_run(run_dir: Path) -> RunView:
@@ -71,12 +75,12 @@ def load_run(run_dir: Path) -> RunView:
         state = ledger.read()
     except LedgerError as exc:
         raise ReportError(f"cannot read run {run_dir}: {exc}") from None
-    return RunView(run_dir, info, state.records, sorted(state.in_flight), read_status(run_dir),
+    return RunView(run_dir, info, state.history, sorted(state.in_flight), read_status(run_dir),
                    ledger.lock_holder(), (run_dir / "lock").exists())
 
 
 def runs_root() -> Path:
-    return PROJECT_ROOT / "runs"
+    return project.RUNS
 
 
 def all_runs(target: str | None = None) -> list[RunView]:
@@ -114,10 +118,8 @@ def latest_run(target: str) -> Path:
 
 def summary(ledger: Ledger, ws: Workspace, stop_reason: str) -> str:
     """Printed when the daemon stops."""
-    records = ledger.read().records
-    t = tally(records)
-    keeps = [r for r in records if r.get("verdict") == "keep"]
-    best = keeps[-1] if keeps else None
+    history = ledger.read().history
+    t, best = history.totals, history.best
     lines = [f"run stopped: {stop_reason}",
              f"  run:      {ledger.dir}",
              f"  branch:   {ws.branch} (worktree {ws.worktree})",
@@ -127,41 +129,30 @@ def summary(ledger: Ledger, ws: Workspace, stop_reason: str) -> str:
     if best is None:
         lines.append("  best:     the baseline (no kernel kept)")
     else:
-        lines.append(f"  best:     attempt {best['attempt']}, {_cumulative(best)}; {vs_lance_text(best)}; "
-                     f"commit {str(best.get('commit'))[:10]}")
+        lines.append(f"  best:     attempt {best.attempt}, {_cumulative(best)}; {vs_lance_text(best)}; "
+                     f"commit {str(best.commit)[:10]}")
     lines.append(f"  cost:     ${t.cost_usd:.4f}")
     return "\n".join(lines)
 
 
-def _cumulative(rec: dict[str, Any]) -> str:
-    cum, ci = rec.get("cumulative_speedup"), rec.get("cumulative_ci") or []
+def _cumulative(rec: AttemptRecord) -> str:
+    cum, ci = rec.cumulative_speedup, rec.cumulative_ci
     return (f"{cum:.2f}x vs the baseline [{ci[0]:.2f}, {ci[1]:.2f}]" if cum and len(ci) == 2
             else "cumulative speedup not measured")
 
 
-def vs_lance_text(rec: dict[str, Any]) -> str:
+def vs_lance_text(rec: AttemptRecord) -> str:
     """A keep against Lance itself, in words: the number a person deciding on upstream needs."""
-    vs, ci = rec.get("vs_lance"), rec.get("vs_lance_ci") or []
+    vs, ci = rec.vs_lance, rec.vs_lance_ci
     if not vs or len(ci) != 2:
-        return ("not measured against Lance" + (f" ({str(rec['vs_lance_error'])[:120]})" if rec.get("vs_lance_error")
-                                               else ""))
+        return "not measured against Lance" + (f" ({rec.vs_lance_error[:120]})" if rec.vs_lance_error else "")
     verdict = "beats Lance" if ci[0] > 1.0 else "slower than Lance" if ci[1] < 1.0 else "level with Lance"
     return f"{vs:.2f}x vs Lance [{ci[0]:.2f}, {ci[1]:.2f}] ({verdict})"
 
 
-def upstream_candidate(rec: dict[str, Any]) -> bool:
+def upstream_candidate(rec: AttemptRecord) -> bool:
     """A keep that beats Lance on the target's workloads: its vs_lance CI lies above 1."""
-    ci = rec.get("vs_lance_ci") or []
-    return bool(rec.get("vs_lance")) and len(ci) == 2 and ci[0] > 1.0
-
-
-def lance_level(records: list[dict[str, Any]]) -> float | None:
-    """Lance's speed on the baseline's scale (speedup vs the baseline that Lance would have), from
-    the latest keep measured both ways: cumulative / vs_lance."""
-    for r in reversed(records):
-        if r.get("verdict") == "keep" and r.get("cumulative_speedup") and r.get("vs_lance"):
-            return float(r["cumulative_speedup"]) / float(r["vs_lance"])
-    return None
+    return bool(rec.vs_lance) and len(rec.vs_lance_ci) == 2 and rec.vs_lance_ci[0] > 1.0
 
 
 # ---------------------------------------------------------------------------------- status
@@ -181,9 +172,9 @@ def status_table(views: list[RunView]) -> str:
             now_doing = f"{v.in_flight[-1]} (in flight when it stopped)"
         best = v.best
         rows.append((v.target, v.run_id, v.state, now_doing, str(len(v.records)), str(len(v.keeps)),
-                     f"{best['cumulative_speedup']:.2f}x" if best and best.get("cumulative_speedup") else "-",
-                     f"{best['vs_lance']:.2f}x" if best and best.get("vs_lance") else "-",
-                     f"${tally(v.records).cost_usd:.4f}", _last_activity(v)))
+                     f"{best.cumulative_speedup:.2f}x" if best and best.cumulative_speedup else "-",
+                     f"{best.vs_lance:.2f}x" if best and best.vs_lance else "-",
+                     f"${v.history.totals.cost_usd:.4f}", _last_activity(v)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
@@ -223,16 +214,16 @@ def candidates(views: list[RunView], min_speedup: float | None = None) -> list[C
     for v in views:
         guard = float(((v.info.get("config") or {}).get("gate") or {}).get("worst_combo_min", 0.95))
         for r in v.keeps:
-            cum, ci, worst = r.get("cumulative_speedup"), r.get("cumulative_ci") or [], r.get("cumulative_worst_combo")
+            cum, ci, worst = r.cumulative_speedup, r.cumulative_ci, r.cumulative_worst_combo
             if not cum or len(ci) != 2 or not worst or worst["value"] < guard:
                 continue
             if (cum < min_speedup) if min_speedup is not None else not upstream_candidate(r):
                 continue
-            lance_ci = r.get("vs_lance_ci") or []
-            found.append(Candidate(v.target, v.run_id, int(r["attempt"]), float(cum), (ci[0], ci[1]),
-                                   worst["combo"], float(worst["value"]), r.get("vs_lance"),
+            lance_ci = r.vs_lance_ci
+            found.append(Candidate(v.target, v.run_id, r.attempt, float(cum), (ci[0], ci[1]),
+                                   worst["combo"], float(worst["value"]), r.vs_lance,
                                    (lance_ci[0], lance_ci[1]) if len(lance_ci) == 2 else None,
-                                   r.get("hypothesis") or "", str(r.get("commit") or "")[:10]))
+                                   r.hypothesis or "", str(r.commit or "")[:10]))
     return sorted(found, key=lambda c: (c.vs_lance or 0.0, c.speedup), reverse=True)
 
 
@@ -266,23 +257,21 @@ class Point:
     label: str
 
 
-def progress_points(records: list[dict[str, Any]]) -> list[Point]:
+def progress_points(history: RunHistory) -> list[Point]:
     """Each attempt on the baseline's scale: a keep at its measured speedup vs the baseline, a
     measured discard at its paired speedup times the best it was measured against."""
     best, points = 1.0, []
-    for r in records:
-        verdict, reason = r.get("verdict"), str(r.get("reason"))
-        speedup = r.get("speedup")
-        label = (r.get("hypothesis") or r.get("reason_detail") or "")[:60]
-        if verdict == "keep":
-            best = float(r.get("cumulative_speedup") or best * float(speedup or 1.0))
-            points.append(Point(int(r["attempt"]), "keep", best, best, label))
-        elif verdict == "interrupted":
-            points.append(Point(int(r["attempt"]), "interrupted", None, best, label))
-        elif speedup and reason in ("not_faster", "worst_combo", "tradeoff", "over_budget"):
-            points.append(Point(int(r["attempt"]), "discard", best * float(speedup), best, label))
+    for r in history.records:
+        label = (r.hypothesis or r.reason_detail or "")[:60]
+        if r.kept:
+            best = float(r.cumulative_speedup or best * float(r.speedup or 1.0))
+            points.append(Point(r.attempt, "keep", best, best, label))
+        elif r.verdict == INTERRUPTED:
+            points.append(Point(r.attempt, "interrupted", None, best, label))
+        elif r.speedup and r.reason in ("not_faster", "worst_combo", "tradeoff", "over_budget"):
+            points.append(Point(r.attempt, "discard", best * float(r.speedup), best, label))
         else:
-            points.append(Point(int(r["attempt"]), FAILURE_KINDS.get(reason, "other"), None, best, label))
+            points.append(Point(r.attempt, FAILURE_KINDS.get(r.reason, "other"), None, best, label))
     return points
 
 
@@ -300,22 +289,22 @@ def _e(value: Any) -> str:
     return html.escape("" if value is None else str(value))
 
 
-def _speedup_cell(r: dict[str, Any]) -> str:
-    s, ci = r.get("speedup"), r.get("speedup_ci") or []
+def _speedup_cell(r: AttemptRecord) -> str:
+    s, ci = r.speedup, r.speedup_ci
     if not s:
         return "-"
     return f"{s:.3f}x [{ci[0]:.3f}, {ci[1]:.3f}]" if len(ci) == 2 else f"{s:.3f}x"
 
 
-def _vs_lance_cell(r: dict[str, Any]) -> str:
-    vs, ci = r.get("vs_lance"), r.get("vs_lance_ci") or []
+def _vs_lance_cell(r: AttemptRecord) -> str:
+    vs, ci = r.vs_lance, r.vs_lance_ci
     if not vs:
         return "-"
     return f"{vs:.3f}x [{ci[0]:.3f}, {ci[1]:.3f}]" if len(ci) == 2 else f"{vs:.3f}x"
 
 
 def totals(v: RunView) -> dict[str, Any]:
-    t = tally(v.records)
+    t = v.history.totals
     return {"attempts": t.attempts, "keeps": t.keeps, "in_flight": len(v.in_flight),
             "input_tokens": t.input_tokens, "output_tokens": t.output_tokens, "cost_usd": round(t.cost_usd, 4),
             "attempt_seconds": round(t.hours * 3600.0, 1),
@@ -335,9 +324,9 @@ def html_report(v: RunView, png: bytes | None) -> str:
         out.append("<p class='muted'>Offline provider: a curated playbook was replayed; no LLM was involved.</p>")
     best = v.best
     out.append("<h2>Result</h2>")
-    out.append(f"<p>{'Best: attempt ' + _e(best['attempt']) + ', ' + _e(_cumulative(best)) + '; ' + _e(vs_lance_text(best)) if best else 'No kernel kept: the baseline is still the best.'}</p>")
-    if best and best.get("lance_anchor"):
-        out.append(f"<p class='muted'>Lance measured as: {_e(best['lance_anchor'])}; the kernel's times exclude the "
+    out.append(f"<p>{'Best: attempt ' + _e(best.attempt) + ', ' + _e(_cumulative(best)) + '; ' + _e(vs_lance_text(best)) if best else 'No kernel kept: the baseline is still the best.'}</p>")
+    if best and best.lance_anchor:
+        out.append(f"<p class='muted'>Lance measured as: {_e(best.lance_anchor)}; the kernel's times exclude the "
                    "harness's call overhead, Lance's its per-query planning (its own operator timer).</p>")
     if png:
         out.append(f"<img alt='progress plot' src='data:image/png;base64,{base64.b64encode(png).decode()}'>")
@@ -345,24 +334,24 @@ def html_report(v: RunView, png: bytes | None) -> str:
     for key, value in t.items():
         out.append(f"<tr><th>{_e(key.replace('_', ' '))}</th><td class='num'>{_e(value if value is not None else '-')}</td></tr>")
     out.append("</table>")
-    if best and best.get("cumulative_per_combo"):
-        lance = best.get("vs_lance_per_combo") or {}
+    if best and best.cumulative_per_combo:
+        lance = best.vs_lance_per_combo
         out.append("<h2>Best kernel per combo</h2><table><tr><th>combo</th><th>speedup vs the baseline</th>"
                    "<th>speedup vs Lance</th></tr>")
-        for combo, s in best["cumulative_per_combo"].items():
+        for combo, s in best.cumulative_per_combo.items():
             out.append(f"<tr><td>{_e(combo)}</td><td class='num'>{s:.3f}x</td><td class='num'>"
                        f"{f'{lance[combo]:.3f}x' if combo in lance else '-'}</td></tr>")
         out.append("</table>")
     out.append("<h2>Attempts</h2><table><tr><th>#</th><th>hypothesis</th><th>verdict</th><th>reason</th>"
                "<th>speedup vs incumbent [90% CI]</th><th>vs Lance</th><th>cost</th><th>duration</th></tr>")
     for r in v.records:
-        out.append(f"<tr class='{'keep' if r.get('verdict') == 'keep' else ''}'><td class='num'>{_e(r.get('attempt'))}</td>"
-                   f"<td>{_e(r.get('hypothesis') or '-')}</td><td>{_e(r.get('verdict'))}</td>"
-                   f"<td>{_e(r.get('reason'))}: <span class='muted'>{_e((r.get('reason_detail') or '')[:300])}</span></td>"
+        out.append(f"<tr class='{'keep' if r.kept else ''}'><td class='num'>{_e(r.attempt)}</td>"
+                   f"<td>{_e(r.hypothesis or '-')}</td><td>{_e(r.verdict)}</td>"
+                   f"<td>{_e(r.reason)}: <span class='muted'>{_e(r.reason_detail[:300])}</span></td>"
                    f"<td class='num'>{_e(_speedup_cell(r))}</td>"
                    f"<td class='num'>{_e(_vs_lance_cell(r))}</td>"
-                   f"<td class='num'>${r.get('cost_usd', 0.0):.4f}</td>"
-                   f"<td class='num'>{r.get('duration_seconds', 0.0):.1f} s</td></tr>")
+                   f"<td class='num'>${r.cost_usd:.4f}</td>"
+                   f"<td class='num'>{r.duration_seconds:.1f} s</td></tr>")
     for n in v.in_flight:
         out.append(f"<tr><td class='num'>{n}</td><td colspan='7' class='muted'>in flight (running now, or the daemon "
                    f"stopped during it)</td></tr>")
@@ -370,10 +359,10 @@ def html_report(v: RunView, png: bytes | None) -> str:
     if v.keeps:
         out.append("<h2>Diffs of the keeps</h2>")
         for r in v.keeps:
-            out.append(f"<details><summary>attempt {_e(r['attempt'])}: {_e(r.get('hypothesis'))}</summary>"
-                       f"<pre>{_e(r.get('diff'))}</pre></details>")
+            out.append(f"<details><summary>attempt {_e(r.attempt)}: {_e(r.hypothesis)}</summary>"
+                       f"<pre>{_e(r.diff)}</pre></details>")
     out.append("<h2>Machine and configuration</h2>")
-    first_trial = next((r["trial"] for r in v.records if r.get("trial")), None) or {}
+    first_trial = v.history.first_trial()
     context = {**(info.get("machine") or {}), "cpu": first_trial.get("cpu", "-"), "sandbox": info.get("sandbox", "-"),
                "counters": first_trial.get("counters", "-")}
     out.append(f"<pre>{_e(json.dumps(context, indent=1))}</pre><pre>{_e(json.dumps(info.get('config'), indent=1))}</pre>")

@@ -73,6 +73,12 @@ def worker_processes() -> list[int]:
     return sorted(found)
 
 
+def history(*records: dict):
+    """A RunHistory of records given as ledger fields (attempts numbered from 1 unless given)."""
+    from orchestrator.ledger import AttemptRecord, RunHistory
+    return RunHistory(tuple(AttemptRecord(**{"attempt": i, **r}) for i, r in enumerate(records, 1)))
+
+
 # ---------------------------------------------------------------------------------- daemon runs
 
 # Small trials so loop tests stay quick (2 worker pairs: each new worker imports numba); the

@@ -13,7 +13,7 @@ import pytest
 from test_gate import paired
 
 import targets
-from orchestrator import calibrate, loop
+from orchestrator import calibrate, gate
 from orchestrator.calibrate import CalibrationOptions, Estimate, TrialRecord
 from orchestrator.gate import GateConfig, judge
 from targets.harness.counters import Counters
@@ -22,7 +22,7 @@ from targets.harness.plan import TrialOptions
 from targets.harness.result import TrialResult
 from targets.harness.runner import parse_args
 
-from conftest import BASELINE, ROOT
+from conftest import BASELINE, ROOT, history
 
 PQ = targets.get("pq-l2")
 TINY = dict(replicates=2, sessions=1, queries_per_combo=3)
@@ -205,12 +205,12 @@ def test_unpaired_daemon_rule_uses_the_stored_best() -> None:
     first = json.loads(paired({"a": 1.0, "b": 1.0}).to_json())
     records = [{"verdict": "discard", "trial": first}, {"verdict": "keep", "trial": keep},
                {"verdict": "discard", "trial": None}]
-    best = loop._stored_best_timing(records)
+    best = gate.stored_best_timing(history(*records))
     assert best is not None and best.per_combo == keep["per_combo_geomean_ns"]        # the keep's candidate arm
-    best = loop._stored_best_timing(records[:1])
+    best = gate.stored_best_timing(history(*records[:1]))
     assert best is not None and best.per_combo == first["incumbent_per_combo_geomean_ns"]  # the baseline's arm
-    assert loop._stored_best_timing([]) is None
-    assert loop._stored_best_timing([{"verdict": "keep", "trial": {"mode": "paired"}}]) is None   # unreadable
+    assert gate.stored_best_timing(history()) is None
+    assert gate.stored_best_timing(history({"verdict": "keep", "trial": {"mode": "paired"}})) is None   # unreadable
 
 
 REAL_CALL = measure._call

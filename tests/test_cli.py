@@ -132,4 +132,37 @@ def test_trial_verdict_honours_the_config_thresholds(tmp_path: Path) -> None:
     proc = orchestrator("trial", "--target", "pq-l2", "--kernel", str(NUMBA_KERNEL), "--against", str(BASELINE),
                         *FAST, "--config", str(strict), "--json")
     data = json.loads(proc.stdout)
-    assert data["verdict"] == "discard" and data["reasons"][0].startswith("not_faster")
+    assert data["verdict"] == "discard" and any(r.startswith("not_faster") for r in data["reasons"])
+
+
+def fake_checkout(path: Path) -> Path:
+    for name in ("HARNESS.md", "orchestrator/__init__.py", "targets/__init__.py"):
+        (path / name).parent.mkdir(parents=True, exist_ok=True)
+        (path / name).write_text("")
+    return path
+
+
+def test_a_command_run_inside_another_checkout_is_refused(tmp_path: Path) -> None:
+    # One virtualenv, two clones: `orchestrator` runs clone A's code; started in clone B it would
+    # write A's runs/ and branch A. Refused with both named, exit 2, nothing written.
+    other = fake_checkout(tmp_path / "clone-b")
+    (other / "sub").mkdir()
+    code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from orchestrator.cli import main; sys.exit(main(['status']))"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=other / "sub", capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert str(other) in proc.stderr and str(ROOT) in proc.stderr and "python -m orchestrator" in proc.stderr
+    assert sorted(p.name for p in other.iterdir()) == ["HARNESS.md", "orchestrator", "sub", "targets"]
+
+
+def test_the_checkout_itself_its_run_worktrees_and_elsewhere_are_fine(tmp_path: Path, monkeypatch) -> None:
+    from orchestrator import project
+    project.check_cwd(ROOT / "targets" / "pq_l2")
+    root = fake_checkout(tmp_path / "a")
+    monkeypatch.setattr(project, "ROOT", root)
+    project.check_cwd(root)
+    project.check_cwd(fake_checkout(root / "runs" / "pq-l2" / "r1" / "worktree") / "targets")   # a run's own
+    project.check_cwd(tmp_path)                                  # in no checkout: the installed one is used
+    other = fake_checkout(tmp_path / "b")
+    assert project.checkout_of(other / "targets") == other
+    with pytest.raises(project.WrongCheckout, match="pip install -e"):
+        project.check_cwd(other / "targets")

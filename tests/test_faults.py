@@ -16,8 +16,8 @@ import git
 import psutil
 import pytest
 
-from conftest import (BASELINE, CANARY, KEEP, ROOT, daemon_cmd, events, finished, processes_mentioning, run_daemon, the_run,
-                      wait_for, worker_processes, write_config, write_script)
+from conftest import (BASELINE, CANARY, KEEP, ROOT, daemon_cmd, events, finished, history, processes_mentioning,
+                      run_daemon, the_run, wait_for, worker_processes, write_config, write_script)
 from fake_llm import FakeLLMServer, Step, anthropic_error, anthropic_message
 
 PQ_DISTANCES = ("        _pq_distances(self.table, self.codes_soa, self.num_sub_vectors, self.num_vectors, "
@@ -276,10 +276,10 @@ def test_the_live_status_says_when_the_machine_is_busy(tmp_path: Path) -> None:
     live = LiveStatus(tmp_path, Status("r", "pq-l2", "script"), stream=out, tty=False)
     busy = [{"attempt": 1, "verdict": "discard", "reason": "not_faster",
              "trial": {"contention": {"foreign_cpu_share": 0.47}}}]
-    live.begin_attempt(2, busy, "")
+    live.begin_attempt(2, history(*busy), "")
     quiet = [{**busy[0], "trial": {"contention": {"foreign_cpu_share": 0.02}}}]
-    live.end_attempt(quiet)
-    live.begin_attempt(3, quiet, "")
+    live.end_attempt(history(*quiet))
+    live.begin_attempt(3, history(*quiet), "")
     first, second = out.getvalue().splitlines()
     assert "BUSY MACHINE: others took 47% of the worker core" in first and "BUSY" not in second
     assert json.loads((tmp_path / "status.json").read_text())["contention"] == 0.02

@@ -12,7 +12,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from orchestrator.ledger import RESULTS_COLUMNS, Ledger, LedgerError, LockHeld, write_atomic
+from orchestrator.ledger import (RESULTS_COLUMNS, SCHEMA, AttemptRecord, Ledger, LedgerError, LockHeld, RunHistory,
+                                 write_atomic)
 
 
 @pytest.fixture
@@ -59,7 +60,7 @@ def test_run_info_missing_is_ledger_error(tmp_path: Path) -> None:
 # -- attempts ------------------------------------------------------------------------------------
 
 def test_started_without_finished_is_in_flight(ledger: Ledger) -> None:
-    ledger.start(1, {"provider": "offline"})
+    ledger.start(1, AttemptRecord(1, provider="offline"))
     state = ledger.read()
     assert list(state.in_flight) == [1] and state.finished == {}
     assert state.in_flight[1]["provider"] == "offline" and state.in_flight[1]["event"] == "started"
@@ -68,20 +69,20 @@ def test_started_without_finished_is_in_flight(ledger: Ledger) -> None:
 
 
 def test_finished_leaves_in_flight(ledger: Ledger) -> None:
-    ledger.start(1, {})
-    ledger.finish(1, {"verdict": "keep"})
+    ledger.start(1, AttemptRecord(1))
+    ledger.finish(AttemptRecord(1, **{"verdict": "keep"}))
     state = ledger.read()
     assert state.in_flight == {} and list(state.finished) == [1]
-    assert state.finished[1]["verdict"] == "keep" and state.finished[1]["attempt"] == 1
+    assert state.finished[1].verdict == "keep" and state.finished[1].attempt == 1
 
 
 def test_next_attempt_counts_in_flight_ids(ledger: Ledger) -> None:
     assert ledger.read().next_attempt == 1
-    ledger.start(1, {})
-    ledger.finish(1, {"verdict": "discard"})
-    ledger.start(2, {})
-    ledger.finish(2, {"verdict": "keep"})
-    ledger.start(5, {})                 # in flight, and the highest id
+    ledger.start(1, AttemptRecord(1))
+    ledger.finish(AttemptRecord(1, **{"verdict": "discard"}))
+    ledger.start(2, AttemptRecord(2))
+    ledger.finish(AttemptRecord(2, **{"verdict": "keep"}))
+    ledger.start(5, AttemptRecord(5))                 # in flight, and the highest id
     state = ledger.read()
     assert state.next_attempt == 6
     assert set(state.in_flight) == {5} and set(state.finished) == {1, 2}
@@ -89,11 +90,11 @@ def test_next_attempt_counts_in_flight_ids(ledger: Ledger) -> None:
 
 def test_records_sorted_by_attempt(ledger: Ledger) -> None:
     for n in (3, 1, 2):
-        ledger.start(n, {})
+        ledger.start(n, AttemptRecord(n))
     for n in (3, 1, 2):
-        ledger.finish(n, {"verdict": f"v{n}"})
-    assert [r["attempt"] for r in ledger.read().records] == [1, 2, 3]
-    assert [r["verdict"] for r in ledger.read().records] == ["v1", "v2", "v3"]
+        ledger.finish(AttemptRecord(n, verdict=f"v{n}"))
+    assert [r.attempt for r in ledger.read().records] == [1, 2, 3]
+    assert [r.verdict for r in ledger.read().records] == ["v1", "v2", "v3"]
 
 
 def test_missing_attempts_file_reads_as_empty(tmp_path: Path) -> None:
@@ -102,9 +103,9 @@ def test_missing_attempts_file_reads_as_empty(tmp_path: Path) -> None:
 
 
 def test_torn_last_line_is_ignored(ledger: Ledger) -> None:
-    ledger.start(1, {})
-    ledger.finish(1, {"verdict": "keep"})
-    ledger.start(2, {})
+    ledger.start(1, AttemptRecord(1))
+    ledger.finish(AttemptRecord(1, **{"verdict": "keep"}))
+    ledger.start(2, AttemptRecord(2))
     with open(ledger.attempts_path, "a") as fh:
         fh.write('{"event": "finished", "attem')          # power loss mid-write: no newline
     state = ledger.read()
@@ -112,10 +113,10 @@ def test_torn_last_line_is_ignored(ledger: Ledger) -> None:
 
 
 def test_corrupt_middle_line_raises(ledger: Ledger) -> None:
-    ledger.start(1, {})
+    ledger.start(1, AttemptRecord(1))
     with open(ledger.attempts_path, "a") as fh:
         fh.write("this is not json\n")
-    ledger.finish(1, {"verdict": "keep"})
+    ledger.finish(AttemptRecord(1, **{"verdict": "keep"}))
     with pytest.raises(LedgerError, match="line 2 is not a ledger record"):
         ledger.read()
 
@@ -123,23 +124,98 @@ def test_corrupt_middle_line_raises(ledger: Ledger) -> None:
 def test_record_without_attempt_in_the_middle_raises(ledger: Ledger) -> None:
     with open(ledger.attempts_path, "a") as fh:
         fh.write('{"event": "started"}\n')
-    ledger.start(1, {})
+    ledger.start(1, AttemptRecord(1))
     with pytest.raises(LedgerError, match="line 1"):
         ledger.read()
 
 
 def test_appending_after_a_torn_line_keeps_the_new_record(ledger: Ledger) -> None:
-    ledger.start(1, {})
-    ledger.finish(1, {"verdict": "keep"})
-    ledger.start(2, {})
+    ledger.start(1, AttemptRecord(1))
+    ledger.finish(AttemptRecord(1, **{"verdict": "keep"}))
+    ledger.start(2, AttemptRecord(2))
     with open(ledger.attempts_path, "a") as fh:
         fh.write('{"event": "finished", "attem')          # the daemon died mid-write
     # Resume records attempt 2 as interrupted, then the loop starts attempt 3.
-    ledger.finish(2, {"verdict": "interrupted"})
-    ledger.start(3, {})
+    ledger.finish(AttemptRecord(2, **{"verdict": "interrupted"}))
+    ledger.start(3, AttemptRecord(3))
     state = ledger.read()
-    assert state.finished[2]["verdict"] == "interrupted"
+    assert state.finished[2].verdict == "interrupted"
     assert list(state.in_flight) == [3]
+
+
+# -- the record and the history ------------------------------------------------------------------
+
+SCHEMA_1_LINE = {"event": "finished", "attempt": 4, "started_at": "2026-11-20T00:00:00.000+00:00",
+                 "provider": "offline", "model": "playbook:pq_l2", "hypothesis": "fuse", "lesson": None,
+                 "edit_format": "whole_file", "repair_turns": 0, "diff": "-a\n+b\n", "trial_exit_code": 0,
+                 "trial": {"mode": "paired"}, "commit": "abc", "cumulative_speedup": None, "cumulative_ci": None,
+                 "sources": ["01-x.md"], "verdict": "keep", "reason": "keep", "reason_detail": "fuse; 1.1x",
+                 "evidence": "fuse; 1.1x", "finished_at": "2026-11-20T00:01:00.000+00:00", "duration_seconds": 60.0,
+                 "phase_seconds": {"trial": 50.0}, "tokens": {"input_tokens": 0}, "cost_usd": 0.0,
+                 "speedup": 1.1, "speedup_ci": [1.05, 1.15], "reasons": []}
+
+
+def test_a_schema_1_ledger_reads_as_records(ledger: Ledger) -> None:
+    # What the untyped version wrote (no schema, nulls where lists are now): read, migrated.
+    with open(ledger.attempts_path, "a") as fh:
+        fh.write(json.dumps(SCHEMA_1_LINE) + "\n")
+        fh.write(json.dumps({"event": "measured", "attempt": 4, "cumulative_speedup": 1.1,
+                             "cumulative_ci": [1.0, 1.2]}) + "\n")
+    rec = ledger.read().finished[4]
+    assert rec.kept and rec.hypothesis == "fuse" and rec.sources == ["01-x.md"] and rec.speedup_ci == [1.05, 1.15]
+    assert rec.cumulative_speedup == 1.1 and rec.cumulative_ci == [1.0, 1.2] and rec.extra == {}
+
+
+def test_records_round_trip_and_keep_fields_they_do_not_know(ledger: Ledger) -> None:
+    newer = {**SCHEMA_1_LINE, "attempt": 1, "schema": SCHEMA + 1, "novelty": {"score": 0.3}}
+    with open(ledger.attempts_path, "a") as fh:
+        fh.write(json.dumps(newer) + "\n")
+    rec = ledger.read().finished[1]
+    assert rec.extra == {"novelty": {"score": 0.3}}
+    again = json.loads(json.dumps(rec.to_json()))
+    assert again["novelty"] == {"score": 0.3} and again["schema"] == SCHEMA
+    assert AttemptRecord.from_json(again) == rec
+
+
+def test_finish_writes_the_schema_and_every_field(ledger: Ledger) -> None:
+    ledger.finish(AttemptRecord(1, verdict="discard", reason="incorrect"))
+    line = json.loads(ledger.attempts_path.read_text().splitlines()[-1])
+    assert line["schema"] == SCHEMA and line["event"] == "finished" and line["reason"] == "incorrect"
+    assert set(line) - {"event", "schema"} == set(AttemptRecord.__dataclass_fields__) - {"extra"}
+
+
+def test_annotate_takes_only_measurements(ledger: Ledger) -> None:
+    ledger.finish(AttemptRecord(1, verdict="keep"))
+    with pytest.raises(ValueError, match="verdict"):
+        ledger.annotate(1, {"verdict": "discard"})
+    ledger.annotate(1, {"vs_lance": 1.2, "vs_lance_ci": [1.1, 1.3]})
+    assert ledger.read().finished[1].vs_lance == 1.2
+
+
+def _rec(n: int, verdict: str, reason: str = "", **kw) -> AttemptRecord:
+    return AttemptRecord(n, verdict=verdict, reason=reason or verdict, **kw)
+
+
+def test_history_best_is_the_last_keep_and_streaks_count_done_attempts() -> None:
+    h = RunHistory((_rec(1, "keep", cumulative_speedup=1.1, vs_lance=0.5), _rec(2, "discard", "not_faster"),
+                    _rec(3, "keep", cumulative_speedup=1.3, vs_lance=0.65), _rec(4, "discard", "provider_error"),
+                    _rec(5, "interrupted"), _rec(6, "discard", "provider_error"), _rec(7, "not_run", "cost_budget")))
+    assert h.best is not None and h.best.attempt == 3 and [r.attempt for r in h.keeps] == [1, 3]
+    assert h.discard_streak == 2 and h.streak_of("provider_error") == 2 and h.streak_of("incorrect") == 0
+    assert h.lance_level == pytest.approx(2.0)
+    t = h.totals
+    assert (t.attempts, t.done, t.keeps) == (7, 5, 2)
+    assert t.not_kept == {"not_faster": 1, "provider_error": 2, "interrupted": 1, "cost_budget": 1}
+    assert RunHistory().best is None and RunHistory().discard_streak == 0 and RunHistory().lance_level is None
+
+
+def test_history_last_failure_and_replies_consumed() -> None:
+    failed = _rec(2, "discard", "incorrect", evidence="case 3: wrong ids", sources=["02-x.md", "02-x.repair.md"])
+    h = RunHistory((_rec(1, "keep", sources=["01-a.md"]), failed, _rec(3, "interrupted", sources=["03-b.md"])))
+    assert h.last_failure == "attempt 3 (interrupted): "
+    assert RunHistory(h.records[:2]).last_failure == "attempt 2 (incorrect): case 3: wrong ids"
+    assert RunHistory(h.records[:1]).last_failure is None
+    assert h.replies_consumed == 2           # repairs and the interrupted attempt's reply don't count
 
 
 # -- results.tsv ---------------------------------------------------------------------------------
@@ -154,8 +230,8 @@ def test_results_row_from_trial(ledger: Ledger) -> None:
     record = {"commit": "abcdef0123456789abcdef", "finished_at": "2025-01-02T03:04:05.000+00:00",
               "verdict": "keep", "provider": "offline", "cost_usd": 0.25,
               "hypothesis": "vectorise\tthe gather\nand sum", "trial": TRIAL}
-    ledger.start(3, {})
-    ledger.finish(3, record)
+    ledger.start(3, AttemptRecord(3))
+    ledger.finish(AttemptRecord(3, **record))
     rows = tsv_rows(ledger)
     assert len(rows) == 2 and all(len(r) == len(RESULTS_COLUMNS) == 20 for r in rows)
     assert rows[1] == ["3", "abcdef0123", "2025-01-02T03:04:05.000+00:00", "pass", "1234.5", "1200.0", "1300.0",
@@ -164,9 +240,9 @@ def test_results_row_from_trial(ledger: Ledger) -> None:
 
 
 def test_results_row_without_trial(ledger: Ledger) -> None:
-    ledger.finish(1, {"verdict": "discard", "reason_detail": "block 1: the SEARCH text does not occur",
-                      "hypothesis": None, "provider": "scripted"})
-    ledger.finish(2, {"verdict": "discard", "hypothesis": "h2", "reason_detail": "ignored"})
+    ledger.finish(AttemptRecord(1, **{"verdict": "discard", "reason_detail": "block 1: the SEARCH text does not occur",
+                      "hypothesis": None, "provider": "scripted"}))
+    ledger.finish(AttemptRecord(2, **{"verdict": "discard", "hypothesis": "h2", "reason_detail": "ignored"}))
     rows = tsv_rows(ledger)
     assert len(rows) == 3 and all(len(r) == 20 for r in rows)
     row = dict(zip(RESULTS_COLUMNS, rows[1]))
@@ -178,9 +254,9 @@ def test_results_row_without_trial(ledger: Ledger) -> None:
 
 
 def test_one_row_per_finish_not_per_start(ledger: Ledger) -> None:
-    ledger.start(1, {})
-    ledger.start(2, {})
-    ledger.finish(1, {"verdict": "keep", "trial": TRIAL})
+    ledger.start(1, AttemptRecord(1))
+    ledger.start(2, AttemptRecord(2))
+    ledger.finish(AttemptRecord(1, **{"verdict": "keep", "trial": TRIAL}))
     assert len(tsv_rows(ledger)) == 2
 
 

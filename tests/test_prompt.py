@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BASELINE, ROOT
+from conftest import BASELINE, ROOT, history
+from orchestrator.ledger import RunHistory
 from orchestrator.prompt import MAX_EVIDENCE_CHARS, PromptFiles, build, history_table, repair
 from orchestrator.provider import Message
 
@@ -36,8 +37,11 @@ RECORDS = [
 
 
 def make(files: PromptFiles, kernel: str = "KERNEL_TEXT = 1\n", records=RECORDS,
-         last_failure: str | None = "attempt 3 (edit_error): block 1 does not occur", rows: int = 40):
-    return build(files, "pq-l2", 4, kernel, records, last_failure, rows)
+         last_failure: str | None = "block 1 does not occur", rows: int = 40):
+    """A prompt whose last (failed) record has ``last_failure`` as its evidence."""
+    if last_failure is not None:
+        records = [*records[:-1], {**records[-1], "evidence": last_failure}]
+    return build(files, "pq-l2", 4, kernel, history(*records), rows)
 
 
 def test_system_message_holds_harness_and_program(files: PromptFiles) -> None:
@@ -139,11 +143,11 @@ def test_render_labels_roles(files: PromptFiles) -> None:
 # -- history table -------------------------------------------------------------------------------
 
 def test_history_empty() -> None:
-    assert "none yet" in history_table([], 40)
+    assert "none yet" in history_table(RunHistory(), 40)
 
 
 def test_history_rows() -> None:
-    lines = history_table(RECORDS, 40).splitlines()
+    lines = history_table(history(*RECORDS), 40).splitlines()
     assert lines == [
         "| # | verdict | speedup [90% CI] | hypothesis / reason |",
         "|---|---|---|---|",
@@ -155,24 +159,24 @@ def test_history_rows() -> None:
 
 def test_history_shows_only_the_last_rows() -> None:
     records = [{"attempt": n, "verdict": "discard", "reason": "crash", "hypothesis": f"idea {n}"} for n in range(1, 6)]
-    text = history_table(records, 2)
+    text = history_table(history(*records), 2)
     lines = text.splitlines()
     assert lines[0] == "(3 older attempts not shown)"
     assert [ln.split(" | ")[0] for ln in lines[3:]] == ["| 4", "| 5"]
     assert "idea 3" not in text and "idea 1" not in text
-    assert "not shown" not in history_table(records, 5)
+    assert "not shown" not in history_table(history(*records), 5)
 
 
 def test_history_escapes_pipes() -> None:
     records = [{"attempt": 7, "verdict": "discard", "reason": "a|b", "hypothesis": "use |q|² + |c|²"}]
-    row = history_table(records, 40).splitlines()[-1]
+    row = history_table(history(*records), 40).splitlines()[-1]
     assert row == "| 7 | discard | - | use /q/² + /c/² — a/b |"
     assert row.count("|") == 5
 
 
 def test_history_truncates_long_text() -> None:
     records = [{"attempt": 1, "verdict": "keep", "hypothesis": "x" * 1000}]
-    row = history_table(records, 40).splitlines()[-1]
+    row = history_table(history(*records), 40).splitlines()[-1]
     assert row == f"| 1 | keep | - | {'x' * 300} |"
 
 

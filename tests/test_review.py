@@ -22,7 +22,7 @@ import pytest
 from rich.console import Console
 from test_loop import HANG, INCORRECT, KEEP, SLOWER, whole_file, baseline_with
 
-from conftest import copy_repo, daemon_cmd, run_daemon, the_run, wait_for, write_config, write_script
+from conftest import copy_repo, daemon_cmd, history, run_daemon, the_run, wait_for, write_config, write_script
 from orchestrator import report
 from orchestrator.progress import LiveStatus, Status, read_status
 
@@ -97,7 +97,7 @@ def test_progress_points_put_attempts_on_the_baseline_scale() -> None:
                {"attempt": 3, "verdict": "discard", "reason": "incorrect"},
                {"attempt": 4, "verdict": "keep", "reason": "keep", "speedup": 1.5},          # no cumulative: chained
                {"attempt": 5, "verdict": "interrupted", "reason": "interrupted"}]
-    points = report.progress_points(records)
+    points = report.progress_points(history(*records))
     got = [(p.kind, None if p.speedup is None else round(p.speedup, 9), round(p.best, 9)) for p in points]
     assert got == [("keep", 2.1, 2.1), ("discard", 1.05, 2.1), ("incorrect", None, 2.1), ("keep", 3.15, 3.15),
                    ("interrupted", None, 3.15)]
@@ -106,23 +106,23 @@ def test_progress_points_put_attempts_on_the_baseline_scale() -> None:
 def test_every_keep_is_measured_against_lance_and_shown(built) -> None:
     repo, run_dir, _ = built
     keep = report.load_run(run_dir).keeps[0]
-    assert keep["vs_lance"] > 0 and len(keep["vs_lance_ci"]) == 2, keep.get("vs_lance_error")
-    assert keep["lance_anchor"].startswith("pylance ") and len(keep["vs_lance_per_combo"]) == 9
+    assert keep.vs_lance and keep.vs_lance > 0 and len(keep.vs_lance_ci) == 2, keep.vs_lance_error
+    assert keep.lance_anchor and keep.lance_anchor.startswith("pylance ") and len(keep.vs_lance_per_combo) == 9
     assert (run_dir / "attempts" / "0001" / "vs_lance" / "result.json").is_file()
     status = cli(repo, "status")
-    assert "vs Lance" in status.stdout.splitlines()[0] and f"{keep['vs_lance']:.2f}x" in status.stdout
+    assert "vs Lance" in status.stdout.splitlines()[0] and f"{keep.vs_lance:.2f}x" in status.stdout
 
 
 def test_candidates_are_keeps_that_beat_lance_unless_asked_otherwise(built) -> None:
     repo, run_dir, _ = built
     view = report.load_run(run_dir)
     proc = cli(repo, "candidates")
-    beats = view.keeps[0]["vs_lance_ci"][0] > 1.0
+    beats = view.keeps[0].vs_lance_ci[0] > 1.0
     assert proc.returncode == 0 and ("Block the codes in SoA" in proc.stdout) == beats
     assert "upstream candidates: keeps that beat Lance itself" in proc.stdout
-    view.keeps[0].update(vs_lance=1.2, vs_lance_ci=[1.1, 1.3])
+    view.keeps[0].vs_lance, view.keeps[0].vs_lance_ci = 1.2, [1.1, 1.3]
     assert [c.attempt for c in report.candidates([view])] == [1]
-    view.keeps[0].update(vs_lance_ci=[0.99, 1.3])                 # level with Lance is not beating it
+    view.keeps[0].vs_lance_ci = [0.99, 1.3]               # level with Lance is not beating it
     assert report.candidates([view]) == []
 
 
@@ -140,7 +140,7 @@ def test_candidates_filter_by_bar_and_worst_combo(built) -> None:
     # The worst-combo guard: the same keep with one combo slower than the run's guard is out.
     view = report.load_run(the_run(repo))
     assert len(report.candidates([view], 1.1)) == 1
-    view.keeps[0]["cumulative_worst_combo"] = {"value": 0.9, "combo": "768x96/sparse"}
+    view.keeps[0].cumulative_worst_combo = {"value": 0.9, "combo": "768x96/sparse"}
     assert report.candidates([view], 1.1) == []
 
 
@@ -162,7 +162,7 @@ def test_export_packages_and_reverifies_a_keep(built, tmp_path: Path) -> None:
     assert "orchestrator trial --target pq-l2 --kernel kernels.py" in checklist
     keep = report.load_run(run_dir).keeps[0]
     assert "## Against Lance itself" in checklist and report.vs_lance_text(keep) in checklist
-    assert f"Measured as: {keep['lance_anchor']}" in checklist and "simd " in checklist
+    assert f"Measured as: {keep.lance_anchor}" in checklist and "simd " in checklist
     assert checklist.startswith("# Upstream candidate" if report.upstream_candidate(keep) else "# Kept kernel (NOT")
     assert (out / "logs" / "trial" / "result.json").is_file() and (out / "logs" / "reverify" / "result.json").is_file()
     assert (out / "logs" / "vs_lance" / "result.json").is_file()
@@ -248,10 +248,9 @@ def test_status_and_report_of_a_running_daemon(tmp_path: Path) -> None:
 def test_live_panel_renders_the_run_state(tmp_path: Path) -> None:
     stream = io.StringIO()
     live = LiveStatus(tmp_path, Status("r1", "pq-l2", "claude-x"), stream=stream, tty=False)
-    live.begin_attempt(3, [{"verdict": "keep", "cumulative_speedup": 1.8, "tokens": {"input_tokens": 10,
-                                                                                      "output_tokens": 5},
-                            "cost_usd": 0.25},
-                           {"verdict": "discard", "reason": "not_faster", "cost_usd": 0.1}], "7 attempts, $1.5000")
+    live.begin_attempt(3, history({"verdict": "keep", "cumulative_speedup": 1.8,
+                                   "tokens": {"input_tokens": 10, "output_tokens": 5}, "cost_usd": 0.25},
+                                  {"verdict": "discard", "reason": "not_faster", "cost_usd": 0.1}), "7 attempts, $1.5000")
     live.phase("trial")
     console = Console(record=True, width=120)
     console.print(live)
