@@ -57,8 +57,9 @@ EXPECTED = {
     "escape_privileges":       ("policy", "crash"),        # no capabilities, no_new_privs, seccomp
     "busy_rival":              ("policy", "not_faster"),   # no threads or timers; idle arm frozen
     "tamper_judge":            ("policy", "crash"),        # the judge's files are not in the sandbox
+    "know_your_arm":           ("policy", "crash"),        # paths name an arm by a secret alias
 }
-CONTAINED = {"escape_privileges", "tamper_judge"}
+CONTAINED = {"escape_privileges", "tamper_judge", "know_your_arm"}
 
 
 # An honest numpy PQ search, for the cases whose trick sits on top of one (kernels stand alone,

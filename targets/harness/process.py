@@ -99,15 +99,19 @@ class Worker:
 
     def __init__(self, label: str, kernel: Path | None, ops_module: str, scratch: Path, log_dir: Path,
                  deadline: float, cpu: int | None, spin: bool, box: sandbox.Sandbox, cpu_seconds: float,
-                 uid: int | None = None, idle_spin: bool = True) -> None:
+                 uid: int | None = None, idle_spin: bool = True, alias: str | None = None) -> None:
         self.label, self.deadline, self.spin = label, deadline, spin
         # No kernel: the Lance arm. Trusted code (pylance), so no sandbox (its runtime needs
         # threads); its time is Lance's own operator timer, sent back with each answer.
         self.reports_own_time = kernel is None
-        home = Path(tempfile.mkdtemp(prefix=f"{label}-", dir=scratch))
+        # Every name the kernel can see (its file, home, cache, cwd, its log's path through
+        # /proc/self/fd) carries the arm's alias, never its label: a kernel that knew it was the
+        # incumbent could run slowly there and have the next candidate kept.
+        alias = alias or label
+        home = Path(tempfile.mkdtemp(prefix=f"{alias}-", dir=scratch))
         # One copy of the kernel and one numba cache per arm and trial, at stable paths: a later
         # worker pair of the same arm loads the cached machine code instead of compiling again.
-        arm = scratch / f"arm-{label}"
+        arm = scratch / f"arm-{alias}"
         self.kernel = arm / "kernels.py"
         cache = arm / "numba-cache"
         if not arm.exists():

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import platform
 import secrets
 import sys
@@ -142,6 +143,10 @@ def _run_phases(plan: TargetPlan, options: TrialOptions, result: TrialResult, se
     # Root: each arm gets a uid of its own, so nothing of one arm can touch the other's files.
     uids = {label: sandbox.new_uid() if box.active and box.setpriv and path is not None else None
             for label, path in arms}
+    # A kernel must not learn which arm it is: paths it can see are named by a secret alias per
+    # arm (the key to the logs is written where no worker can read it).
+    aliases = {label: f"w{secrets.token_hex(4)}" for label, _ in arms}
+    write_atomic(dirs[1] / "arms.json", json.dumps({aliases[label]: label for label, _ in arms}, indent=1) + "\n")
     if options.lance:
         if plan.lance_params is None:
             raise TrialFailure(f"Lance cannot run {plan.name}'s op: there is no Lance arm for this target")
@@ -161,7 +166,8 @@ def _run_phases(plan: TargetPlan, options: TrialOptions, result: TrialResult, se
                 fresh[i].setup_params = {**(plan.lance_params or {}), "lance_cache": str(cache.cache_dir() / "lance")}
             else:
                 fresh[i] = Worker(label, path, plan.ops_module, *dirs, deadline, worker_cpu, spin, box,
-                                  options.budget_seconds, uids[label], idle_spin="freeze" not in options.ablated)
+                                  options.budget_seconds, uids[label], idle_spin="freeze" not in options.ablated,
+                                  alias=aliases[label])
             workers.append(fresh[i])
         return [fresh[i] for i in range(len(arms))]
 
