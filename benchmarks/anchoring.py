@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 try:
-    import faiss  # noqa: E402
+    import faiss
 except ImportError:
     print("faiss is not installed: run  pip install -e '.[bench]'  (installs faiss-cpu)", file=sys.stderr)
     sys.exit(2)
@@ -79,7 +79,8 @@ class Table:
     """The printed result: one row per workload, then the geomean of the two ratios."""
 
     def __init__(self, header: str, width: int, agree_label: str) -> None:
-        self.width, self.ratios = width, []
+        self.width = width
+        self.ratios: list[tuple[float, float]] = []
         print(header)
         print(f"{'workload':<{width}}{'kernel us':>11}{'ref us':>11}{'faiss us':>10}{'kern/faiss':>12}"
               f"{'ref/faiss':>11}{agree_label:>13}")

@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                 return index.search(q[None, :], TOP_K)
 
             def agrees(q):
-                _, _, dists, tol = oracle(q)
+                dists, tol = oracle(q)
                 scores, ids = run_faiss(q)
                 return agree(dists, tol, scores[0], ids[0])
 

@@ -47,7 +47,8 @@ def main() -> None:
     parser.add_argument("--aa", type=int, default=5, help="number of paired A/A trials")
     args = parser.parse_args()
     trial()                                           # builds the fixture cache if cold; not counted
-    walls, rss = {"single": [], "paired": []}, []
+    walls: dict[str, list[float]] = {"single": [], "paired": []}
+    rss: list[float] = []
     wall, r = trial()
     row("single (baseline kernel)", wall, r)
     walls["single"].append(wall)

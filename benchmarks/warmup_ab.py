@@ -41,6 +41,8 @@ def main() -> None:
                                                          ablated=VARIANTS[name]))
             if not result.ok:
                 sys.exit(f"trial failed: {result.failure}")
+            # A passing paired trial has all three.
+            assert result.speedup_ci_90pct and result.speedup_geomean is not None and result.worst_combo_speedup
             lo, hi = result.speedup_ci_90pct
             speedups[name].append(result.speedup_geomean)
             print(f"round {r + 1:2d} {name:<12} speedup {result.speedup_geomean:.4f} [{lo:.4f}, {hi:.4f}] "

@@ -178,7 +178,7 @@ def run_attempt(run: Run, n: int, history: RunHistory) -> AttemptRecord:
         raise
     except (DaemonStop, RunEnded):
         raise
-    except Exception as exc:  # noqa: BLE001 - a daemon bug still leaves a complete record
+    except Exception as exc:  # a daemon bug still leaves a complete record
         if not att.rec.verdict:
             run.ws.reset()
             att.finish(ledger_mod.DISCARD, Reason.DAEMON_ERROR, f"{type(exc).__name__}: {exc}",

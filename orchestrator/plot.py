@@ -9,14 +9,20 @@ import io
 import matplotlib
 
 matplotlib.use("Agg")                    # files only: no display, no GUI toolkit
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from orchestrator.report import Point  # noqa: E402
+from orchestrator.report import Point
 
 WIDTH_PX, HEIGHT_PX, DPI = 1400, 700, 100
 _FAILURE_STYLE = {"incorrect": ("X", "#d62728"), "crash": ("v", "#8c564b"), "timeout": ("s", "#ff7f0e"),
                   "policy": ("P", "#9467bd"), "bad edit": ("d", "#7f7f7f"), "other": ("o", "#bcbd22"),
                   "interrupted": ("|", "#17becf")}
+
+
+def _measured(points: list[Point]) -> tuple[list[int], list[float]]:
+    """Attempts and speedups of the points that have one (every keep and measured discard)."""
+    xy = [(p.attempt, p.speedup) for p in points if p.speedup is not None]
+    return [x for x, _ in xy], [y for _, y in xy]
 
 
 def render(points: list[Point], title: str, lance: float | None = None) -> bytes:
@@ -38,10 +44,10 @@ def render(points: list[Point], title: str, lance: float | None = None) -> bytes
         if lance:
             ax.axhline(lance, color="#1f77b4", lw=1.2, ls="-.", zorder=1, label=f"Lance itself ({lance:.2f}x)")
         discards = [p for p in points if p.kind == "discard"]
-        ax.scatter([p.attempt for p in discards], [p.speedup for p in discards], color="#b0b0b0", s=28,
+        ax.scatter(*_measured(discards), color="#b0b0b0", s=28,
                    label="discarded (measured)", zorder=3)
         keeps = [p for p in points if p.kind == "keep"]
-        ax.scatter([p.attempt for p in keeps], [p.speedup for p in keeps], color="#2ca02c", edgecolor="black",
+        ax.scatter(*_measured(keeps), color="#2ca02c", edgecolor="black",
                    s=70, label="kept", zorder=4)
         for i, p in enumerate(keeps):
             ax.annotate(p.label[:48], (p.attempt, p.speedup), xytext=(6, 8 + 11 * (i % 3)),

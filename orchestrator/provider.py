@@ -100,7 +100,11 @@ class Provider(Protocol):
 
     name: str                  # "offline", "scripted", or the model's kind ("anthropic", ...)
     model: str                 # what the ledger records: "playbook:<target>", "script:<file>", "<kind>:<id>"
-    spec: ModelSpec | None     # a live model's settings and price; None for replays
+
+    @property
+    def spec(self) -> ModelSpec | None:
+        """A live model's settings and price; None for replays."""
+        ...
 
     @property
     def exhausted(self) -> bool:
@@ -425,7 +429,7 @@ def _retry_after(exc: BaseException) -> float | None:
     return None
 
 
-def _status(exc: BaseException) -> int | None:
+def _status(exc: BaseException | None) -> int | None:
     status = getattr(exc, "status_code", None)
     return status if isinstance(status, int) else None
 
@@ -526,7 +530,7 @@ class SDKProvider:
                                              before_sleep=before_sleep, reraise=True):
                 with attempt:
                     text, stop_reason, usage = self._call_within_deadline(messages)
-        except Exception as exc:  # noqa: BLE001 - every SDK failure becomes a classified ProviderError
+        except Exception as exc:  # every SDK failure becomes a classified ProviderError
             error = classify(exc, self.adapter, self.host)
             error.retries = tuple(retries)
             raise error from exc

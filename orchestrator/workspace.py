@@ -141,8 +141,15 @@ def _commits_between(wt: git.Repo, base: str, tip: str) -> list[str] | None:
     return wt.git.rev_list(f"{base}..{tip}").split()
 
 
+def _checkout(repo: git.Repo) -> Path:
+    """The folder of the user's checkout (a bare repository has none)."""
+    if repo.working_tree_dir is None:
+        raise WorkspaceError(f"{repo.git_dir} is a bare repository; run from a clone with a checkout")
+    return Path(repo.working_tree_dir)
+
+
 def relative_kernel(repo: git.Repo, kernel: Path) -> str:
-    return os.path.relpath(kernel.resolve(), Path(repo.working_tree_dir).resolve())
+    return os.path.relpath(kernel.resolve(), _checkout(repo).resolve())
 
 
 @dataclass
@@ -170,7 +177,7 @@ def guarded_files(repo: git.Repo, ws: Workspace) -> list[Path]:
     kernel and the text humans edit between attempts (Markdown, prompts/): the code and data a
     trial runs on, which nothing during a trial may change."""
     out: list[Path] = []
-    for root, skip in ((Path(repo.working_tree_dir), None), (ws.worktree, ws.kernel_rel)):
+    for root, skip in ((_checkout(repo), None), (ws.worktree, ws.kernel_rel)):
         for rel in git.Repo(root).git.ls_files().splitlines():
             if rel == skip or rel.endswith(".md") or rel.startswith("prompts/"):
                 continue

@@ -23,7 +23,7 @@ def orchestrator(*args: str, env: dict[str, str] | None = None) -> subprocess.Co
 def test_targets_lists_pq_l2_with_its_capsule_status() -> None:
     proc = orchestrator("targets")
     assert proc.returncode == 0
-    line = next(l for l in proc.stdout.splitlines() if l.startswith("pq-l2"))
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("pq-l2"))
     assert "targets/pq_l2" in line and "landed" in line
 
 

@@ -39,7 +39,7 @@ def send_in_thread(fd, *args, **kwargs):
     def run():
         try:
             wire.send(fd, *args, **kwargs)
-        except BaseException as exc:            # surfaced by the caller
+        except BaseException as exc:  # noqa: BLE001 - surfaced by the caller
             errors.append(exc)
 
     t = threading.Thread(target=run, daemon=True)

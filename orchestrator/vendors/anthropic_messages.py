@@ -24,9 +24,12 @@ class AnthropicMessages(VendorAdapter):
         system = [{"type": "text", "text": m.content, "cache_control": {"type": "ephemeral"}}
                   for m in messages if m.role == "system"]
         turns = [{"role": m.role, "content": m.content} for m in messages if m.role != "system"]
-        r = client.messages.create(model=spec.model_id, max_tokens=spec.max_tokens, system=system, messages=turns,
-                                   **options)
-        text = "".join(b.text for b in r.content if getattr(b, "type", None) == "text")   # thinking etc. ignored
+        # Plain dicts, not the SDK's TypedDicts (their roles are Literals): the shape is checked by
+        # tests/test_llm_providers.py against a fake server; so is reading `.text` off text blocks.
+        r = client.messages.create(model=spec.model_id, max_tokens=spec.max_tokens,
+                                   system=system, messages=turns, **options)  # type: ignore[arg-type]
+        text = "".join(b.text for b in r.content  # type: ignore[union-attr]
+                       if getattr(b, "type", None) == "text")   # thinking etc. ignored
         u = r.usage
         return text, str(r.stop_reason), Usage(u.input_tokens or 0, u.output_tokens or 0,
                                                u.cache_read_input_tokens or 0, u.cache_creation_input_tokens or 0)

@@ -23,9 +23,11 @@ class OpenAIChat(VendorAdapter):
 
     def request(self, client: openai.OpenAI, spec: ModelSpec, messages: Sequence[Message],
                 options: dict[str, Any]) -> tuple[str, str, Usage]:
-        r = client.chat.completions.create(model=spec.model_id, **{self.limit_field: spec.max_tokens},
-                                           messages=[{"role": m.role, "content": m.content} for m in messages],
-                                           **options)
+        # Plain dicts, not the SDK's TypedDicts (their roles are Literals), and the output cap's
+        # name is the adapter's: the request is checked by tests/test_llm_providers.py instead.
+        r = client.chat.completions.create(  # type: ignore[call-overload]
+            model=spec.model_id, **{self.limit_field: spec.max_tokens},
+            messages=[{"role": m.role, "content": m.content} for m in messages], **options)
         if not r.choices:
             return "", "no_choices", Usage()
         choice = r.choices[0]

@@ -53,7 +53,7 @@ def cached_arrays(name: str, key: str, build: Callable[[], dict[str, np.ndarray]
         pass
     arrays = build()
     buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
+    np.savez(buffer, allow_pickle=False, **arrays)        # as np.load above: numeric arrays only
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         # The data first, then its hash: a crash in between leaves a mismatch, i.e. a rebuild.

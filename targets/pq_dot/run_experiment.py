@@ -94,7 +94,7 @@ def check(case: Case, call: int, out: dict[str, np.ndarray]) -> str | None:
 
 
 def _verifier(shape: PqShape, arrays: dict[str, np.ndarray]
-              ) -> Callable[[dict[str, np.ndarray], list[dict[str, np.ndarray]]], str | None]:
+              ) -> Callable[[dict[str, np.ndarray]], Callable[[dict[str, np.ndarray]], str | None]]:
     oracle = Oracle(shape, arrays["codebook"], arrays["codes_aos"], inputs.SPEED_NUM_VECTORS)   # once per workload
 
     def verify(call: dict[str, np.ndarray]) -> Callable[[dict[str, np.ndarray]], str | None]:
