@@ -78,6 +78,25 @@ def test_killed_worker_pairs_are_reaped_during_the_trial(monkeypatch) -> None:
     assert _zombie_children() - before == set()
 
 
+@pytest.mark.skipif(not sandbox.probe().active, reason="kept only where a sandbox keeps the other arm out")
+def test_a_targets_own_kernel_compiles_once_per_machine(tmp_path: Path, monkeypatch) -> None:
+    # The baseline's machine code is kept across trials; an LLM kernel's never is (it would let a
+    # kernel carry state from one trial to the next).
+    from targets.harness import cache
+    monkeypatch.setattr(cache, "numba_store", lambda sha: tmp_path / "store" / sha[:12])
+    options = TrialOptions(kernel=NUMBA_KERNEL, against=BASELINE, seed=3, replicates=1, sessions=1,
+                           queries_per_combo=2)
+    plan = targets.get("pq-l2").plan()
+    assert runner.run_trial(plan, options).ok
+    stores = sorted(p.name for p in (tmp_path / "store").iterdir())
+    import hashlib
+    assert stores == [hashlib.sha256(BASELINE.read_bytes()).hexdigest()[:12]]       # the baseline's only
+    compiled = {p: p.stat().st_mtime_ns for p in (tmp_path / "store").rglob("*.nb*")}
+    assert any(p.suffix == ".nbc" for p in compiled)
+    assert runner.run_trial(plan, options).ok
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "store").rglob("*.nb*")} == compiled   # loaded, not rebuilt
+
+
 def test_wrong_kernel_fails_correctness_naming_the_case(write_kernel) -> None:
     # Drops the last sub-vector from every distance.
     kernel = write_kernel("wrong", replace=("    dists[:] = 0.0\n    for m in range(num_sub_vectors):\n",

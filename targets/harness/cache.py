@@ -78,3 +78,20 @@ def _private_bytes(path: Path) -> bytes:
         if not is_private(os.fstat(fh.fileno())):
             raise OSError(f"{path} is not private to this user")
         return fh.read()
+
+
+def trusted_kernels() -> dict[str, Path]:
+    """sha256 -> file of every target's own ``kernels.py`` in this checkout: code a human wrote
+    (the daemon edits kernels only in run worktrees), so its compiled form may be kept."""
+    from targets import TARGETS_DIR
+    return {hashlib.sha256(k.read_bytes()).hexdigest(): k for k in sorted(TARGETS_DIR.glob("*/kernels.py"))}
+
+
+def numba_store(kernel_sha256: str) -> Path:
+    """Where a trusted kernel's numba cache lives across trials, per interpreter and numba version:
+    the kernel at a fixed path (numba's index is keyed by the source's path and stamp)."""
+    import importlib.metadata
+    import sys
+
+    version = f"py{sys.version_info.major}{sys.version_info.minor}-numba{importlib.metadata.version('numba')}"
+    return cache_dir() / "numba" / f"{kernel_sha256[:24]}-{version}"

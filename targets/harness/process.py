@@ -99,7 +99,8 @@ class Worker:
 
     def __init__(self, label: str, kernel: Path | None, ops_module: str, scratch: Path, log_dir: Path,
                  deadline: float, cpu: int | None, spin: bool, box: sandbox.Sandbox, cpu_seconds: float,
-                 uid: int | None = None, idle_spin: bool = True, alias: str | None = None) -> None:
+                 uid: int | None = None, idle_spin: bool = True, alias: str | None = None,
+                 store: Path | None = None) -> None:
         self.label, self.deadline, self.spin = label, deadline, spin
         # No kernel: the Lance arm. Trusted code (pylance), so no sandbox (its runtime needs
         # threads); its time is Lance's own operator timer, sent back with each answer.
@@ -111,16 +112,19 @@ class Worker:
         home = Path(tempfile.mkdtemp(prefix=f"{alias}-", dir=scratch))
         # One copy of the kernel and one numba cache per arm and trial, at stable paths: a later
         # worker pair of the same arm loads the cached machine code instead of compiling again.
-        arm = scratch / f"arm-{alias}"
+        # A trusted kernel (``store``: a target's own kernels.py) keeps its copy and cache across
+        # trials; only workers running that very code ever write there.
+        arm = store or scratch / f"arm-{alias}"
         self.kernel = arm / "kernels.py"
         cache = arm / "numba-cache"
-        if not arm.exists():
-            arm.mkdir()
-            if kernel is not None:
-                shutil.copyfile(kernel, self.kernel)
-            cache.mkdir()
+        if kernel is not None and (not self.kernel.exists() or self.kernel.read_bytes() != kernel.read_bytes()):
+            cache.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(kernel, self.kernel)
+            os.utime(self.kernel, (0, 0))       # one stamp for every copy: numba's index matches it
+        cache.mkdir(parents=True, exist_ok=True)
         if uid is not None:                   # the arm's own uid owns what it may write, and nothing else
-            for path in (home, cache):
+            os.chown(home, uid, uid)
+            for path in (cache, *cache.rglob("*")):
                 os.chown(path, uid, uid)
         self.log_path = log_dir / f"{home.name}.log"
         req_r, self._req_w = os.pipe()

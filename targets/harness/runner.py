@@ -146,6 +146,11 @@ def _run_phases(plan: TargetPlan, options: TrialOptions, result: TrialResult, se
     # A kernel must not learn which arm it is: paths it can see are named by a secret alias per
     # arm (the key to the logs is written where no worker can read it).
     aliases = {label: f"w{secrets.token_hex(4)}" for label, _ in arms}
+    # A target's own kernel compiles once per machine, not once per trial (sandboxed only: without
+    # a sandbox the other arm could write its cache).
+    trusted = cache.trusted_kernels() if box.active else {}
+    stores = {label: cache.numba_store(sha) for label, path in arms if path is not None
+              and (sha := hashlib.sha256(path.read_bytes()).hexdigest()) in trusted}
     write_atomic(dirs[1] / "arms.json", json.dumps({aliases[label]: label for label, _ in arms}, indent=1) + "\n")
     if options.lance:
         if plan.lance_params is None:
@@ -167,7 +172,7 @@ def _run_phases(plan: TargetPlan, options: TrialOptions, result: TrialResult, se
             else:
                 fresh[i] = Worker(label, path, plan.ops_module, *dirs, deadline, worker_cpu, spin, box,
                                   options.budget_seconds, uids[label], idle_spin="freeze" not in options.ablated,
-                                  alias=aliases[label])
+                                  alias=aliases[label], store=stores.get(label))
             workers.append(fresh[i])
         return [fresh[i] for i in range(len(arms))]
 
