@@ -298,6 +298,10 @@ def load_models(overrides: dict | None = None) -> dict:
     return data
 
 
+RESERVED_REQUEST_FIELDS = frozenset({"model", "messages", "system", "max_tokens", "max_completion_tokens",
+                                     "temperature", "stream"})
+
+
 def resolve(spec: str, models: dict) -> ModelSpec:
     """``claude`` / ``<kind>:<id>`` (a kind of models.yaml: anthropic, openai, openai-compatible) -> ModelSpec."""
     name = models.get("aliases", {}).get(spec, spec)
@@ -329,6 +333,11 @@ def resolve(spec: str, models: dict) -> ModelSpec:
     extra = settings.get("extra") or {}
     if not isinstance(extra, dict):
         raise ModelError(f"models.models.{name}.extra: must be a mapping of request fields")
+    clash = sorted(set(extra) & RESERVED_REQUEST_FIELDS)
+    if clash:
+        # Sent twice, the SDK raises TypeError, which would read as a garbled reply and be retried.
+        raise ModelError(f"models.models.{name}.extra: {', '.join(clash)} is set by the harness itself; use the "
+                         "model's own setting (max_tokens, temperature) or drop it from extra")
     return ModelSpec(kind, model_id, price, max_tokens, None if temperature is None else float(temperature), extra)
 
 

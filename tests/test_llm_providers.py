@@ -233,6 +233,7 @@ def test_models_yaml_resolves_aliases_and_validates_overrides() -> None:
     for bad, message in [({"models": {"openai:x": {"colour": 1}}}, "unknown setting"),
                          ({"models": {"openai:x": {"price": {"input": 1}}}}, "give input and output"),
                          ({"models": {"openai:x": {"max_tokens": 0}}}, "max_tokens"),
+                         ({"models": {"openai:x": {"extra": {"max_tokens": 5, "top_p": 1}}}}, "max_tokens is set by the harness"),
                          ({"flavours": {}}, "unknown section")]:
         with pytest.raises(p.ModelError, match=message):
             p.resolve("openai:x", p.load_models(bad))
