@@ -33,18 +33,21 @@ def test_discovery_maps_folder_names_to_dashed_target_names() -> None:
     assert "harness" not in found                       # plumbing is not a target
 
 
-def test_trial_json_is_the_runner_result(tmp_path: Path) -> None:
-    # At the gate's calibrated size (8 pairs x 2 blocks x 8 queries): at 2 x 1 x 3 an A/A trial of the
-    # compiled baseline was once kept by chance in CI.
-    proc = orchestrator("trial", "--target", "pq-l2", "--against", str(BASELINE), "--replicates", "8",
-                        "--sessions", "2", "--queries", "8", "--json", "--out-dir", str(tmp_path))
+def test_trial_json_is_the_runner_result(tmp_path: Path, write_kernel) -> None:
+    # A kernel that does its distances twice: a sure discard even at a small trial (an A/A trial
+    # needs the gate's calibrated size not to be kept by chance).
+    pq = ("        _pq_distances(self.table, self.codes_soa, self.num_sub_vectors, self.num_vectors, "
+          "self.dists)\n")
+    slower = write_kernel("slower", replace=(pq, pq * 2))
+    proc = orchestrator("trial", "--target", "pq-l2", "--kernel", str(slower), "--against", str(BASELINE), *FAST,
+                        "--json", "--out-dir", str(tmp_path / "out"))
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert data["mode"] == "paired" and data["exit_code"] == 0
-    # The gate's verdict rides along; an A/A trial is never a keep.
+    # The gate's verdict rides along.
     assert data.pop("verdict") == "discard" and data.pop("reasons")
-    assert json.loads((tmp_path / "result.json").read_text()) == data
-    assert (tmp_path / "workers").is_dir()
+    assert json.loads((tmp_path / "out" / "result.json").read_text()) == data
+    assert (tmp_path / "out" / "workers").is_dir()
 
 
 def test_trial_block_output_and_incorrect_exit(write_kernel) -> None:

@@ -122,7 +122,8 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(repo: Path) -> N
 # ------------------------------------------------------------------------------------- damaged runs
 
 def a_finished_run(repo: Path) -> tuple[Path, Path]:
-    script = write_script(repo, "s", [SLOWER, SLOWER, SLOWER])
+    # Replies that never reach a trial: what is damaged is the run's files and branch, not a result.
+    script = write_script(repo, "s", ["HYPOTHESIS: nothing to apply"] * 6)
     proc = run_daemon(repo, script, config=write_config(repo, max_attempts=2))
     assert proc.returncode == 0, proc.stderr
     return the_run(repo), script

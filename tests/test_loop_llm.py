@@ -107,23 +107,24 @@ def test_cost_budget_refuses_a_call_it_cannot_afford(repo: Path, server: FakeLLM
 
 
 def test_gpt_alias_talks_to_openai(repo: Path, server: FakeLLMServer) -> None:
-    server.queue(openai_completion(NUMBA_LOOP, prompt_tokens=2000, completion_tokens=700, cached_tokens=1000))
+    # A wrong kernel: the reply is applied and judged (and cheaply, without a timing phase).
+    server.queue(openai_completion(WRONG, prompt_tokens=2000, completion_tokens=700, cached_tokens=1000))
     proc = run_daemon(repo, None, "--model", "gpt", "--max-attempts", "1", config=write_config(repo),
                       env={"OPENAI_BASE_URL": server.url + "/v1", "OPENAI_API_KEY": "sk-openai-test"})
     assert proc.returncode == 0, proc.stderr
     record = finished(the_run(repo))[1]
-    assert record["model"] == "openai:gpt-5.5" and record["verdict"] == "keep"
+    assert record["model"] == "openai:gpt-5.5" and record["reason"] == "incorrect" and record["diff"]
     # 1000*5 + 1000*0.5 + 700*30 = 5000 + 500 + 21000 = 26500 per million
     assert record["cost_usd"] == pytest.approx(0.0265)
 
 
 def test_openai_compatible_local_server_with_base_url(repo: Path, server: FakeLLMServer) -> None:
-    server.queue(openai_completion(NUMBA_LOOP))
+    server.queue(openai_completion(WRONG))
     proc = run_daemon(repo, None, "--model", "openai-compatible:qwen3-coder", "--base-url", server.url + "/v1",
                       "--max-attempts", "1", config=write_config(repo), env={"OPENAI_API_KEY": ""})
     assert proc.returncode == 0, proc.stderr
     record = finished(the_run(repo))[1]
-    assert record["provider"] == "openai-compatible" and record["verdict"] == "keep" and record["price"] is None
+    assert record["provider"] == "openai-compatible" and record["reason"] == "incorrect" and record["price"] is None
     assert server.requests[0]["body"]["model"] == "qwen3-coder"
 
 

@@ -39,7 +39,7 @@ def test_new_target_runs_end_to_end(repo: Path) -> None:
     r = git.Repo(repo)
     r.git.add("-A")
     r.git.execute(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "demo target"])
-    (repo / "fast.yaml").write_text("trial_replicates: 2\ntrial_sessions: 1\ntrial_queries: 3\nrepair_turns: 0\n")
+    (repo / "fast.yaml").write_text("trial_replicates: 1\ntrial_sessions: 4\ntrial_queries: 3\nrepair_turns: 0\n")
     loop = cli(repo, "loop", "--target", "demo-scan", "--model", "offline", "--config", "fast.yaml")
     assert loop.returncode == 0, loop.stdout + loop.stderr
     runs = sorted((repo / "runs" / "demo-scan").glob("*/run.json"))
