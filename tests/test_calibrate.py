@@ -32,6 +32,7 @@ def options(**changes) -> CalibrationOptions:
     return dataclasses.replace(CalibrationOptions(PQ, BASELINE, trials=2, effects=(0.0, 0.5), **TINY), **changes)
 
 
+@pytest.mark.slow
 def test_injected_slowdown_is_measured_and_never_kept_as_is(tmp_path: Path) -> None:
     before = psutil.Process().cpu_affinity()
     data = calibrate.calibrate(options(), tmp_path / "cal", "test machine")
@@ -145,6 +146,7 @@ def test_bad_options_are_named(changes, message) -> None:
     assert message in calibrate.problem(options(**changes))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args,message", [
     (["--effects", "0,abc"], "expected comma-separated fractions"),
     (["--effects", "0.05"], "must include 0"),
@@ -241,6 +243,7 @@ def _timed_order(monkeypatch, ablated: tuple[str, ...]) -> tuple[TrialResult, li
     return result, order, len(warmups)
 
 
+@pytest.mark.slow
 def test_each_ablation_switches_off_only_its_feature(monkeypatch) -> None:
     full, order, warmups = _timed_order(monkeypatch, ())
     pairs = [tuple(order[i:i + 2]) for i in range(0, len(order), 2)]
@@ -265,6 +268,7 @@ def test_each_ablation_switches_off_only_its_feature(monkeypatch) -> None:
     assert unfrozen.ablated == ["freeze"]
 
 
+@pytest.mark.slow
 def test_ablated_variants_are_summarised_beside_the_full_trials(tmp_path: Path) -> None:
     data = calibrate.calibrate(options(effects=(0.0,), ablations=("warmup",)), tmp_path / "cal", "test machine")
     records = [json.loads(line) for line in (tmp_path / "cal" / "trials.jsonl").read_text().splitlines()]

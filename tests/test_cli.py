@@ -20,6 +20,7 @@ def orchestrator(*args: str, env: dict[str, str] | None = None) -> subprocess.Co
                           text=True, timeout=180, env=env)
 
 
+@pytest.mark.slow
 def test_targets_lists_pq_l2_with_its_capsule_status() -> None:
     proc = orchestrator("targets")
     assert proc.returncode == 0
@@ -33,6 +34,7 @@ def test_discovery_maps_folder_names_to_dashed_target_names() -> None:
     assert "harness" not in found                       # plumbing is not a target
 
 
+@pytest.mark.slow
 def test_trial_json_is_the_runner_result(tmp_path: Path, write_kernel) -> None:
     # A kernel that does its distances twice: a sure discard even at a small trial (an A/A trial
     # needs the gate's calibrated size not to be kept by chance).
@@ -50,6 +52,7 @@ def test_trial_json_is_the_runner_result(tmp_path: Path, write_kernel) -> None:
     assert (tmp_path / "out" / "workers").is_dir()
 
 
+@pytest.mark.slow
 def test_trial_block_output_and_incorrect_exit(write_kernel) -> None:
     kernel = write_kernel("wrong", replace=("dists[:] = 0.0", "dists[:] = 1.0"))
     proc = orchestrator("trial", "--target", "pq-l2", "--kernel", str(kernel))
@@ -61,6 +64,7 @@ def test_trial_block_output_and_incorrect_exit(write_kernel) -> None:
     assert (logs / "result.json").is_file() and (logs / "workers").is_dir()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
     (["trial", "--target", "nope"], "unknown target 'nope'; known targets: ivf-partition, pq-cosine, pq-dot, pq-l2"),
     (["trial", "--target", "pq-l2", "--kernel", "missing.py"], "--kernel missing.py: no such file"),
@@ -84,6 +88,7 @@ def test_trial_environment_drops_credentials(monkeypatch) -> None:
     assert env["LANG"] == "C.UTF-8"
 
 
+@pytest.mark.slow
 def test_outer_budget_kills_a_hung_trial_and_its_children(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(trial, "KILL_GRACE_SECONDS", 0.5)
     fake = TargetInfo("hang", ROOT / "tests" / "fake_targets" / "hang", "tests.fake_targets.hang")
@@ -121,6 +126,7 @@ def test_the_trial_stage_trusts_only_a_valid_consistent_result(tmp_path: Path, m
     assert error in outcome.error
 
 
+@pytest.mark.slow
 def test_trial_prints_the_gates_verdict_for_a_faster_kernel() -> None:
     from conftest import NUMBA_KERNEL
     proc = orchestrator("trial", "--target", "pq-l2", "--kernel", str(NUMBA_KERNEL), "--against", str(BASELINE), *FAST)
@@ -128,6 +134,7 @@ def test_trial_prints_the_gates_verdict_for_a_faster_kernel() -> None:
     assert "verdict: keep" in proc.stdout
 
 
+@pytest.mark.slow
 def test_trial_verdict_honours_the_config_thresholds(tmp_path: Path) -> None:
     from conftest import NUMBA_KERNEL
     strict = tmp_path / "strict.yaml"
@@ -145,6 +152,7 @@ def fake_checkout(path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_a_command_run_inside_another_checkout_is_refused(tmp_path: Path) -> None:
     # One virtualenv, two clones: `orchestrator` runs clone A's code; started in clone B it would
     # write A's runs/ and branch A. Refused with both named, exit 2, nothing written.

@@ -65,6 +65,7 @@ def resume(repo: Path, script: Path, *args: str) -> subprocess.CompletedProcess[
 
 # ------------------------------------------------------------------------------------- the keep window
 
+@pytest.mark.slow
 def test_sigkill_while_a_keep_is_measured_loses_no_keep(repo: Path) -> None:
     script = write_script(repo, "s", [KEEP, SLOWER])
     daemon = subprocess.Popen(daemon_cmd(script, config=write_config(repo, max_attempts=1)), cwd=repo,
@@ -88,6 +89,7 @@ def test_sigkill_while_a_keep_is_measured_loses_no_keep(repo: Path) -> None:
     branch_matches_ledger(run_dir)
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_loses_and_duplicates_nothing(repo: Path) -> None:
     """Twenty kills at random moments, each followed by --resume: every attempt is recorded once,
     no keep is lost, no process is left, and the branch matches the ledger after every resume."""
@@ -129,6 +131,7 @@ def a_finished_run(repo: Path) -> tuple[Path, Path]:
     return the_run(repo), script
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage, message", [
     ("corrupt line", "line 1 is not a ledger record"),
     ("wrong branch", "not the run's branch"),
@@ -158,6 +161,7 @@ def test_resume_of_a_damaged_run_is_one_clear_line_and_exit_2(repo: Path, damage
         assert (run_dir / "worktree" / "targets" / "pq_l2" / "kernels.py").read_text() == "# my own idea\n"
 
 
+@pytest.mark.slow
 def test_malformed_yaml_is_one_line_with_the_fix(repo: Path) -> None:
     config = repo.parent / "bad.yaml"
     config.write_text("max_attempts: 3\ngate:\n  min_effect: [0.01\n")
@@ -173,6 +177,7 @@ def claude_env(server: FakeLLMServer, **extra: str) -> dict[str, str]:
     return {"ANTHROPIC_BASE_URL": server.url, "ANTHROPIC_API_KEY": CANARY, **extra}
 
 
+@pytest.mark.slow
 def test_an_echoed_key_reaches_no_artifact_and_no_prompt(repo: Path, server: FakeLLMServer) -> None:
     server.queue(anthropic_error(400, "invalid_request_error", "no such model for key {KEY}"),
                  anthropic_message(SLOWER.replace("HYPOTHESIS: Accumulate twice.", "HYPOTHESIS: twice, key {KEY}")),
@@ -187,6 +192,7 @@ def test_an_echoed_key_reaches_no_artifact_and_no_prompt(repo: Path, server: Fak
     assert finished(run_dir)[1]["reason"] == "provider_error"
 
 
+@pytest.mark.slow
 def test_retries_are_recorded_on_the_attempt(repo: Path, server: FakeLLMServer) -> None:
     server.queue(anthropic_error(529, "overloaded_error", "busy", {"retry-after": "0"}),
                  Step(body="<html>bad gateway</html>"), anthropic_message(SLOWER))
@@ -197,6 +203,7 @@ def test_retries_are_recorded_on_the_attempt(repo: Path, server: FakeLLMServer) 
     assert [r["status"] for r in retries] == [529, None] and retries[1]["kind"] == "_Garbled"
 
 
+@pytest.mark.slow
 def test_provider_failing_in_a_row_exits_with_its_own_code(repo: Path, server: FakeLLMServer) -> None:
     server.queue(*[anthropic_error(500, "api_error", "down")] * 30)
     config = write_config(repo, stop_after_provider_errors=2, provider_retries=0)
@@ -205,6 +212,7 @@ def test_provider_failing_in_a_row_exits_with_its_own_code(repo: Path, server: F
     assert "2 provider errors in a row" in proc.stdout
 
 
+@pytest.mark.slow
 def test_a_second_ctrl_c_does_not_cut_the_record_short(repo: Path) -> None:
     script = write_script(repo, "s", [SLOWER] * 3)
     daemon = subprocess.Popen(daemon_cmd(script, config=write_config(repo)), cwd=repo, stdout=subprocess.PIPE,
@@ -222,6 +230,7 @@ def test_a_second_ctrl_c_does_not_cut_the_record_short(repo: Path) -> None:
 
 # ------------------------------------------------------------------------------------- the trial's budget
 
+@pytest.mark.slow
 def test_a_kernel_that_hangs_mid_timing_is_stopped_at_the_trial_budget(tmp_path: Path) -> None:
     """It passes correctness and the first timed calls, then never returns: exit 3 at the budget."""
     kernel = tmp_path / "kernels.py"
@@ -243,6 +252,7 @@ def test_a_kernel_that_hangs_mid_timing_is_stopped_at_the_trial_budget(tmp_path:
 
 # ------------------------------------------------------------------------------------- a busy machine
 
+@pytest.mark.slow
 def test_a_trial_under_contention_is_measured_again_on_a_quiet_machine(repo: Path) -> None:
     cpus = sorted(psutil.Process().cpu_affinity())
     if len(cpus) < 2:

@@ -150,6 +150,7 @@ def test_check_rejects_malformed_outputs(change, message) -> None:
     assert problem is not None and message in problem, problem
 
 
+@pytest.mark.slow
 def test_nprobes_none_above_nlist_and_a_single_centroid() -> None:
     centroids, query = _rng_case(7, 12, seed=4)
     k = kernels.IvfKernel(centroids, "cosine")
@@ -376,6 +377,7 @@ def _playbook_kernel(tmp_path: Path, entry: str, base: str) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("entry", [KEEP, "04-row-scan-early-abandon.md"])
 def test_playbook_kernels_are_exact(tmp_path: Path, entry: str) -> None:
     # The keep's blocked pass and exact screen, and the slower entry's early abandon, claim the
@@ -403,6 +405,7 @@ def _trial(*args: str) -> tuple[subprocess.CompletedProcess[str], dict]:
     return proc, json.loads(result_json.read_text())
 
 
+@pytest.mark.slow
 def test_paired_trial_of_the_keep_is_faster_and_correct(tmp_path: Path) -> None:
     baseline = FOLDER / "kernels.py"
     keep = _playbook_kernel(tmp_path, KEEP, baseline.read_text())
@@ -413,6 +416,7 @@ def test_paired_trial_of_the_keep_is_faster_and_correct(tmp_path: Path) -> None:
     assert result["speedup_ci_90pct"][0] > 1.0, result["per_combo_speedup"]
 
 
+@pytest.mark.slow
 def test_paired_trial_rejects_the_unverified_expansion(tmp_path: Path) -> None:
     baseline = FOLDER / "kernels.py"
     keep = parse_and_apply((PLAYBOOK / KEEP).read_text(), baseline.read_text()).new_text

@@ -128,6 +128,7 @@ def test_a_shared_cache_directory_is_refused(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------- a whole vs-Lance trial
 
+@pytest.mark.slow
 def test_a_vs_lance_trial_measures_the_kernel_against_lance_and_checks_lances_answers(tmp_path: Path) -> None:
     # The machine's own cache: the nine datasets are built once for every test that needs them.
     proc = subprocess.run([sys.executable, "-m", "orchestrator", "trial", "--target", "pq-l2", "--against-lance",
@@ -149,6 +150,7 @@ def test_a_vs_lance_trial_measures_the_kernel_against_lance_and_checks_lances_an
     assert not verdict.keep and "against Lance itself" in " ".join(verdict.reasons)
 
 
+@pytest.mark.slow
 def test_against_lance_and_against_a_kernel_are_exclusive() -> None:
     proc = subprocess.run([sys.executable, "-m", "orchestrator", "trial", "--target", "pq-l2", "--against-lance",
                            "--against", str(ROOT / "targets" / "pq_l2" / "kernels.py")], cwd=ROOT,
@@ -156,6 +158,7 @@ def test_against_lance_and_against_a_kernel_are_exclusive() -> None:
     assert proc.returncode == 2 and "give one incumbent" in proc.stderr
 
 
+@pytest.mark.slow
 def test_a_target_lance_cannot_run_says_so() -> None:
     assert PLAN.lance_params == {"metric": "l2"}
     proc = subprocess.run([sys.executable, "-m", "orchestrator", "trial", "--target", "ivf-partition",

@@ -31,6 +31,7 @@ def make(server: FakeLLMServer, kind: str = "anthropic", timeout: float = 10.0, 
     return p.SDKProvider(spec, key, base, timeout, retry, (log.append if log is not None else lambda _: None))
 
 
+@pytest.mark.slow
 def test_anthropic_success_records_usage_cost_and_caches_the_prefix(server: FakeLLMServer) -> None:
     server.queue(anthropic_message("HYPOTHESIS: x", input_tokens=1000, output_tokens=500, cache_read=8000,
                                    cache_write=2000, thinking=True))
@@ -148,6 +149,7 @@ def test_malformed_json_is_retried_then_reported(server: FakeLLMServer) -> None:
     assert len(server.requests) == FAST_RETRY.attempts
 
 
+@pytest.mark.slow
 def test_a_hanging_server_hits_the_per_call_timeout(server: FakeLLMServer) -> None:
     server.queue(*[Step(body={}, delay=3.0)] * 3)
     retry = p.RetryPolicy(attempts=2, max_total_wait=1.0, max_wait=0.1, initial=0.01)
@@ -157,6 +159,7 @@ def test_a_hanging_server_hits_the_per_call_timeout(server: FakeLLMServer) -> No
     assert len(server.requests) == 2
 
 
+@pytest.mark.slow
 def test_a_dripping_server_is_cut_off_at_the_wall_clock_deadline(server: FakeLLMServer) -> None:
     """One byte every 0.2 s never trips a per-read timeout; the call's deadline must."""
     server.queue(*[Step(body={"padding": "x" * 200}, drip=0.2)] * 2)
@@ -169,6 +172,7 @@ def test_a_dripping_server_is_cut_off_at_the_wall_clock_deadline(server: FakeLLM
     assert [r["kind"] for r in err.value.retries] == ["DeadlineExceeded"]
 
 
+@pytest.mark.slow
 def test_the_retry_budget_counts_calls_and_sleep_not_call_time(server: FakeLLMServer) -> None:
     """Slow failing calls must not eat the retries: six calls, as documented, however long each takes."""
     server.queue(*[Step(body={}, delay=0.4)] * 6)

@@ -38,6 +38,7 @@ BAD_SEARCH = ("HYPOTHESIS: Tweak a line that is not there.\n\n<<<<<<< SEARCH\nth
               "=======\nx = 1\n>>>>>>> REPLACE\n")
 
 
+@pytest.mark.slow
 def test_one_run_covers_keep_and_every_discard_reason(repo: Path) -> None:
     script = write_script(repo, "script", [
         KEEP, INCORRECT, CRASH, SLOWER, MALFORMED,
@@ -80,6 +81,7 @@ def test_one_run_covers_keep_and_every_discard_reason(repo: Path) -> None:
     assert "run stopped: scripted replies exhausted" in proc.stdout
 
 
+@pytest.mark.slow
 def test_worst_combo_and_tradeoff_reject_a_lopsided_kernel(repo: Path) -> None:
     assert SEARCH in KEEP
     lopsided = KEEP.replace(SEARCH, SEARCH +                 # 13 times the work at M=96 only
@@ -96,6 +98,7 @@ def test_worst_combo_and_tradeoff_reject_a_lopsided_kernel(repo: Path) -> None:
     assert "worst_combo" in codes and "tradeoff" in codes, record["reasons"]
 
 
+@pytest.mark.slow
 def test_hanging_kernel_times_out_and_leaves_no_process(repo: Path) -> None:
     proc = run_daemon(repo, write_script(repo, "s", [HANG]), config=write_config(repo, trial_budget_seconds=5))
     assert proc.returncode == 0, proc.stderr
@@ -108,6 +111,7 @@ def trial_running(repo: Path) -> bool:
     return bool(list((repo / "runs" / "pq-l2").glob("*/attempts/*/trial/trial.stdout")))
 
 
+@pytest.mark.slow
 def test_sigkill_mid_trial_then_resume_loses_and_duplicates_nothing(repo: Path) -> None:
     config = write_config(repo, max_attempts=2)
     first = write_script(repo, "first", [SLOWER, SLOWER, SLOWER])
@@ -141,6 +145,7 @@ def test_sigkill_mid_trial_then_resume_loses_and_duplicates_nothing(repo: Path) 
     assert again.returncode == 0 and sorted(finished(run_dir)) == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_lock_refuses_a_second_daemon_and_stop_file_ends_the_first(repo: Path) -> None:
     script = write_script(repo, "slow", [{"text": SLOWER, "delay": 4}, SLOWER, SLOWER])
     daemon = subprocess.Popen(daemon_cmd(script, config=write_config(repo)), cwd=repo, stdout=subprocess.PIPE,
@@ -162,6 +167,7 @@ def test_lock_refuses_a_second_daemon_and_stop_file_ends_the_first(repo: Path) -
     assert not (run_dir / "lock").exists()
 
 
+@pytest.mark.slow
 def test_sigterm_records_the_attempt_as_interrupted_and_exits_0(repo: Path) -> None:
     script = write_script(repo, "slow", [{"text": SLOWER, "delay": 30}])
     daemon = subprocess.Popen(daemon_cmd(script, config=write_config(repo)), cwd=repo, stdout=subprocess.PIPE,
@@ -177,6 +183,7 @@ def test_sigterm_records_the_attempt_as_interrupted_and_exits_0(repo: Path) -> N
     assert not (run_dir / "lock").exists()
 
 
+@pytest.mark.slow
 def test_offline_playbook_run_is_labelled_and_keeps(repo: Path) -> None:
     # The first entry is a real but modest win (it must gain on every combo): judged at the trial size the gate
     # is calibrated for (16 blocks of 8 queries; here 4 pairs x 4 blocks, half the worker starts of
@@ -191,6 +198,7 @@ def test_offline_playbook_run_is_labelled_and_keeps(repo: Path) -> None:
     assert "offline playbook (no LLM)" in proc.stdout and "[offline] attempt 1: keep" in proc.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, config, message", [
     (["--target", "nope"], None, "unknown target 'nope'; known targets: ivf-partition, pq-cosine, pq-dot, pq-l2"),
     (["--model", "script:/nonexistent.yaml"], None, "cannot use this script"),
@@ -215,6 +223,7 @@ def test_bad_input_exits_2_and_writes_nothing(repo: Path, args: list[str], confi
     assert not list((repo / "runs").glob("pq-l2/*"))
 
 
+@pytest.mark.slow
 def test_unreadable_config_and_outside_git_exit_2(repo: Path, tmp_path: Path) -> None:
     proc = run_daemon(repo, None, "--model", "offline", "--config", str(tmp_path / "missing.yaml"))
     assert proc.returncode == 2 and "cannot read config" in proc.stderr

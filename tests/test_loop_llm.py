@@ -32,6 +32,7 @@ def no_canary_anywhere(run_dir: Path, *outputs: str) -> None:
     assert [p for p in run_dir.rglob("*") if p.is_file() and CANARY.encode() in p.read_bytes()] == []
 
 
+@pytest.mark.slow
 def test_claude_loop_records_tokens_cost_and_verdicts(repo: Path, server: FakeLLMServer) -> None:
     server.queue(anthropic_message(NUMBA_LOOP, input_tokens=900, output_tokens=700, cache_write=5000),
                  anthropic_message(FUSED, input_tokens=950, output_tokens=650, cache_read=5000),
@@ -59,6 +60,7 @@ def test_claude_loop_records_tokens_cost_and_verdicts(repo: Path, server: FakeLL
     no_canary_anywhere(run_dir, proc.stdout, proc.stderr)
 
 
+@pytest.mark.slow
 def test_401_stops_the_daemon_naming_the_variable(repo: Path, server: FakeLLMServer) -> None:
     server.queue(anthropic_error(401, "authentication_error", "invalid x-api-key"))
     proc = run_daemon(repo, None, "--model", "claude", config=write_config(repo), env=claude_env(server))
@@ -70,6 +72,7 @@ def test_401_stops_the_daemon_naming_the_variable(repo: Path, server: FakeLLMSer
     no_canary_anywhere(run_dir, proc.stdout, proc.stderr)
 
 
+@pytest.mark.slow
 def test_overload_storm_and_context_errors_are_recorded_and_the_loop_goes_on(repo: Path, server: FakeLLMServer) -> None:
     overloaded = anthropic_error(529, "overloaded_error", "Overloaded")
     server.queue(overloaded, overloaded,                                                   # retries exhausted
@@ -85,6 +88,7 @@ def test_overload_storm_and_context_errors_are_recorded_and_the_loop_goes_on(rep
     assert "next attempts show 20 earlier attempts" in proc.stdout               # smaller history after context error
 
 
+@pytest.mark.slow
 def test_truncated_reply_is_not_applied(repo: Path, server: FakeLLMServer) -> None:
     server.queue(anthropic_message(NUMBA_LOOP[: len(NUMBA_LOOP) // 2], stop_reason="max_tokens"))
     proc = run_daemon(repo, None, "--model", "claude", "--max-attempts", "1", config=write_config(repo),
@@ -94,6 +98,7 @@ def test_truncated_reply_is_not_applied(repo: Path, server: FakeLLMServer) -> No
     assert record["reason"] == "truncated" and record["cost_usd"] > 0 and record["diff"] == ""
 
 
+@pytest.mark.slow
 def test_cost_budget_refuses_a_call_it_cannot_afford(repo: Path, server: FakeLLMServer) -> None:
     # Worst case of one call: 16,000 output tokens at $20/M alone is $0.32.
     proc = run_daemon(repo, None, "--model", "claude", "--max-cost-usd", "0.10", config=write_config(repo),
@@ -106,6 +111,7 @@ def test_cost_budget_refuses_a_call_it_cannot_afford(repo: Path, server: FakeLLM
     assert server.requests == []                                 # no call was made
 
 
+@pytest.mark.slow
 def test_gpt_alias_talks_to_openai(repo: Path, server: FakeLLMServer) -> None:
     # A wrong kernel: the reply is applied and judged (and cheaply, without a timing phase).
     server.queue(openai_completion(WRONG, prompt_tokens=2000, completion_tokens=700, cached_tokens=1000))
@@ -118,6 +124,7 @@ def test_gpt_alias_talks_to_openai(repo: Path, server: FakeLLMServer) -> None:
     assert record["cost_usd"] == pytest.approx(0.0265)
 
 
+@pytest.mark.slow
 def test_openai_compatible_local_server_with_base_url(repo: Path, server: FakeLLMServer) -> None:
     server.queue(openai_completion(WRONG))
     proc = run_daemon(repo, None, "--model", "openai-compatible:qwen3-coder", "--base-url", server.url + "/v1",
@@ -128,6 +135,7 @@ def test_openai_compatible_local_server_with_base_url(repo: Path, server: FakeLL
     assert server.requests[0]["body"]["model"] == "qwen3-coder"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, env, message", [
     (["--model", "claude"], {"ANTHROPIC_API_KEY": ""}, "ANTHROPIC_API_KEY is not set"),
     (["--model", "gpt"], {"OPENAI_API_KEY": ""}, "OPENAI_API_KEY is not set"),

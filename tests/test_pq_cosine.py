@@ -81,6 +81,7 @@ def test_inputs_are_deterministic() -> None:
 KEEP = "01-expanded-table-fused-search.md"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", inputs.SHAPES, ids=lambda s: s.label)
 def test_baseline_search_is_lance_l2_order_bit_for_bit(shape: PqShape) -> None:
     # The shipped kernel is pq-l2's port of Lance's loops: asked for every vector of a unit-norm
@@ -108,6 +109,7 @@ def test_playbook_entries_apply_in_sequence() -> None:
         parse_and_apply((PLAYBOOK / names[2]).read_text(), incumbent)
 
 
+@pytest.mark.slow
 def test_expanded_table_is_kept_here_and_rejected_by_pq_l2(tmp_path: Path) -> None:
     expanded = playbook_kernel(tmp_path, KEEP)
     code, result = trial("pq_cosine", expanded, FOLDER / "kernels.py", tmp_path / "cos.json")
@@ -118,12 +120,14 @@ def test_expanded_table_is_kept_here_and_rejected_by_pq_l2(tmp_path: Path) -> No
     assert code == 2 and result["failure_kind"] == "incorrect"
 
 
+@pytest.mark.slow
 def test_dropping_the_norms_is_caught(tmp_path: Path) -> None:
     wrong = playbook_kernel(tmp_path, KEEP, "02-rank-by-dot-only.md")
     code, result = trial("pq_cosine", wrong, None, tmp_path / "wrong.json")
     assert code == 2 and result["failure_kind"] == "incorrect" and "differs from" in result["failure"]
 
 
+@pytest.mark.slow
 def test_offline_loop_keeps_the_fused_search(repo: Path) -> None:
     # Judged at the gate's calibrated size, 16 blocks of 8 queries (4 pairs x 4 blocks: fewer numba imports).
     config = write_config(repo, trial_replicates=4, trial_sessions=4, trial_queries=8)

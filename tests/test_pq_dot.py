@@ -100,6 +100,7 @@ def test_distance_table_and_distances_bit_exact(shape: PqShape) -> None:
     np.testing.assert_array_equal(bits(dist), bits(np.array(exp_dist, dtype=F32)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", [PqShape(128, 16), PqShape(40, 4), PqShape(96, 12)], ids=lambda s: s.label)
 def test_reference_and_baseline_within_bound_of_float64(shape: PqShape) -> None:
     # The bound holds against exact arithmetic too, and the faithful baseline kernel passes it.
@@ -184,6 +185,7 @@ def _u8_table(table: np.ndarray, m: int) -> np.ndarray:
     return (np.rint((rows - lo) / step) * step + lo).astype(F32).ravel()
 
 
+@pytest.mark.slow
 def test_tolerance_accepts_legal_reorderings_on_the_battery() -> None:
     worst = 0.0
     for shape, kind, codebook, codes, query in _battery_cases():
@@ -337,6 +339,7 @@ def test_playbook_entries_apply_in_sequence_and_pass_the_policy() -> None:
             incumbent = text
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("entries", [("01",), ("01", "02"), ("01", "04")], ids="+".join)
 def test_playbook_kernels_compute_what_they_claim(tmp_path: Path, entries: tuple[str, ...]) -> None:
     from targets.harness.worker import load_kernel
@@ -370,6 +373,7 @@ def trial(kernel: Path, against: Path | None, out: Path) -> tuple[int, dict]:
     return proc.returncode, json.loads(out.read_text())
 
 
+@pytest.mark.slow
 def test_paired_trial_playbook_keep_is_faster_and_correct(tmp_path: Path) -> None:
     code, result = trial(playbook_kernel(tmp_path, "01"), BASELINE, tmp_path / "keep.json")
     assert code == 0, result.get("failure")
@@ -379,11 +383,13 @@ def test_paired_trial_playbook_keep_is_faster_and_correct(tmp_path: Path) -> Non
                                                          for d in inputs.SPEED_DISTRIBUTIONS)
 
 
+@pytest.mark.slow
 def test_trial_rejects_the_u8_table(tmp_path: Path) -> None:
     code, result = trial(playbook_kernel(tmp_path, "01", "02"), None, tmp_path / "lut.json")
     assert code == 2 and result["failure_kind"] == "incorrect" and "differs from" in result["failure"]
 
 
+@pytest.mark.slow
 def test_offline_loop_keeps(repo: Path) -> None:
     # The keep (~1.4x in paired trials here) is judged at the trial size the gate is calibrated for
     # (8 pairs x 2 blocks x 8 queries; 4 x 4 let a combo sink once in CI): smaller trials let one

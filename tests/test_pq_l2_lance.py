@@ -20,6 +20,7 @@ from targets.pq_l2 import inputs, reference
 from targets.pq_l2.target import TOP_K, PqShape
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", inputs.SHAPES, ids=lambda s: s.label)
 def test_the_oracle_agrees_with_lance_on_the_battery(shape: PqShape, tmp_path: Path) -> None:
     fixtures = inputs.fixtures()

@@ -125,6 +125,7 @@ def run_search(kernel, query, k: int) -> tuple[np.ndarray, np.ndarray]:
     return ids, dists
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", [PqShape(128, 16), PqShape(40, 4), PqShape(72, 2)],
                          ids=lambda s: f"{s.label}-sd{s.sub_dim}")
 def test_baseline_kernel_is_a_bit_exact_port(shape):

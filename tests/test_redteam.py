@@ -105,6 +105,7 @@ def server():
     s.close()
 
 
+@pytest.mark.slow
 def test_daemon_discards_every_case_and_keeps_running(repo: Path, server: FakeLLMServer) -> None:
     names = sorted(EXPECTED)
     replies = [f"HYPOTHESIS: red-team case {n}.\n\n```python\n{kernel_text(n, repo, server.httpd.server_address[1])}```\n"
@@ -181,6 +182,7 @@ def assert_held(name: str, proc: subprocess.CompletedProcess[str], data: dict, b
     assert CANARY not in proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(n for n, (daemon, _) in EXPECTED.items() if daemon == "policy"))
 def test_with_the_policy_bypassed_the_sandbox_still_holds(repo: Path, server: FakeLLMServer, tmp_path: Path,
                                                           name: str) -> None:
@@ -248,6 +250,7 @@ def test_as_an_unprivileged_user_the_sandbox_still_holds(shared_repo, server: Fa
     assert_held(name, proc, data, before, after, work / "trial", server, repo)
 
 
+@pytest.mark.slow
 def test_freezing_the_idle_arm_stops_a_rival_that_runs_between_calls(tmp_path: Path) -> None:
     """The freeze on its own (no sandbox, so threads are allowed): with it switched off the same
     kernel forges a large speedup, which proves the test can fail; with it on, no keep."""

@@ -44,6 +44,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, subproc
     return repo, the_run(repo), proc
 
 
+@pytest.mark.slow
 def test_without_a_terminal_each_phase_change_is_one_plain_line(built) -> None:
     _, _, proc = built
     lines = proc.stdout.splitlines()
@@ -58,6 +59,7 @@ def test_without_a_terminal_each_phase_change_is_one_plain_line(built) -> None:
     assert "\x1b[" not in proc.stdout                      # no terminal control codes in a log file
 
 
+@pytest.mark.slow
 def test_status_json_records_the_end(built) -> None:
     _, run_dir, _ = built
     status = read_status(run_dir)
@@ -66,6 +68,7 @@ def test_status_json_records_the_end(built) -> None:
     assert status.best_speedup and status.best_speedup > 1.1
 
 
+@pytest.mark.slow
 def test_report_html_holds_every_attempt_and_a_real_plot(built) -> None:
     repo, run_dir, _ = built
     proc = cli(repo, "report", "--target", "pq-l2")
@@ -103,6 +106,7 @@ def test_progress_points_put_attempts_on_the_baseline_scale() -> None:
                    ("interrupted", None, 3.15)]
 
 
+@pytest.mark.slow
 def test_every_keep_is_measured_against_lance_and_shown(built) -> None:
     repo, run_dir, _ = built
     keep = report.load_run(run_dir).keeps[0]
@@ -113,6 +117,7 @@ def test_every_keep_is_measured_against_lance_and_shown(built) -> None:
     assert "vs Lance" in status.stdout.splitlines()[0] and f"{keep.vs_lance:.2f}x" in status.stdout
 
 
+@pytest.mark.slow
 def test_candidates_are_keeps_that_beat_lance_unless_asked_otherwise(built) -> None:
     repo, run_dir, _ = built
     view = report.load_run(run_dir)
@@ -126,6 +131,7 @@ def test_candidates_are_keeps_that_beat_lance_unless_asked_otherwise(built) -> N
     assert report.candidates([view]) == []
 
 
+@pytest.mark.slow
 def test_candidates_filter_by_bar_and_worst_combo(built) -> None:
     repo, _, _ = built
     proc = cli(repo, "candidates", "--min-speedup", "1.10")
@@ -144,6 +150,7 @@ def test_candidates_filter_by_bar_and_worst_combo(built) -> None:
     assert report.candidates([view], 1.1) == []
 
 
+@pytest.mark.slow
 def test_export_packages_and_reverifies_a_keep(built, tmp_path: Path) -> None:
     repo, run_dir, _ = built
     out = tmp_path / "export"
@@ -178,6 +185,7 @@ def test_export_packages_and_reverifies_a_keep(built, tmp_path: Path) -> None:
     assert again.returncode == 2 and "not empty" in again.stderr
 
 
+@pytest.mark.slow
 def test_status_of_stopped_and_crashed_runs(built, tmp_path: Path) -> None:
     repo = copy_repo(tmp_path / "repo")
     src = the_run(built[0])
@@ -203,6 +211,7 @@ def test_status_of_stopped_and_crashed_runs(built, tmp_path: Path) -> None:
     assert "in flight" in (crashed / "report.html").read_text()
 
 
+@pytest.mark.slow
 def test_empty_and_corrupt_ledgers_give_clear_messages(built, tmp_path: Path) -> None:
     repo = copy_repo(tmp_path / "repo")
     src = the_run(built[0])
@@ -225,6 +234,7 @@ def test_empty_and_corrupt_ledgers_give_clear_messages(built, tmp_path: Path) ->
     assert cli(repo, "report", "--target", "nope").returncode == 2
 
 
+@pytest.mark.slow
 def test_status_and_report_of_a_running_daemon(tmp_path: Path) -> None:
     repo = copy_repo(tmp_path / "repo")
     config = write_config(repo, trial_budget_seconds=60)

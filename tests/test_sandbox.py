@@ -37,6 +37,7 @@ def test_the_probe_confines_a_python_and_says_how() -> None:
     assert ("own unprivileged uid per arm" in box.label) == (os.geteuid() == 0)
 
 
+@pytest.mark.slow
 def test_without_a_sandbox_trial_and_loop_refuse_and_write_nothing(repo: Path) -> None:
     proc = orchestrator("trial", "--target", "pq-l2", env=NO_BWRAP)
     assert proc.returncode == 2
@@ -55,6 +56,7 @@ def test_a_trial_without_a_sandbox_fails_closed_however_it_is_started(tmp_path: 
     assert "no sandbox for untrusted kernels" in data["failure"] and data["correctness"] == "not_run"
 
 
+@pytest.mark.slow
 def test_unsafe_no_sandbox_is_recorded_and_shown_on_every_line(repo: Path) -> None:
     kernel = (ROOT / "targets" / "pq_l2" / "kernels.py").read_text() + "\n# the same kernel, reworded\n"
     script = write_script(repo, "one", [f"HYPOTHESIS: the same kernel.\n\n```python\n{kernel}```\n"])
@@ -71,6 +73,7 @@ def test_unsafe_no_sandbox_is_recorded_and_shown_on_every_line(repo: Path) -> No
     assert json.loads((run_dir / "run.json").read_text())["config"]["unsafe_no_sandbox"] is True
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flag", [[], ["--unsafe-no-sandbox"]])
 def test_trial_json_names_the_sandbox_it_ran_under(flag: list[str]) -> None:
     proc = orchestrator("trial", "--target", "pq-l2", *FAST, "--json", *flag)
@@ -79,6 +82,7 @@ def test_trial_json_names_the_sandbox_it_ran_under(flag: list[str]) -> None:
     assert label == (sandbox.UNSAFE_LABEL if flag else sandbox.probe().label)
 
 
+@pytest.mark.slow
 def test_a_worker_dies_with_its_runner_even_mid_call(tmp_path: Path) -> None:
     """SIGKILL the trial's runner while a kernel spins in a call (so the worker never reads the
     closed pipe): the worker must die by its death signal, which its uid change would clear."""

@@ -17,6 +17,7 @@ def cli(repo: Path, *args: str, timeout: float = 600) -> subprocess.CompletedPro
                           timeout=timeout)
 
 
+@pytest.mark.slow
 def test_new_target_runs_end_to_end(repo: Path) -> None:
     made = cli(repo, "new-target", "demo-scan")
     assert made.returncode == 0, made.stderr
@@ -50,6 +51,7 @@ def test_new_target_runs_end_to_end(repo: Path) -> None:
     assert got[1]["cumulative_speedup"] > 1.0 and got[1]["cumulative_ci"][0] > 1.0, got[1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,message", [
     ("pq-l2", "already exists"),
     ("Bad_Name", "must be lower-case letters"),

@@ -16,6 +16,7 @@ from targets.harness.result import parse_block, parse_json
 
 
 
+@pytest.mark.slow
 def test_baseline_single_mode_passes_and_reports_every_field(tmp_path: Path) -> None:
     out = tmp_path / "result.json"
     proc = run_experiment("--result-json", str(out))
@@ -32,6 +33,7 @@ def test_baseline_single_mode_passes_and_reports_every_field(tmp_path: Path) -> 
     assert data.speedup_geomean is None
 
 
+@pytest.mark.slow
 def test_paired_numba_kernel_is_faster_than_baseline() -> None:
     proc = run_experiment("--kernel", str(NUMBA_KERNEL), "--against", str(BASELINE), *FAST)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -55,6 +57,7 @@ def _zombie_children() -> set[int]:
     return found
 
 
+@pytest.mark.slow
 def test_killed_worker_pairs_are_reaped_during_the_trial(monkeypatch) -> None:
     """Each worker pair is killed after its blocks; the runner's child for each worker (bwrap, or
     the worker itself unsandboxed) must be reaped then, not left a zombie until the trial ends."""
@@ -78,6 +81,7 @@ def test_killed_worker_pairs_are_reaped_during_the_trial(monkeypatch) -> None:
     assert _zombie_children() - before == set()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sandbox.probe().active, reason="kept only where a sandbox keeps the other arm out")
 def test_a_targets_own_kernel_compiles_once_per_machine(tmp_path: Path, monkeypatch) -> None:
     # The baseline's machine code is kept across trials; an LLM kernel's never is (it would let a
@@ -97,6 +101,7 @@ def test_a_targets_own_kernel_compiles_once_per_machine(tmp_path: Path, monkeypa
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "store").rglob("*.nb*")} == compiled   # loaded, not rebuilt
 
 
+@pytest.mark.slow
 def test_wrong_kernel_fails_correctness_naming_the_case(write_kernel) -> None:
     # Drops the last sub-vector from every distance.
     kernel = write_kernel("wrong", replace=("    dists[:] = 0.0\n    for m in range(num_sub_vectors):\n",
@@ -108,6 +113,7 @@ def test_wrong_kernel_fails_correctness_naming_the_case(write_kernel) -> None:
     assert "case 128x16/gaussian" in result.failure and "differs from reference" in result.failure
 
 
+@pytest.mark.slow
 def test_lossy_expansion_fails_on_large_dynamic_range(write_kernel) -> None:
     # The q²+c²−2qc rewrite: fast, algebraically equal, numerically lossy.
     kernel = write_kernel("expansion", replace=(
@@ -129,6 +135,7 @@ def test_lossy_expansion_fails_on_large_dynamic_range(write_kernel) -> None:
     assert "large_dynamic_range" in parse_block(proc.stdout).failure
 
 
+@pytest.mark.slow
 def test_nan_output_fails_correctness(write_kernel) -> None:
     kernel = write_kernel("nan", replace=("        _top_k(self.dists, k, out_ids, out_dists)\n",
                                           "        _top_k(self.dists, k, out_ids, out_dists)\n"
@@ -138,6 +145,7 @@ def test_nan_output_fails_correctness(write_kernel) -> None:
     assert "non-finite" in parse_block(proc.stdout).failure
 
 
+@pytest.mark.slow
 def test_unwritten_output_fails_correctness(write_kernel) -> None:
     # Leaving part of `out_dists` untouched leaves the harness's NaN fill in place.
     kernel = write_kernel("partial", replace=("        _top_k(self.dists, k, out_ids, out_dists)\n",
@@ -149,6 +157,7 @@ def test_unwritten_output_fails_correctness(write_kernel) -> None:
     assert "non-finite" in parse_block(proc.stdout).failure
 
 
+@pytest.mark.slow
 def test_kernel_wrong_only_when_timed_is_caught(write_kernel) -> None:
     # Honest for the correctness battery (N=4096), wrong on the speed workloads (N=20000).
     kernel = write_kernel("sneaky", replace=("    dists[:] = 0.0\n", "    dists[:] = 0.0 if num_vectors < 10000 else 1e6\n"))
@@ -184,6 +193,7 @@ def test_syntax_error_is_a_crash(write_kernel) -> None:
     assert "SyntaxError" in parse_block(proc.stdout).failure
 
 
+@pytest.mark.slow
 def test_hanging_kernel_times_out_and_leaves_no_process(write_kernel) -> None:
     kernel = write_kernel("hang", replace=("    def search(self, query, k, out_ids, out_dists):\n",
                                            "    def search(self, query, k, out_ids, out_dists):\n"
@@ -194,6 +204,7 @@ def test_hanging_kernel_times_out_and_leaves_no_process(write_kernel) -> None:
     assert processes_mentioning(str(kernel)) == []
 
 
+@pytest.mark.slow
 def test_result_json_matches_block_on_failure(write_kernel, tmp_path: Path) -> None:
     kernel = write_kernel("crash2", replace=("    def __init__(self, shape, codebook, codes_aos, num_vectors):\n",
                                              "    def __init__(self, shape, codebook, codes_aos, num_vectors):\n"
