@@ -238,7 +238,7 @@ def _timed_order(monkeypatch, ablated: tuple[str, ...]) -> tuple[TrialResult, li
 
     monkeypatch.setattr(measure, "_call", spy)
     result = runner.run_trial(PQ.plan(), TrialOptions(kernel=BASELINE, against=BASELINE, seed=7, ablated=ablated,
-                                                      replicates=2, sessions=1, queries_per_combo=3))
+                                                      replicates=1, sessions=2, queries_per_combo=3))
     assert result.ok, result.failure
     return result, order, len(warmups)
 

@@ -91,14 +91,14 @@ def test_sigkill_while_a_keep_is_measured_loses_no_keep(repo: Path) -> None:
 
 @pytest.mark.slow
 def test_sigkill_at_random_moments_loses_and_duplicates_nothing(repo: Path) -> None:
-    """Twenty kills at random moments, each followed by --resume: every attempt is recorded once,
+    """Twelve kills at random moments, each followed by --resume: every attempt is recorded once,
     no keep is lost, no process is left, and the branch matches the ledger after every resume."""
     rng = random.Random(20261129)
-    replies = [KEEP, SLOWER] * 12
+    replies = [KEEP, SLOWER] * 8
     script = write_script(repo, "s", replies)
     config = write_config(repo)
     run_dir = None
-    for i in range(20):
+    for i in range(12):
         cmd = daemon_cmd(script, config=config) + (["--resume"] if run_dir else [])
         daemon = subprocess.Popen(cmd, cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if run_dir is None:                   # a kill before the run exists leaves nothing to resume

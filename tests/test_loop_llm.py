@@ -77,12 +77,12 @@ def test_overload_storm_and_context_errors_are_recorded_and_the_loop_goes_on(rep
     overloaded = anthropic_error(529, "overloaded_error", "Overloaded")
     server.queue(overloaded, overloaded,                                                   # retries exhausted
                  anthropic_error(400, "invalid_request_error", "prompt is too long: 300000 tokens > 200000 maximum"),
-                 anthropic_message(NUMBA_LOOP))
+                 anthropic_message(WRONG))                 # judged, and cheaply: no timing phase
     config = write_config(repo, provider_retries=1, provider_retry_wait_seconds=5, max_attempts=3)
     proc = run_daemon(repo, None, "--model", "claude", config=config, env=claude_env(server))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     got = finished(the_run(repo))
-    assert [got[n]["reason"] for n in (1, 2, 3)] == ["provider_error", "provider_error", "keep"]
+    assert [got[n]["reason"] for n in (1, 2, 3)] == ["provider_error", "provider_error", "incorrect"]
     assert "retries exhausted" in got[1]["reason_detail"] and "too long" in got[2]["reason_detail"]
     assert "retry 1/1" in proc.stdout                                            # the retry was logged
     assert "next attempts show 20 earlier attempts" in proc.stdout               # smaller history after context error
