@@ -117,11 +117,10 @@ class Worker:
         arm = store or scratch / f"arm-{alias}"
         self.kernel = arm / "kernels.py"
         cache = arm / "numba-cache"
+        cache.mkdir(parents=True, exist_ok=True)
         if kernel is not None and (not self.kernel.exists() or self.kernel.read_bytes() != kernel.read_bytes()):
-            cache.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(kernel, self.kernel)
             os.utime(self.kernel, (0, 0))       # one stamp for every copy: numba's index matches it
-        cache.mkdir(parents=True, exist_ok=True)
         if uid is not None:                   # the arm's own uid owns what it may write, and nothing else
             os.chown(home, uid, uid)
             for path in (cache, *cache.rglob("*")):

@@ -150,7 +150,7 @@ def _run_phases(plan: TargetPlan, options: TrialOptions, result: TrialResult, se
     # a sandbox the other arm could write its cache).
     trusted = cache.trusted_kernels() if box.active else {}
     stores = {label: cache.numba_store(sha) for label, path in arms if path is not None
-              and (sha := hashlib.sha256(path.read_bytes()).hexdigest()) in trusted}
+              and (sha := _sha256(path)) in trusted}
     write_atomic(dirs[1] / "arms.json", json.dumps({aliases[label]: label for label, _ in arms}, indent=1) + "\n")
     if options.lance:
         if plan.lance_params is None:
