@@ -21,7 +21,7 @@ from targets.harness.process import kill_tree
 from targets.harness.resources import DEFAULT_BUDGET_SECONDS
 from targets.harness.result import (EXIT_INTERNAL, EXIT_TIMEOUT, ResultParseError, TrialResult,
                                     parse_json, signed_by)
-from targets.harness.sandbox import die_with_parent
+from targets.harness.sandbox import dies_with_me
 
 # Extra wall time past the in-trial budget before the whole tree is killed from outside.
 KILL_GRACE_SECONDS = 10.0
@@ -85,7 +85,7 @@ def run(request: TrialRequest, out_dir: Path) -> TrialOutcome:
     started = time.monotonic()
     with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
         proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=trial_env(), stdin=subprocess.PIPE,
-                                stdout=out, stderr=err, start_new_session=True, preexec_fn=die_with_parent)
+                                stdout=out, stderr=err, start_new_session=True, preexec_fn=dies_with_me())
         # The token goes over stdin (not argv or the environment, which other processes can read);
         # a result not signed with it was not written by this trial's runner, or was changed since.
         token = secrets.token_hex(16)

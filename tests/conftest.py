@@ -74,6 +74,39 @@ def worker_processes() -> list[int]:
     return sorted(found)
 
 
+def describe(pids: list[int]) -> str:
+    """What a left-over process is (state, parent, uid, command line): a leak in CI must be
+    diagnosable from the log alone."""
+    lines = []
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+            with proc.oneshot():
+                lines.append(f"pid {pid} state {proc.status()} ppid {proc.ppid()} uid {proc.uids().real} "
+                             f"age {time.time() - proc.create_time():.0f}s cmd {' '.join(proc.cmdline())[:300]!r}")
+        except psutil.Error as exc:
+            lines.append(f"pid {pid}: {exc.__class__.__name__}")
+    return "; ".join(lines)
+
+
+@pytest.fixture
+def no_leftovers():
+    """``check(timeout, also=None)``: wait until no worker started during this test (nor any process
+    mentioning ``also``) is alive, else fail describing each. A leak from an earlier test is that
+    test's failure, not this one's."""
+    before = set(worker_processes())
+
+    def check(timeout: float = 10.0, also: str | None = None, what: str = "no process left") -> None:
+        def left() -> list[int]:
+            pids = [p for p in worker_processes() if p not in before]
+            return pids + ([p.pid for p in processes_mentioning(also)] if also else [])
+        end = time.monotonic() + timeout
+        while (pids := left()) and time.monotonic() < end:
+            time.sleep(0.1)
+        assert not pids, f"{what}: {describe(pids)}"
+    return check
+
+
 def history(*records: dict):
     """A RunHistory of records given as ledger fields (attempts numbered from 1 unless given)."""
     from orchestrator.ledger import AttemptRecord, RunHistory

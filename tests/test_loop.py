@@ -12,7 +12,7 @@ import git
 import pytest
 
 from conftest import (BASELINE, CANARY, KEEP, NUMBA_KERNEL, daemon_cmd, events, finished, processes_mentioning,
-                      run_daemon, the_run, wait_for, worker_processes, write_config, write_script)
+                      run_daemon, the_run, wait_for, write_config, write_script)
 
 
 def whole_file(hypothesis: str, text: str) -> str:
@@ -112,7 +112,7 @@ def trial_running(repo: Path) -> bool:
 
 
 @pytest.mark.slow
-def test_sigkill_mid_trial_then_resume_loses_and_duplicates_nothing(repo: Path) -> None:
+def test_sigkill_mid_trial_then_resume_loses_and_duplicates_nothing(repo: Path, no_leftovers) -> None:
     config = write_config(repo, max_attempts=2)
     first = write_script(repo, "first", [SLOWER, SLOWER, SLOWER])
     daemon = subprocess.Popen(daemon_cmd(first, config=config), cwd=repo, stdout=subprocess.DEVNULL,
@@ -127,7 +127,7 @@ def test_sigkill_mid_trial_then_resume_loses_and_duplicates_nothing(repo: Path) 
     assert [e["event"] for e in events(run_dir)] == ["started"]           # in flight when killed
     wait_for(lambda: processes_mentioning(str(run_dir)) == [], timeout=10, what="the trial tree to die")
     # The sandboxed workers too: their uid change must not have cleared their death signal.
-    wait_for(lambda: worker_processes() == [], timeout=10, what="the workers to die")
+    no_leftovers(what="the workers to die")
     # Resume with the stored config: the in-flight attempt becomes "interrupted", numbering goes on,
     # and --max-attempts 2 counts completed attempts across both sessions.
     second = write_script(repo, "second", [SLOWER, INCORRECT, SLOWER])

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from conftest import BASELINE, CANARY, FAST, ROOT, copy_repo, finished, processes_mentioning, run_daemon, the_run, \
-    worker_processes, write_config, write_script
+    write_config, write_script
 from fake_llm import FakeLLMServer
 from orchestrator import gate, policy
 from targets import get
@@ -162,7 +162,7 @@ def bypassed_trial(name: str, repo: Path, out_dir: Path, port: int, user: int | 
 
 
 def assert_held(name: str, proc: subprocess.CompletedProcess[str], data: dict, before: dict, after: dict,
-                out_dir: Path, server: FakeLLMServer, repo: Path) -> None:
+                out_dir: Path, server: FakeLLMServer, repo: Path, no_leftovers) -> None:
     expected = EXPECTED[name][1]
     assert data.get("verdict") == "discard", (data, proc.stderr)
     assert data.get("sandbox", "").startswith("bwrap"), data.get("sandbox")
@@ -176,7 +176,7 @@ def assert_held(name: str, proc: subprocess.CompletedProcess[str], data: dict, b
         sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k)))
     assert not (repo / "ESCAPED").exists()
     assert server.requests == []
-    assert processes_mentioning(str(out_dir.parent)) == [] and worker_processes() == []
+    no_leftovers(timeout=0, also=str(out_dir.parent))
     artifacts = [p for p in out_dir.rglob("*") if p.is_file()]
     assert [p for p in artifacts if CANARY.encode() in p.read_bytes()] == []
     assert CANARY not in proc.stdout + proc.stderr
@@ -184,14 +184,14 @@ def assert_held(name: str, proc: subprocess.CompletedProcess[str], data: dict, b
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(n for n, (daemon, _) in EXPECTED.items() if daemon == "policy"))
-def test_with_the_policy_bypassed_the_sandbox_still_holds(repo: Path, server: FakeLLMServer, tmp_path: Path,
+def test_with_the_policy_bypassed_the_sandbox_still_holds(repo: Path, server: FakeLLMServer, tmp_path: Path, no_leftovers,
                                                           name: str) -> None:
     watched = (repo, cache.cache_dir())
     before = {**files_state(*watched), **site_packages_state()}
     out_dir = tmp_path / "trial"
     proc, data = bypassed_trial(name, repo, out_dir, server.httpd.server_address[1])
     after = {**files_state(*watched), **site_packages_state()}
-    assert_held(name, proc, data, before, after, out_dir, server, repo)
+    assert_held(name, proc, data, before, after, out_dir, server, repo, no_leftovers)
 
 
 NOBODY = 65534
@@ -233,7 +233,8 @@ def shared_repo():
 
 
 @pytest.mark.parametrize("name", sorted(CONTAINED | {"busy_rival", "write_harness", "read_api_key"}))
-def test_as_an_unprivileged_user_the_sandbox_still_holds(shared_repo, server: FakeLLMServer, name: str) -> None:
+def test_as_an_unprivileged_user_the_sandbox_still_holds(shared_repo, server: FakeLLMServer, name: str,
+                                                         no_leftovers) -> None:
     problem = _unprivileged_problem()
     if problem:
         pytest.skip(problem)
@@ -247,7 +248,7 @@ def test_as_an_unprivileged_user_the_sandbox_still_holds(shared_repo, server: Fa
     proc, data = bypassed_trial(name, repo, work / "trial", server.httpd.server_address[1], user=NOBODY, env=env)
     after = {**files_state(*watched), **site_packages_state()}
     assert "user namespace" in data.get("sandbox", ""), data.get("sandbox")
-    assert_held(name, proc, data, before, after, work / "trial", server, repo)
+    assert_held(name, proc, data, before, after, work / "trial", server, repo, no_leftovers)
 
 
 @pytest.mark.slow

@@ -83,7 +83,7 @@ def test_trial_json_names_the_sandbox_it_ran_under(flag: list[str]) -> None:
 
 
 @pytest.mark.slow
-def test_a_worker_dies_with_its_runner_even_mid_call(tmp_path: Path) -> None:
+def test_a_worker_dies_with_its_runner_even_mid_call(tmp_path: Path, no_leftovers) -> None:
     """SIGKILL the trial's runner while a kernel spins in a call (so the worker never reads the
     closed pipe): the worker must die by its death signal, which its uid change would clear."""
     kernel = tmp_path / "kernels.py"
@@ -99,4 +99,25 @@ def test_a_worker_dies_with_its_runner_even_mid_call(tmp_path: Path) -> None:
     finally:
         runner.kill()
         runner.wait()
-    wait_for(lambda: worker_processes() == [], timeout=10, what="the worker to die with its runner")
+    no_leftovers(what="the worker to die with its runner")
+
+
+def test_a_child_whose_parent_died_before_its_death_signal_was_set_kills_itself(tmp_path: Path) -> None:
+    """The race a random SIGKILL can hit: the parent dies between fork and the child's prctl, so
+    the death signal is never sent. The child must notice (its parent changed) and die."""
+    alive = tmp_path / "alive"
+    script = f"""
+import os, sys, time
+sys.path.insert(0, {str(ROOT)!r})
+from targets.harness import sandbox
+parent = os.getpid()
+if os.fork() == 0:
+    time.sleep(0.5)                       # the parent is gone by now
+    sandbox.die_with_parent(parent)
+    open({str(alive)!r}, "w").close()     # only a child that survived writes this
+    os._exit(0)
+os._exit(0)
+"""
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=30)
+    time.sleep(1.5)
+    assert not alive.exists()

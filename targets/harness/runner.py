@@ -287,11 +287,15 @@ def parse_args(argv: Sequence[str] | None, target: str, default_kernel: Path) ->
     problem = trial_argument_problem(args)
     if problem:
         parser.error(problem)
+    token = sys.stdin.readline().strip() if args.token_stdin else ""
+    if args.token_stdin and not token:
+        # The daemon died before it sent the token: no one would read this trial's result.
+        parser.error("--token-stdin: no token on stdin (the daemon that started this trial is gone?)")
     options = TrialOptions(kernel=args.kernel.resolve(), against=args.against.resolve() if args.against else None,
                            lance=args.against_lance, mode=args.mode, budget_seconds=args.budget_seconds, seed=args.seed,
                            replicates=args.replicates, sessions=args.sessions, queries_per_combo=args.queries,
                            log_dir=args.log_dir, sandbox=not args.unsafe_no_sandbox,
-                           token=sys.stdin.readline().strip() if args.token_stdin else "")
+                           token=token)
     return options, args.result_json
 
 

@@ -183,18 +183,29 @@ def set_dumpable(flag: bool) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(4, int(flag))    # PR_SET_DUMPABLE
 
 
-def die_with_parent() -> None:
-    """In a child before exec (Linux): SIGKILL it when the process that started it dies, so a
-    killed daemon or runner leaves no trial or worker behind."""
+def die_with_parent(parent: int) -> None:
+    """In a child before exec (Linux): SIGKILL it when ``parent``, the process that started it,
+    dies, so a killed daemon or runner leaves no trial or worker behind. A parent that died
+    between the fork and this call never sends the signal: the child then kills itself."""
     if sys.platform.startswith("linux"):
         import ctypes
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)              # PR_SET_PDEATHSIG
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def dies_with_me() -> Callable[[], None]:
+    """A ``preexec_fn`` tying the child's life to this process."""
+    parent = os.getpid()
+    return lambda: die_with_parent(parent)
 
 
 def preexec(cpu: int | None, cpu_seconds: float) -> Callable[[], None]:
     """Runs in the child between fork and exec: death signal, pinning and resource limits."""
+    parent = os.getpid()
+
     def setup() -> None:
-        die_with_parent()
+        die_with_parent(parent)
         if cpu is not None and hasattr(os, "sched_setaffinity"):
             os.sched_setaffinity(0, {cpu})
         limits = [(resource.RLIMIT_AS, ADDRESS_SPACE_BYTES), (resource.RLIMIT_FSIZE, FILE_SIZE_BYTES),
@@ -284,7 +295,7 @@ def _selftest(box: Sandbox) -> str:
         argv = box.command([sys.executable, "-I", "-c", check, bundle], uid,
                            [*runtime_paths(), Path(bundle)], [], read_fd, Path("/"))
         out = subprocess.run(argv, capture_output=True, text=True, timeout=30, pass_fds=(read_fd,),
-                             env=worker_env(home, home), cwd=home)
+                             env=worker_env(home, home), cwd=home, preexec_fn=dies_with_me())
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"bwrap could not start a sandbox ({exc})"
     finally:
