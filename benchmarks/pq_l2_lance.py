@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from targets.harness import lance, lance_arm  # noqa: E402
 from targets.harness.checks import ABS_TOL, PQ_RTOL, check_topk  # noqa: E402
-from targets.harness.machine import cpu_model  # noqa: E402
+from targets.harness.machine import cpu_model, simd_flags  # noqa: E402
 from targets.harness.pq import OPS, TOP_K, build, k_array  # noqa: E402
 from targets.harness.worker import load_kernel  # noqa: E402
 from targets.pq_l2 import inputs, reference  # noqa: E402
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     kernels = load_kernel(str(args.kernel))
     fx = inputs.fixtures()
     n = inputs.SPEED_NUM_VECTORS
-    print(f"kernel {args.kernel}  pylance {lance.version()}  CPU {cpu_model()} [{lance.simd_flags()}]  N={n}  "
+    print(f"kernel {args.kernel}  pylance {lance.version()}  CPU {cpu_model()} [{simd_flags()}]  N={n}  "
           f"{args.queries} queries/workload  1 thread, pinned")
     print(f"{'workload':<20}{'kernel us':>11}{'Lance us':>11}{'kernel/Lance':>14}{'top10 agree':>13}")
     ratios = []

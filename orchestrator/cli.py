@@ -17,6 +17,7 @@ import targets
 from orchestrator import config as config_mod
 from orchestrator import ledger as ledger_mod
 from orchestrator import calibrate as calibrate_mod
+from orchestrator import compare
 from orchestrator import export as export_mod
 from orchestrator import gate, loop, plot, progress, project, report, scaffold, trial, workspace
 from orchestrator import provider as provider_mod
@@ -223,6 +224,15 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     info = _target(args.target)
+    if args.compare:
+        if args.run:
+            raise UsageError("--compare compares every run of the target; leave out --run")
+        views = report.all_runs(info.name)
+        if not views:
+            raise UsageError(f"no runs of {info.name} under {report.runs_root()} to compare; start one with "
+                             f"`orchestrator loop --target {info.name}`")
+        print(compare.comparison_table(info.name, compare.compare_runs(views)))
+        return 0
     try:
         run_dir = report.find_run(args.run, info.name) if args.run else report.latest_run(info.name)
         view = report.load_run(run_dir)
@@ -230,8 +240,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     png = plot.render(report.progress_points(view.history), f"{view.target} run {view.run_id} ({view.state})",
                       view.history.lance_level)
+    comparison = compare.comparison_html(info.name, compare.compare_runs(report.all_runs(info.name)), view.run_id)
     write_atomic(run_dir / "progress.png", png)
-    write_atomic(run_dir / "report.html", report.html_report(view, png))
+    write_atomic(run_dir / "report.html", report.html_report(view, png, comparison))
     t = report.totals(view)
     print(f"run {view.run_id} ({view.state}): {t['attempts']} attempts, {t['keeps']} kept"
           + (f", {t['in_flight']} in flight" if t["in_flight"] else ""))
@@ -352,6 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="write report.html and progress.png into a run's directory")
     p.add_argument("--target", required=True, help="target name, e.g. pq-l2")
     p.add_argument("--run", help="run id (default: the target's latest run)")
+    p.add_argument("--compare", action="store_true",
+                   help="print the target's runs side by side instead: what changed in program.md and the prompts "
+                        "since the run before, keep rate, tokens, cost per keep, best speedup")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("candidates", help="upstream candidates across runs: keeps that beat Lance itself")

@@ -41,6 +41,7 @@ class Reason(StrEnum):
     TAMPERED = "tampered"
     # before a trial
     NO_CHANGE = "no_change"
+    DUPLICATE = "duplicate"             # the same code as the current best or an earlier attempt
     REJECTED_CHANGE = "rejected_change"
     EDIT_FAILED = "edit_failed"
     POLICY = "policy"

@@ -19,6 +19,7 @@ import json
 import os
 import socket
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -86,7 +87,12 @@ class AttemptRecord:
     edit_format: str | None = None
     edit_error: str | None = None
     repair_turns: int = 0
+    repair_prompts: list[str] = field(default_factory=list)   # sha256 of each repair-<turn>.md sent
+    edit_notes: list[str] = field(default_factory=list)       # leniencies the reply parser applied
+    analysis: str | None = None                               # the reply's ANALYSIS: section
     diff: str = ""
+    ast_sha256: str | None = None                       # the candidate's normalised syntax tree
+    duplicate_of: int | None = None                     # an earlier attempt (0: the baseline) with that tree
     # how it was measured and judged
     trial_exit_code: int | None = None
     trial: dict[str, Any] | None = None                 # the runner's TrialResult, as it wrote it
@@ -118,6 +124,7 @@ class AttemptRecord:
     lance_anchor: str | None = None
     lance_per_combo_ns: dict[str, float] = field(default_factory=dict)
     vs_lance_error: str | None = None
+    profile: dict[str, Any] = field(default_factory=dict)   # the kept kernel's time split by stage
     extra: dict[str, Any] = field(default_factory=dict)  # fields a newer version wrote: kept as read
 
     @property
@@ -145,7 +152,7 @@ class AttemptRecord:
 
 _CONTAINERS = frozenset(f.name for f in dataclasses.fields(AttemptRecord) if f.default_factory is not dataclasses.MISSING)
 MEASURED_FIELDS = frozenset(f.name for f in dataclasses.fields(AttemptRecord)
-                            if f.name.startswith(("cumulative_", "vs_lance", "lance_")))
+                            if f.name.startswith(("cumulative_", "vs_lance", "lance_")) or f.name == "profile")
 
 
 @dataclass(frozen=True)
@@ -160,6 +167,16 @@ class Totals:
     cost_usd: float
     input_tokens: int
     output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    repair_turns: int
+    duplicates: int
+
+    @property
+    def cache_hit_share(self) -> float | None:
+        """Cache-read tokens as a share of all input tokens (None before any was counted)."""
+        seen = self.input_tokens + self.cache_read_tokens + self.cache_write_tokens
+        return self.cache_read_tokens / seen if seen else None
 
 
 @dataclass(frozen=True)
@@ -187,26 +204,29 @@ class RunHistory:
                       not_kept=dict(Counter(r.reason or "?" for r in self.records if not r.kept)),
                       hours=hours, cost_usd=sum(r.cost_usd for r in self.records),
                       input_tokens=sum(int(t.get("input_tokens", 0)) for t in tokens),
-                      output_tokens=sum(int(t.get("output_tokens", 0)) for t in tokens))
+                      output_tokens=sum(int(t.get("output_tokens", 0)) for t in tokens),
+                      cache_read_tokens=sum(int(t.get("cache_read_tokens", 0)) for t in tokens),
+                      cache_write_tokens=sum(int(t.get("cache_write_tokens", 0)) for t in tokens),
+                      repair_turns=sum(r.repair_turns for r in self.records),
+                      duplicates=sum(r.reason == "duplicate" for r in self.records))
+
+    def _streak(self, ends: Callable[[AttemptRecord], bool]) -> int:
+        """Finished keeps/discards at the end of the run, counted back until ``ends`` holds."""
+        streak = 0
+        for r in reversed([r for r in self.records if r.done]):
+            if ends(r):
+                break
+            streak += 1
+        return streak
 
     @property
     def discard_streak(self) -> int:
         """Discards since the last keep (interrupted and unrun attempts don't count)."""
-        streak = 0
-        for r in reversed([r for r in self.records if r.done]):
-            if r.kept:
-                break
-            streak += 1
-        return streak
+        return self._streak(lambda r: r.kept)
 
     def streak_of(self, reason: str) -> int:
         """How many of the last finished keeps/discards in a row failed for ``reason``."""
-        streak = 0
-        for r in reversed([r for r in self.records if r.done]):
-            if r.reason != reason:
-                break
-            streak += 1
-        return streak
+        return self._streak(lambda r: r.reason != reason)
 
     @property
     def last_failure(self) -> str | None:
@@ -229,6 +249,29 @@ class RunHistory:
             if r.cumulative_speedup and r.vs_lance:
                 return r.cumulative_speedup / r.vs_lance
         return None
+
+    def incumbent_times(self) -> tuple[str, dict[str, float]]:
+        """The current best kernel's ns per op per combo, as last measured, and which kernel that
+        is: the best keep's own trial, else the baseline as the first trial's incumbent arm."""
+        best = self.best
+        if best is not None and best.trial:
+            return f"attempt {best.attempt}", dict(best.trial.get("per_combo_geomean_ns") or {})
+        return "the baseline", dict(self.first_trial().get("incumbent_per_combo_geomean_ns") or {})
+
+    def near_misses(self, limit: int) -> list[AttemptRecord]:
+        """Discarded attempts that were correct and measured faster than their incumbent but failed
+        a gate rule (the CI, the worst combo, a trade-off): fastest first."""
+        found = [r for r in self.records if r.verdict == DISCARD and r.speedup and r.speedup > 1.0
+                 and r.reason in ("not_faster", "worst_combo", "tradeoff")]
+        return sorted(found, key=lambda r: -(r.speedup or 0.0))[:limit]
+
+    def failures(self, limit: int) -> list[AttemptRecord]:
+        """The last ``limit`` discarded attempts, oldest first."""
+        return [r for r in self.records if r.verdict == DISCARD][-limit:]
+
+    def with_tree(self, ast_sha256: str) -> AttemptRecord | None:
+        """The first attempt whose candidate had this normalised syntax tree."""
+        return next((r for r in self.records if r.ast_sha256 == ast_sha256), None)
 
     def last_trial(self) -> dict[str, Any]:
         return (self.records[-1].trial or {}) if self.records else {}

@@ -20,15 +20,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
-from orchestrator import (edit, gate, ledger as ledger_mod, policy, project, prompt as prompt_mod, report, trial,
-                          workspace)
+from orchestrator import (compare, edit, gate, ledger as ledger_mod, policy, project, prompt as prompt_mod, report,
+                          trial, workspace)
 from orchestrator.config import RunConfig, to_dict
 from orchestrator.gate import Reason
 from orchestrator.ledger import AttemptRecord, Ledger, RunHistory
 from orchestrator.progress import LiveStatus
 from orchestrator.provider import ErrorKind, Message, Provider, ProviderError, Usage
 from targets import TargetInfo
-from targets.harness import contention
+from targets.harness import contention, machine
 from targets.harness.files import write_atomic
 from targets.harness.result import TrialResult
 
@@ -61,6 +61,7 @@ class Run:
     files: prompt_mod.PromptFiles
     run_id: str
     log: Callable[[str], None] = print
+    machine: str = field(default_factory=machine.facts)     # what the model is told about this machine
     history_rows: int = 0                 # shrinks when a prompt was too long for the model
     stop_reason: str = ""
     warnings: list[str] = field(default_factory=list)
@@ -161,6 +162,7 @@ def run_attempt(run: Run, n: int, history: RunHistory) -> AttemptRecord:
     try:
         incumbent = run.ws.committed_kernel()
         change = _propose(att, incumbent, history)
+        _reject_duplicate(att, change, incumbent, history)
         _stage(att, change, incumbent)
         outcome = _trial_and_verdict(att, history)
         return _keep(att, change, outcome)
@@ -191,9 +193,13 @@ def _propose(att: Attempt, incumbent: str, history: RunHistory) -> edit.Edit:
     an edit that does not apply or breaks the contract."""
     run, rec = att.run, att.rec
     with att.phases("prompt"):
-        prompt = prompt_mod.build(run.files, run.target.name, rec.attempt, incumbent, history,
-                                  run.history_rows or run.config.history_rows)
+        try:
+            prompt = prompt_mod.build(run.files, _context(run, rec.attempt, incumbent, history))
+        except prompt_mod.PromptError as exc:
+            raise Discard(Reason.DAEMON_ERROR, str(exc), verdict=ledger_mod.NOT_RUN,
+                          then=DaemonStop(f"{exc}; fix the template and --resume")) from exc
         rec.prompt_hashes = prompt.file_hashes
+        compare.save_inputs(run.ledger.dir, prompt.file_texts)
         (att.dir / "prompt.md").write_text(prompt.render())
     for turn in range(run.config.repair_turns + 1):
         refusal = _over_cost_budget(run, history, att.usage, prompt.messages)
@@ -212,19 +218,24 @@ def _propose(att: Attempt, incumbent: str, history: RunHistory) -> edit.Edit:
         (att.dir / f"reply-{turn}.md").write_text(reply.text)
         with att.phases("edit"):
             try:
-                change = edit.parse_and_apply(reply.text, incumbent)
+                change = edit.parse_and_apply(reply.text, incumbent, api=run.api)
                 edit.validate(change.new_text, run.api)
                 policy.check(change.new_text, run.allowed_imports)
             except edit.EditError as exc:
                 rec.edit_error = str(exc)
-                rec.hypothesis = rec.hypothesis or _hypothesis_of(reply.text)
+                rec.hypothesis = rec.hypothesis or _one_line(edit.hypothesis_of(reply.text) or "", 300) or None
                 if turn == run.config.repair_turns:
                     raise Discard(Reason.POLICY if isinstance(exc, policy.PolicyError) else Reason.EDIT_FAILED,
                                   str(exc)) from None
                 rec.repair_turns = turn + 1
-                prompt = prompt_mod.repair(prompt, run.files, reply.text, str(exc))
+                prompt, text = prompt_mod.repair(prompt, run.files, reply.text, str(exc))
+                (att.dir / f"repair-{turn + 1}.md").write_text(text)
+                rec.repair_prompts.append(hashlib.sha256(text.encode()).hexdigest())
+                rec.prompt_hashes = prompt.file_hashes
+                compare.save_inputs(run.ledger.dir, prompt.file_texts)
                 continue
         rec.hypothesis, rec.lesson, rec.edit_format = _one_line(change.hypothesis, 300), change.lesson, change.format
+        rec.edit_notes, rec.analysis = list(change.notes), change.analysis
         return change
     raise AssertionError("unreachable: the last repair turn either returns or discards")
 
@@ -241,6 +252,26 @@ def _provider_failed(run: Run, exc: ProviderError, edit_error: str | None) -> No
         run.history_rows = max(1, (run.history_rows or run.config.history_rows) // 2)
         run.log(f"the prompt was too long for the model; next attempts show {run.history_rows} earlier attempts")
     raise Discard(Reason(exc.kind.discard_reason), f"{exc.kind}: {exc}", edit_error) from exc
+
+
+def _reject_duplicate(att: Attempt, change: edit.Edit, incumbent: str, history: RunHistory) -> None:
+    """A candidate whose code (its syntax tree without comments and docstrings) is the current
+    best's or an earlier attempt's would only measure again what was measured: no trial."""
+    rec = att.rec
+    rec.ast_sha256 = edit.tree_sha256(change.new_text)
+    if change.new_text == incumbent:
+        return                                # no change at all: _stage says so
+    best = history.best
+    if rec.ast_sha256 == edit.tree_sha256(incumbent):
+        rec.duplicate_of = best.attempt if best else 0
+        what = f"attempt {best.attempt}'s kept kernel" if best else "the baseline"
+        raise Discard(Reason.DUPLICATE, f"the candidate differs from the current best ({what}) only in comments, "
+                                        "docstrings or layout")
+    earlier = history.with_tree(rec.ast_sha256)
+    if earlier is not None:
+        rec.duplicate_of = earlier.attempt
+        raise Discard(Reason.DUPLICATE, f"the candidate is attempt {earlier.attempt}'s code again (comments and "
+                                        f"docstrings aside), which ended as {earlier.verdict} ({earlier.reason})")
 
 
 def _stage(att: Attempt, change: edit.Edit, incumbent: str) -> None:
@@ -296,7 +327,7 @@ def _trial_and_verdict(att: Attempt, history: RunHistory) -> trial.TrialOutcome:
                                                  else f" (still {share:.0%} busy)"))
     if not verdict.keep:
         evidence = outcome.result.failure if outcome.result and outcome.result.failure else outcome.error
-        raise Discard(verdict.primary, verdict.reasons[0], evidence)
+        raise Discard(verdict.primary, "; ".join(verdict.reasons), evidence)
     return outcome
 
 
@@ -339,11 +370,33 @@ def _over_cost_budget(run: Run, history: RunHistory, usage: Usage, messages: lis
     return None
 
 
-def _hypothesis_of(text: str) -> str | None:
-    for line in text.splitlines():
-        if line.startswith("HYPOTHESIS:"):
-            return _one_line(line.split(":", 1)[1], 300) or None
-    return None
+def _context(run: Run, n: int, incumbent: str, history: RunHistory) -> prompt_mod.Context:
+    return prompt_mod.Context(target=run.target.name, run_id=run.run_id, attempt=n, kernel=incumbent,
+                              history=history, history_rows=run.history_rows or run.config.history_rows,
+                              machine=run.machine, limits=limits_text(run.config),
+                              profile=_incumbent_profile(run, history))
+
+
+def _incumbent_profile(run: Run, history: RunHistory) -> dict[str, Any] | None:
+    """The current best kernel's stage split: measured after its keep, or at the run's start for
+    the baseline."""
+    best = history.best
+    if best is not None:
+        return best.profile or None
+    return run.ledger.run_info().get("baseline_profile") or None
+
+
+def limits_text(c: RunConfig) -> str:
+    """The numbers a proposal must live within, as the model reads them."""
+    return (f"- Each trial has {c.trial_budget_seconds:g} s of wall time, numba compilation (in every fresh worker "
+            f"process) included; over budget is a discard.\n"
+            f"- A trial: {c.trial_replicates} fresh worker pairs x {c.trial_sessions} blocks x {c.trial_queries} "
+            f"queries per combo and block, candidate and current best alternating on one core.\n"
+            f"- A reply that does not apply gets {c.repair_turns} repair turn(s), each a full call; then the attempt "
+            f"is lost.\n"
+            f"- kernels.py may be at most {edit.MAX_KERNEL_BYTES // 1024} KB.\n"
+            f"- Keep rule: the speedup's 90% CI lower bound above {1 + c.gate.min_effect:g}x, every combo at least "
+            f"{c.gate.worst_combo_min:g}x, summed gains at least {c.gate.tradeoff_ratio:g}x summed losses.")
 
 
 def _contention(result: TrialResult | None) -> float | None:

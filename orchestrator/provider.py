@@ -34,6 +34,15 @@ if TYPE_CHECKING:
 class Message:
     role: str                # "system" | "user" | "assistant"
     content: str
+    # Offsets into ``content`` where a stable prefix ends, ascending. A vendor that caches prompt
+    # prefixes by block (Anthropic) makes each span a block and marks the last one for caching, so
+    # a later request whose prefix grew by appending blocks still hits; others ignore them.
+    boundaries: tuple[int, ...] = ()
+
+    def blocks(self) -> list[str]:
+        """``content`` cut at the boundaries (the last block is what follows the last boundary)."""
+        cuts = [0, *(b for b in self.boundaries if 0 < b < len(self.content)), len(self.content)]
+        return [self.content[a:b] for a, b in zip(cuts, cuts[1:]) if b > a]
 
 
 @dataclass(frozen=True)

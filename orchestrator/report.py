@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from orchestrator.ledger import INTERRUPTED, AttemptRecord, Ledger, LedgerError, RunHistory
+from orchestrator.ledger import INTERRUPTED, AttemptRecord, Ledger, LedgerError, RunHistory, Totals
 from orchestrator import project
 from orchestrator.progress import Status, read_status
 from orchestrator.workspace import Workspace
@@ -66,6 +66,16 @@ class RunView:
     @property
     def best(self) -> AttemptRecord | None:
         return self.history.best
+
+
+def tokens_text(t: Totals) -> str:
+    """in/out/cache read, e.g. ``12,000/800/40,000`` (input excludes cache reads and writes)."""
+    return f"{t.input_tokens:,}/{t.output_tokens:,}/{t.cache_read_tokens:,}"
+
+
+def hit_text(t: Totals) -> str:
+    share = t.cache_hit_share
+    return "-" if share is None else f"{share:.0%}"
 
 
 def load_run(run_dir: Path) -> RunView:
@@ -161,8 +171,8 @@ def status_table(views: list[RunView]) -> str:
     """`orchestrator status`: one row per run."""
     if not views:
         return f"no runs under {runs_root()}; start one with `orchestrator loop --target <name> --model offline`"
-    header = ("target", "run", "state", "attempt/phase", "attempts", "keeps", "best", "vs Lance", "cost",
-              "last activity")
+    header = ("target", "run", "state", "attempt/phase", "attempts", "keeps", "best", "vs Lance",
+              "tokens in/out/cache read", "cache hit", "cost", "last activity")
     rows = [header]
     for v in views:
         now_doing = "-"
@@ -174,7 +184,7 @@ def status_table(views: list[RunView]) -> str:
         rows.append((v.target, v.run_id, v.state, now_doing, str(len(v.records)), str(len(v.keeps)),
                      f"{best.cumulative_speedup:.2f}x" if best and best.cumulative_speedup else "-",
                      f"{best.vs_lance:.2f}x" if best and best.vs_lance else "-",
-                     f"${v.history.totals.cost_usd:.4f}", _last_activity(v)))
+                     tokens_text(v.history.totals), hit_text(v.history.totals), f"${v.history.totals.cost_usd:.4f}", _last_activity(v)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
@@ -279,7 +289,7 @@ def progress_points(history: RunHistory) -> list[Point]:
 
 _CSS = """body{font:14px/1.45 system-ui,sans-serif;margin:2em;color:#222;max-width:1400px}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;vertical-align:top}
-th{background:#f3f3f3;text-align:left}tr.keep td{background:#eefbea}td.num{text-align:right;font-variant-numeric:tabular-nums}
+th{background:#f3f3f3;text-align:left}tr.keep td{background:#eefbea}tr.current td{background:#eef3fb}td.num{text-align:right;font-variant-numeric:tabular-nums}
 pre{background:#f7f7f7;padding:8px;overflow-x:auto;font-size:12px}img{max-width:100%;border:1px solid #ddd}
 .muted{color:#777}"""
 
@@ -305,14 +315,18 @@ def _vs_lance_cell(r: AttemptRecord) -> str:
 
 def totals(v: RunView) -> dict[str, Any]:
     t = v.history.totals
+    share = t.cache_hit_share
     return {"attempts": t.attempts, "keeps": t.keeps, "in_flight": len(v.in_flight),
-            "input_tokens": t.input_tokens, "output_tokens": t.output_tokens, "cost_usd": round(t.cost_usd, 4),
+            "input_tokens": t.input_tokens, "output_tokens": t.output_tokens, "cache_read_tokens": t.cache_read_tokens,
+            "cache_write_tokens": t.cache_write_tokens,
+            "cache_hit_share": f"{share:.1%}" if share is not None else None, "cost_usd": round(t.cost_usd, 4),
             "attempt_seconds": round(t.hours * 3600.0, 1),
             "attempts_per_hour": round(t.attempts / t.hours, 1) if t.hours > 0 else None}
 
 
-def html_report(v: RunView, png: bytes | None) -> str:
-    """A self-contained page (the plot inlined): opens offline, mails as one file."""
+def html_report(v: RunView, png: bytes | None, comparison: str = "") -> str:
+    """A self-contained page (the plot inlined): opens offline, mails as one file. ``comparison``
+    is the section comparing the target's runs (``compare.comparison_html``), already escaped."""
     info, t = v.info, totals(v)
     out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{_e(v.target)} run {_e(v.run_id)}</title>"
            f"<style>{_CSS}</style></head><body>",
@@ -343,17 +357,19 @@ def html_report(v: RunView, png: bytes | None) -> str:
                        f"{f'{lance[combo]:.3f}x' if combo in lance else '-'}</td></tr>")
         out.append("</table>")
     out.append("<h2>Attempts</h2><table><tr><th>#</th><th>hypothesis</th><th>verdict</th><th>reason</th>"
-               "<th>speedup vs incumbent [90% CI]</th><th>vs Lance</th><th>cost</th><th>duration</th></tr>")
+               "<th>speedup vs incumbent [90% CI]</th><th>vs Lance</th><th>tokens in/out/cache read</th><th>cost</th>"
+               "<th>duration</th></tr>")
     for r in v.records:
         out.append(f"<tr class='{'keep' if r.kept else ''}'><td class='num'>{_e(r.attempt)}</td>"
                    f"<td>{_e(r.hypothesis or '-')}</td><td>{_e(r.verdict)}</td>"
                    f"<td>{_e(r.reason)}: <span class='muted'>{_e(r.reason_detail[:300])}</span></td>"
                    f"<td class='num'>{_e(_speedup_cell(r))}</td>"
                    f"<td class='num'>{_e(_vs_lance_cell(r))}</td>"
+                   f"<td class='num'>{_e(tokens_text(RunHistory((r,)).totals))}</td>"
                    f"<td class='num'>${r.cost_usd:.4f}</td>"
                    f"<td class='num'>{r.duration_seconds:.1f} s</td></tr>")
     for n in v.in_flight:
-        out.append(f"<tr><td class='num'>{n}</td><td colspan='7' class='muted'>in flight (running now, or the daemon "
+        out.append(f"<tr><td class='num'>{n}</td><td colspan='8' class='muted'>in flight (running now, or the daemon "
                    f"stopped during it)</td></tr>")
     out.append("</table>")
     if v.keeps:
@@ -361,6 +377,7 @@ def html_report(v: RunView, png: bytes | None) -> str:
         for r in v.keeps:
             out.append(f"<details><summary>attempt {_e(r.attempt)}: {_e(r.hypothesis)}</summary>"
                        f"<pre>{_e(r.diff)}</pre></details>")
+    out.append(comparison)
     out.append("<h2>Machine and configuration</h2>")
     first_trial = v.history.first_trial()
     context = {**(info.get("machine") or {}), "cpu": first_trial.get("cpu", "-"), "sandbox": info.get("sandbox", "-"),

@@ -74,6 +74,20 @@ def worker_processes() -> list[int]:
     return sorted(found)
 
 
+def _proc_text(pid: int, name: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/{name}").read_text(errors="replace").strip()
+    except OSError as exc:
+        return f"({exc.strerror})"
+
+
+def _fds(pid: int) -> dict[str, str]:
+    try:
+        return {fd: os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+    except OSError as exc:
+        return {"error": str(exc.strerror)}
+
+
 def describe(pids: list[int]) -> str:
     """What a left-over process is (state, parent, uid, command line): a leak in CI must be
     diagnosable from the log alone."""
@@ -83,7 +97,9 @@ def describe(pids: list[int]) -> str:
             proc = psutil.Process(pid)
             with proc.oneshot():
                 lines.append(f"pid {pid} state {proc.status()} ppid {proc.ppid()} uid {proc.uids().real} "
-                             f"age {time.time() - proc.create_time():.0f}s cmd {' '.join(proc.cmdline())[:300]!r}")
+                             f"age {time.time() - proc.create_time():.0f}s children {[c.pid for c in proc.children()]} "
+                             f"wchan {_proc_text(pid, 'wchan')!r} fds {_fds(pid)} "
+                             f"stack {_proc_text(pid, 'stack').split()[:12]} cmd {' '.join(proc.cmdline())[:300]!r}")
         except psutil.Error as exc:
             lines.append(f"pid {pid}: {exc.__class__.__name__}")
     return "; ".join(lines)

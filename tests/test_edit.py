@@ -1,4 +1,5 @@
-"""orchestrator.edit: strict reply parsing, all-or-nothing SEARCH/REPLACE, API validation."""
+"""orchestrator.edit: reply parsing (lenient where the meaning is unambiguous, precise errors elsewhere),
+all-or-nothing SEARCH/REPLACE, API validation."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from conftest import BASELINE, ROOT
-from orchestrator.edit import MAX_KERNEL_BYTES, Edit, EditError, parse_and_apply, validate
+from orchestrator.edit import (MAX_ANALYSIS_CHARS, MAX_KERNEL_BYTES, Edit, EditError, hypothesis_of, parse_and_apply,
+                               validate)
 from targets.pq_l2.target import KERNEL_API
 
 PLAYBOOK = ROOT / "targets" / "pq_l2" / "playbook"
@@ -186,10 +188,10 @@ def test_unbalanced_or_malformed_markers(body: str) -> None:
 # -- HYPOTHESIS and LESSON -----------------------------------------------------------------------
 
 def test_missing_hypothesis() -> None:
-    with pytest.raises(EditError, match="HYPOTHESIS"):
+    with pytest.raises(EditError, match="no HYPOTHESIS: line"):
         parse_and_apply("```python\nA = 1\n```\n", CURRENT)
     with pytest.raises(EditError, match="no HYPOTHESIS: line"):
-        parse_and_apply("Hypothesis: lower case does not count\n```python\nA = 1\n```\n", CURRENT)
+        parse_and_apply("My hypothesis is that it is faster.\n```python\nA = 1\n```\n", CURRENT)
 
 
 def test_two_hypothesis_lines() -> None:
@@ -217,6 +219,278 @@ def test_two_lesson_lines() -> None:
 def test_empty_lesson_is_an_error() -> None:
     with pytest.raises(EditError, match="LESSON: line is empty"):
         parse_and_apply("HYPOTHESIS: h\n```python\nA = 1\n```\nLESSON:\n", CURRENT)
+
+
+@pytest.mark.parametrize("line, forms", [
+    ("Hypothesis: fuse the loops", "in lower or mixed case"),
+    ("hypothesis: fuse the loops", "in lower or mixed case"),
+    ("**HYPOTHESIS:** fuse the loops", "in markdown emphasis"),
+    ("**Hypothesis**: fuse the loops", "in markdown emphasis, in lower or mixed case"),
+    ("*Hypothesis:* fuse the loops", "in markdown emphasis, in lower or mixed case"),
+    ("__HYPOTHESIS__: fuse the loops", "in markdown emphasis"),
+    ("**HYPOTHESIS: fuse the loops**", "in markdown emphasis"),
+    ("### HYPOTHESIS: fuse the loops", "as a markdown heading"),
+    ("## Hypothesis\n\nfuse the loops",
+     "as a markdown heading, in lower or mixed case, with its text on the next line"),
+    ("**Hypothesis**\nfuse the\nloops", "in markdown emphasis, in lower or mixed case, with its text on the next line"),
+    ("HYPOTHESIS:\nfuse the loops", "with its text on the next line"),
+    ("- Hypothesis: fuse the loops", "as a list item, in lower or mixed case"),
+    ("  * **HYPOTHESIS:** fuse the loops", "as a list item, in markdown emphasis"),
+])
+def test_hypothesis_label_variants(line: str, forms: str) -> None:
+    reply = f"{line}\n\n" + block("        out[:] = 1.0\n", "        out[:] = 2.0\n")
+    edit = parse_and_apply(reply, CURRENT)
+    assert edit.hypothesis == "fuse the loops" == hypothesis_of(reply)
+    assert edit.notes == (f"hypothesis given {forms}",)
+
+
+def test_plain_labels_leave_no_notes() -> None:
+    edit = parse_and_apply("HYPOTHESIS: h\n```python\nA = 1\n```\nLESSON: l\n", CURRENT)
+    assert edit.notes == () and edit.analysis is None
+
+
+def test_lesson_label_variants() -> None:
+    edit = parse_and_apply("HYPOTHESIS: h\n```python\nA = 1\n```\n\n**Lesson:** tables fit L1\n", CURRENT)
+    assert edit.lesson == "tables fit L1"
+    assert edit.notes == ("lesson given in markdown emphasis, in lower or mixed case",)
+    edit = parse_and_apply("HYPOTHESIS: h\n```python\nA = 1\n```\n\n## Lesson\nTables fit L1.\n", CURRENT)
+    assert edit.lesson == "Tables fit L1."
+
+
+def test_prose_that_mentions_a_label_is_not_one() -> None:
+    reply = ("HYPOTHESIS: h\nHypothesis testing aside, the hypothesis is sound.\n## Hypothesis testing\n"
+             "```python\nA = 1\n```\n")
+    assert parse_and_apply(reply, CURRENT).hypothesis == "h"
+
+
+def test_labels_inside_code_do_not_count() -> None:
+    kernel = "# hypothesis: a comment in the kernel\nHYPOTHESIS = 1\n"
+    reply = f"HYPOTHESIS: h\n\n```python\n{kernel}```\n"
+    edit = parse_and_apply(reply, CURRENT)
+    assert edit.hypothesis == "h" and edit.new_text == kernel
+    reply = "Hypothesis: h\n" + block("        out[:] = 1.0\n",
+                                      "        # HYPOTHESIS: two is faster\n        out[:] = 2.0\n")
+    assert parse_and_apply(reply, CURRENT).hypothesis == "h"
+    # A hypothesis only inside code is missing, and the error says where it went.
+    with pytest.raises(EditError, match=r"no HYPOTHESIS: line outside code \(reply line 2 has one inside"):
+        parse_and_apply("```python\nHYPOTHESIS: h\nA = 1\n```\n", CURRENT)
+
+
+def test_two_hypotheses_in_different_forms_are_still_two() -> None:
+    with pytest.raises(EditError, match=r"2 HYPOTHESIS: lines \(reply lines 1, 3\)"):
+        parse_and_apply("## Hypothesis\nfirst\n**Hypothesis:** second\n```python\nA = 1\n```\n", CURRENT)
+
+
+def test_a_heading_with_nothing_after_it_is_empty() -> None:
+    with pytest.raises(EditError, match=r"HYPOTHESIS: line is empty \(reply line 1\)"):
+        parse_and_apply("## Hypothesis\n\n```python\nA = 1\n```\n", CURRENT)
+    with pytest.raises(EditError, match="HYPOTHESIS: line is empty"):
+        parse_and_apply("## Hypothesis\nLESSON: l\n```python\nA = 1\n```\n", CURRENT)
+
+
+# -- ANALYSIS ------------------------------------------------------------------------------------
+
+def test_analysis_is_free_text_up_to_the_hypothesis() -> None:
+    reply = ("ANALYSIS: the table build is 60% of the time.\n\nThe scan is memory-bound at M = 96:\n"
+             "- 20k vectors x 96 codes\n\nHYPOTHESIS: h\n```python\nA = 1\n```\n")
+    edit = parse_and_apply(reply, CURRENT)
+    assert edit.analysis == ("the table build is 60% of the time.\n\nThe scan is memory-bound at M = 96:\n"
+                             "- 20k vectors x 96 codes")
+    assert edit.hypothesis == "h" and edit.notes == ()
+
+
+def test_analysis_as_a_heading_leaves_code_out() -> None:
+    reply = ("## Analysis\n\nThe hot loop is\n```python\nfor n in range(N): ...\n```\nwhich gathers.\n\n"
+             f"## Hypothesis\nGather less.\n\n```python\n{CURRENT}```\n")
+    edit = parse_and_apply(reply, CURRENT, api=API)
+    assert edit.analysis == "The hot loop is\nwhich gathers."
+    assert edit.hypothesis == "Gather less." and edit.new_text == CURRENT
+    assert "analysis given as a markdown heading, in lower or mixed case" in edit.notes
+
+
+def test_analysis_is_optional_capped_and_joined() -> None:
+    assert parse_and_apply("HYPOTHESIS: h\n```python\nA = 1\n```\n", CURRENT).analysis is None
+    assert parse_and_apply("ANALYSIS:\nHYPOTHESIS: h\n```python\nA = 1\n```\n", CURRENT).analysis is None
+    long = "x" * (MAX_ANALYSIS_CHARS + 10)
+    edit = parse_and_apply(f"ANALYSIS: {long}\nHYPOTHESIS: h\n```python\nA = 1\n```\n", CURRENT)
+    assert edit.analysis == "x" * MAX_ANALYSIS_CHARS + "…"
+    assert edit.notes == (f"analysis cut to 4,000 of its {MAX_ANALYSIS_CHARS + 10:,} characters",)
+    edit = parse_and_apply("ANALYSIS: a\nHYPOTHESIS: h\nAnalysis: b\n```python\nA = 1\n```\n", CURRENT)
+    assert edit.analysis == "a\n\nb" and "2 ANALYSIS sections joined" in edit.notes
+
+
+# -- leniencies in the code ----------------------------------------------------------------------
+
+def test_whole_file_chosen_among_snippets_by_the_api() -> None:
+    reply = ("HYPOTHESIS: h\n\nThe loop now reads:\n```python\nout[:] = 2.0\n```\n\n```python\n"
+             + CURRENT + "```\n\nOutput before:\n```text\n1.0\n```\n")
+    edit = parse_and_apply(reply, CURRENT, api=API)
+    assert edit.new_text == CURRENT and edit.format == "whole_file"
+    assert edit.notes == ("chose fenced block 2 of 3 (the only whole kernels.py that keeps the API)",)
+    # Without the API both Python blocks are whole files: ambiguous.
+    with pytest.raises(EditError, match=r"found 3 fenced code blocks .* 2 of them \(blocks 1, 2\)"):
+        parse_and_apply(reply, CURRENT)
+
+
+def test_whole_file_rejections_name_every_block() -> None:
+    reply = ("HYPOTHESIS: h\n```python\nout[:] = (\n```\n```python\nA = 1\n```\n```bash\nls\n```\n"
+             "```diff\n-a\n+b\n```\n")
+    with pytest.raises(EditError) as exc:
+        parse_and_apply(reply, CURRENT, api=API)
+    msg = str(exc.value)
+    assert msg.startswith("found 4 fenced code blocks and no SEARCH/REPLACE blocks, and none is a whole kernels.py "
+                          "that keeps the API: ")
+    assert "block 1 (reply line 2, 1 line): does not parse as Python (" in msg
+    assert "block 2 (reply line 5, 1 line): the API needs a top-level class PqKernel" in msg
+    assert "block 3 (reply line 8, 1 line): fenced as ```bash, not as Python" in msg
+    assert "block 4 (reply line 11, 2 lines): a ```diff block: unified diffs are not applied" in msg
+
+
+def test_two_whole_files_that_keep_the_api_are_ambiguous() -> None:
+    other = CURRENT.replace("out[:] = 1.0", "out[:] = 2.0")
+    reply = f"HYPOTHESIS: h\n```python\n{CURRENT}```\nor\n```python\n{other}```\n"
+    with pytest.raises(EditError, match=r"2 of them \(blocks 1, 2\) are a whole kernels.py that keeps the API"):
+        parse_and_apply(reply, CURRENT, api=API)
+    # The same file twice is one answer.
+    reply = f"HYPOTHESIS: h\n```python\n{other}```\nagain:\n```python\n{other}```\n"
+    edit = parse_and_apply(reply, CURRENT, api=API)
+    assert edit.new_text == other and "blocks 1, 2 are the same file" in edit.notes[0]
+
+
+def test_one_whole_file_that_breaks_the_api_says_how() -> None:
+    broken = CURRENT.replace("def search(self, query, k,", "def search(self, q, k,")
+    with pytest.raises(EditError, match=r"found 1 fenced code block .*PqKernel\.search must take exactly"):
+        parse_and_apply(f"HYPOTHESIS: h\n```python\n{broken}```\n", CURRENT, api=API)
+
+
+@pytest.mark.parametrize("opening", ["```python", "```py", "```python3", "```", "```python   ", "```Python"])
+def test_fence_info_strings(opening: str) -> None:
+    reply = f"HYPOTHESIS: h\n{opening}\nA = 2\n```  \n"
+    assert parse_and_apply(reply, CURRENT).new_text == "A = 2\n"
+
+
+def test_unclosed_last_fence_is_truncation() -> None:
+    reply = "HYPOTHESIS: h\n```python\nimport numpy as np\n\nclass PqKer"
+    with pytest.raises(EditError, match=r"ends inside fenced block 1 \(opened at reply line 2, 3 lines so far\).*"
+                                        "truncated"):
+        parse_and_apply(reply, CURRENT)
+    with pytest.raises(EditError, match="truncated"):
+        parse_and_apply("HYPOTHESIS: h\n```python\nA = 1\n```\nand\n```python\nB = 1\n", CURRENT)
+
+
+def test_search_replace_ending_inside_a_block_is_truncation() -> None:
+    reply = "HYPOTHESIS: h\n" + block("        out[:] = 1.0\n", "        out[:] = 2.0\n") + \
+        "<<<<<<< SEARCH\n        out[:] = 0.0\n=======\n        out[:] = 3."
+    with pytest.raises(EditError, match=r"ends inside block 2 \(its '<<<<<<< SEARCH' at reply line 7\).*truncated"):
+        parse_and_apply(reply, CURRENT)
+
+
+def test_search_replace_blocks_in_fences() -> None:
+    reply = ("HYPOTHESIS: h\n\nkernels.py\n```diff\n" + block("        out[:] = 1.0\n", "        out[:] = 2.0\n")
+             + "```\n\n```python\n" + block("        out[:] = 0.0\n", "        out[:] = 3.0\n") + "```\n")
+    edit = parse_and_apply(reply, CURRENT, api=API)
+    assert edit.blocks == 2
+    assert edit.new_text == CURRENT.replace("out[:] = 1.0", "out[:] = 2.0").replace("out[:] = 0.0", "out[:] = 3.0")
+    assert edit.notes == ("SEARCH/REPLACE blocks inside ``` fences (the fence lines are ignored)",)
+
+
+def test_search_matches_ignoring_trailing_whitespace_on_either_side() -> None:
+    current = CURRENT.replace("    def fill_dists(self, out):\n", "    def fill_dists(self, out):  \n")
+    ids, dists = "    def fill_ids(self, out):\n", "    def fill_dists(self, out):\n"
+    reply = ("HYPOTHESIS: h\n"
+             + block(ids.replace(":", ": ") + "        out[:] = 0.0\t\n\n", ids + "        out[:] = 4.0\n\n")
+             + block(dists + "        out[:] = 1.0\n", dists + "        out[:] = 5.0\n"))
+    edit = parse_and_apply(reply, current)
+    assert edit.new_text == (current.replace("out[:] = 0.0", "out[:] = 4.0")
+                             .replace("    def fill_dists(self, out):  \n        out[:] = 1.0\n",
+                                      dists + "        out[:] = 5.0\n"))
+    assert edit.notes == ("block 1 matched ignoring trailing whitespace",
+                          "block 2 matched ignoring trailing whitespace")
+
+
+def test_search_matches_a_last_line_without_final_newline() -> None:
+    current = CURRENT.rstrip("\n")
+    reply = "HYPOTHESIS: h\n" + block("    def fill_dists(self, out):\n        out[:] = 1.0\n",
+                                      "    def fill_dists(self, out):\n        out[:] = 8.0\n")
+    edit = parse_and_apply(reply, current)
+    assert edit.new_text == CURRENT.replace("out[:] = 1.0", "out[:] = 8.0")
+    assert edit.notes == ("block 1 matched the file's last line, which has no final newline",)
+
+
+def test_trailing_whitespace_leniency_still_needs_one_match() -> None:
+    current = CURRENT.replace("out[:] = 1.0", "out[:] = 0.0 ")          # both methods, one with a trailing space
+    reply = "HYPOTHESIS: h\n" + block("        out[:] = 0.0  \n", "        out[:] = 2.0\n")
+    with pytest.raises(EditError, match=r"block 1: the SEARCH text occurs 2 times in the current kernels.py ignoring "
+                                        r"trailing whitespace \(at lines 14, 17\)"):
+        parse_and_apply(reply, current)
+
+
+def test_nothing_fuzzier_than_trailing_whitespace() -> None:
+    # Indentation changed: not matched, and the error points at the line and the file's version of it.
+    reply = "HYPOTHESIS: h\n" + block("    def fill_ids(self, out):\n      out[:] = 0.0\n", "x = 1\n")
+    with pytest.raises(EditError) as exc:
+        parse_and_apply(reply, CURRENT)
+    assert str(exc.value).startswith("block 1: the SEARCH text does not occur in the current kernels.py, not even "
+                                     "ignoring trailing whitespace: its line 1 matches the file from line 13, but "
+                                     "SEARCH line 2 '      out[:] = 0.0' differs from the file's line 14 "
+                                     "'        out[:] = 0.0' (the file has '        out[:] = 0.0' at line 14: the "
+                                     "indentation differs).")
+    # A changed word is not matched either.
+    reply = "HYPOTHESIS: h\n" + block("        out[:] = 1.00\n", "x = 1\n")
+    with pytest.raises(EditError, match="its first line '        out\\[:\\] = 1.00' is not a line of the file"):
+        parse_and_apply(reply, CURRENT)
+
+
+def test_a_block_that_an_earlier_block_consumed_says_so() -> None:
+    reply = ("HYPOTHESIS: h\n" + block("        out[:] = 1.0\n", "        out[:] = 2.0\n")
+             + block("        out[:] = 1.0\n", "        out[:] = 3.0\n"))
+    with pytest.raises(EditError, match="block 2: the SEARCH text does not occur in kernels.py as block 1 left it.*"
+                                        "It is in the original kernels.py: an earlier block changed those lines"):
+        parse_and_apply(reply, CURRENT)
+
+
+def test_crlf_reply() -> None:
+    reply = ("HYPOTHESIS: h\n" + block("        out[:] = 1.0\n", "        out[:] = 2.0\n")).replace("\n", "\r\n")
+    edit = parse_and_apply(reply, CURRENT)
+    assert edit.new_text == CURRENT.replace("out[:] = 1.0", "out[:] = 2.0") and "\r" not in edit.new_text
+    assert edit.notes == ("the reply's CRLF line endings were read as LF",)
+
+
+def test_empty_reply() -> None:
+    for reply in ("", "  \n\n"):
+        with pytest.raises(EditError, match="the reply is empty"):
+            parse_and_apply(reply, CURRENT)
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    reply = "Here you go.\n" + block("        out[:] = 9.0\n", "x\n")
+    with pytest.raises(EditError) as exc:
+        parse_and_apply(reply, CURRENT)
+    lines = str(exc.value).splitlines()
+    assert lines[0] == "the reply has 2 problems:"
+    assert lines[1].startswith("1. the reply has no HYPOTHESIS: line")
+    assert lines[2].startswith("2. block 1: the SEARCH text does not occur")
+
+
+# -- hypothesis_of -------------------------------------------------------------------------------
+
+def test_hypothesis_of_reads_what_parse_and_apply_reads() -> None:
+    assert hypothesis_of("**Hypothesis:** fuse\n<<<<<<< SEARCH\nnot in any file\n") == "fuse"
+    assert hypothesis_of("HYPOTHESIS: a\nHYPOTHESIS: b\n") == "a"               # the first of two
+    assert hypothesis_of("## Hypothesis\r\n\r\nGather less.\r\n```python\n") == "Gather less."
+    assert hypothesis_of("```python\n# HYPOTHESIS: in code\n```\n") is None
+    assert hypothesis_of("HYPOTHESIS:\n\n```python\nA = 1\n```\n") is None
+
+
+@pytest.mark.parametrize("reply", ["", "\n", "```", "<<<<<<< SEARCH", ">>>>>>> REPLACE\n=======", "## Hypothesis",
+                                   "**", "HYPOTHESIS", "\x00\r\r\n```\x00", "ANALYSIS:\nLESSON:\n", "- ", "`" * 10])
+def test_hypothesis_of_never_raises(reply: str) -> None:
+    hypothesis_of(reply)
+
+
+def test_null_byte_is_a_parse_error() -> None:
+    with pytest.raises(EditError, match="does not parse"):
+        validate(CURRENT + "\x00\n", API)
 
 
 # -- validate ------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pytest
 
 from conftest import (BASELINE, CANARY, KEEP, NUMBA_KERNEL, daemon_cmd, events, finished, processes_mentioning,
                       run_daemon, the_run, wait_for, write_config, write_script)
+from targets.harness import machine
 
 
 def whole_file(hypothesis: str, text: str) -> str:
@@ -32,6 +34,9 @@ CRASH = whole_file("Crash.", baseline_with(SEARCH, SEARCH + "        raise Memor
 PQ_DISTANCES = ("        _pq_distances(self.table, self.codes_soa, self.num_sub_vectors, self.num_vectors, "
                 "self.dists)\n")
 SLOWER = whole_file("Accumulate every sub-vector twice.", baseline_with(PQ_DISTANCES, PQ_DISTANCES * 2))
+# SLOWER again, differing only in a comment: the same code, so no second trial.
+SLOWER_AGAIN = whole_file("Accumulate twice, restated.",
+                          baseline_with(PQ_DISTANCES, "        # twice, on purpose\n" + PQ_DISTANCES * 2))
 HANG = whole_file("Think forever.", baseline_with(SEARCH, SEARCH + "        while True:\n            pass\n"))
 MALFORMED = "I would vectorise the loop.\n"
 BAD_SEARCH = ("HYPOTHESIS: Tweak a line that is not there.\n\n<<<<<<< SEARCH\nthis line is not in the file\n"
@@ -41,7 +46,7 @@ BAD_SEARCH = ("HYPOTHESIS: Tweak a line that is not there.\n\n<<<<<<< SEARCH\nth
 @pytest.mark.slow
 def test_one_run_covers_keep_and_every_discard_reason(repo: Path) -> None:
     script = write_script(repo, "script", [
-        KEEP, INCORRECT, CRASH, SLOWER, MALFORMED,
+        KEEP, INCORRECT, CRASH, SLOWER, SLOWER_AGAIN, MALFORMED,
         BAD_SEARCH, "HYPOTHESIS: Repaired: leave the kernel as it is.\n\n```python\n"
                     + NUMBA_KERNEL.read_text()
                     + "```\n",
@@ -53,12 +58,27 @@ def test_one_run_covers_keep_and_every_discard_reason(repo: Path) -> None:
     run_dir = the_run(repo)
     got = finished(run_dir)
     reasons = [got[n]["reason"] for n in sorted(got)]
-    # Attempt 5 (malformed) gets a repair turn, which receives BAD_SEARCH and fails again; attempt
-    # 6 is then the repaired no-op reply.
-    assert reasons == ["keep", "incorrect", "crash", "not_faster", "edit_failed", "no_change",
+    # Attempt 6 (malformed) gets a repair turn, which receives BAD_SEARCH and fails again; attempt
+    # 7 is then the repaired no-op reply.
+    assert reasons == ["keep", "incorrect", "crash", "not_faster", "duplicate", "edit_failed", "no_change",
                        "provider_error", "truncated"], reasons
-    assert got[5]["repair_turns"] == 1 and (run_dir / "attempts" / "0005" / "reply-1.md").is_file()
-    assert "does not occur" in got[5]["reason_detail"]
+    assert got[5]["duplicate_of"] == 4 and "attempt 4's code again" in got[5]["reason_detail"]
+    assert not (run_dir / "attempts" / "0005" / "trial").exists()              # no trial for a duplicate
+    repair = run_dir / "attempts" / "0006" / "repair-1.md"
+    assert got[6]["repair_turns"] == 1 and (run_dir / "attempts" / "0006" / "reply-1.md").is_file()
+    assert got[6]["repair_prompts"] == [hashlib.sha256(repair.read_bytes()).hexdigest()]
+    assert "does not occur" in got[6]["reason_detail"]
+    # What the model was shown for attempt 6, as rendered: the current best's time per combo and by
+    # stage, the per-combo speedups of recent trials, every failing rule of recent failures, the
+    # machine and the limits; the prompt's inputs are saved with the run for later comparison.
+    shown = (run_dir / "attempts" / "0006" / "prompt.md").read_text()
+    for part in ("Time per op of the current best kernel (attempt 1)", "<- slowest", "| combo | #1 (keep) |",
+                 "### Attempt 4 (not_faster)", "### Attempt 5 (duplicate)", machine.cpu_model(),
+                 f"SIMD: {machine.simd_flags()}", "repair turn(s)", "| 5 | discard |"):
+        assert part in shown, part
+    assert "The result block and exit codes" not in shown
+    saved = {p.name.rsplit(".", 1)[0] for p in (run_dir / "inputs").iterdir()}
+    assert {"HARNESS.md", "program.md", "system.md", "attempt.md", "reply-format.md", "repair.md"} <= saved
     # The keep is a commit of exactly the evaluated file on the run's branch.
     ws = git.Repo(run_dir / "worktree")
     assert ws.head.commit.hexsha == got[1]["commit"]

@@ -39,17 +39,6 @@ def version() -> str:
     return importlib.metadata.version("pylance")
 
 
-def simd_flags() -> str:
-    """The SIMD features Lance's kernels may pick from on this CPU (they dispatch at run time)."""
-    try:
-        line = next(x for x in Path("/proc/cpuinfo").read_text().splitlines() if x.startswith(("flags", "Features")))
-    except (OSError, StopIteration):
-        return "unknown"
-    have = set(line.split(":", 1)[1].split())
-    wanted = ("sse4_2", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_fp16", "asimd", "sve")
-    return ",".join(f for f in wanted if f in have) or "none"
-
-
 def _write(path: Path, vectors: np.ndarray) -> Any:
     import lance
     import pyarrow as pa
