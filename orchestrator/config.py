@@ -53,6 +53,9 @@ class RunConfig:
     # (vs_lance, with a CI; reported, not gated), over this many fresh worker pairs.
     vs_lance: bool = True
     lance_replicates: int = 2
+    # The current best kernel's time split by stage (a profile trial at the run's start and after
+    # each keep, a few seconds each), shown to the model.
+    profile: bool = True
     gate: GateConfig = field(default_factory=GateConfig)
 
 

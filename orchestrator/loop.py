@@ -349,6 +349,9 @@ def _keep(att: Attempt, change: edit.Edit, outcome: trial.TrialOutcome) -> Attem
     if run.config.vs_lance and run.target.lance_runs:
         with att.phases("vs_lance"):
             measured.update(_measure_vs_lance(run, att.dir))
+    if run.config.profile:
+        with att.phases("profile"):
+            measured["profile"] = measure_profile(run, run.ws.kernel_path, att.dir / "profile", f"attempt {rec.attempt}")
     run.ledger.annotate(rec.attempt, measured)
     for name, value in measured.items():
         setattr(rec, name, value)
@@ -386,12 +389,17 @@ def _incumbent_profile(run: Run, history: RunHistory) -> dict[str, Any] | None:
     return run.ledger.run_info().get("baseline_profile") or None
 
 
+def _or_default(value: int | None) -> str:
+    return "the target's default number of" if value is None else str(value)
+
+
 def limits_text(c: RunConfig) -> str:
     """The numbers a proposal must live within, as the model reads them."""
     return (f"- Each trial has {c.trial_budget_seconds:g} s of wall time, numba compilation (in every fresh worker "
             f"process) included; over budget is a discard.\n"
-            f"- A trial: {c.trial_replicates} fresh worker pairs x {c.trial_sessions} blocks x {c.trial_queries} "
-            f"queries per combo and block, candidate and current best alternating on one core.\n"
+            f"- A trial: {_or_default(c.trial_replicates)} fresh worker pairs x {_or_default(c.trial_sessions)} blocks x "
+            f"{_or_default(c.trial_queries)} queries per combo and block, candidate and current best alternating on "
+            f"one core.\n"
             f"- A reply that does not apply gets {c.repair_turns} repair turn(s), each a full call; then the attempt "
             f"is lost.\n"
             f"- kernels.py may be at most {edit.MAX_KERNEL_BYTES // 1024} KB.\n"
@@ -452,6 +460,28 @@ def _measure_vs_lance(run: Run, adir: Path) -> dict[str, Any]:
     if result.worst_combo_speedup:
         out["vs_lance_worst_combo"] = asdict(result.worst_combo_speedup)
     return out
+
+
+def measure_profile(run: Run, kernel: Path, out_dir: Path, label: str) -> dict[str, Any]:
+    """A kernel's op time split by stage (the runner's profile mode): shown to the model for the
+    current best. A failed profile is recorded as such; it never changes a verdict."""
+    c = run.config
+    outcome = trial.run(trial.TrialRequest(run.target, kernel, mode="profile", budget_seconds=c.trial_budget_seconds,
+                                           unsafe_no_sandbox=c.unsafe_no_sandbox), out_dir)
+    result = outcome.result
+    if result is None or not result.ok or not result.profile:
+        return {"kernel": label, "error": _one_line(outcome.error or (result.failure if result else "") or "no profile")}
+    return {"kernel": label, "shapes": {shape: asdict(p) for shape, p in result.profile.items()}}
+
+
+def _baseline_profile(run: Run) -> None:
+    """The baseline's stage split, once per run (a resumed run that lacks it measures it)."""
+    if not run.config.profile or "baseline_profile" in run.ledger.run_info():
+        return
+    if run.status:
+        run.status.phase("profile")
+    profile = measure_profile(run, run.baseline, run.ledger.dir / "baseline-profile", "the baseline")
+    run.ledger.update_run_info(baseline_profile=profile)
 
 
 def _append_lesson(run: Run, n: int, lesson: str, outcome: str) -> None:
@@ -516,6 +546,7 @@ def run_loop(run: Run) -> int:
     previous = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
     code = 0
     try:
+        _baseline_profile(run)
         while True:
             state = run.ledger.read()
             history = state.history

@@ -169,7 +169,9 @@ def earlier_lessons(text: str, run_id: str) -> str:
 # ---------------------------------------------------------------------------------- per attempt
 
 def _ns(value: float) -> str:
-    return f"{value / 1000:.1f} µs" if value >= 1000 else f"{value:.0f} ns"
+    if abs(value) >= 1000:
+        return f"{value / 1000:.1f} µs"
+    return f"{value:.0f} ns" if abs(value) >= 10 else f"{value:.2f} ns"
 
 
 def incumbent_section(history: RunHistory, profile: dict[str, Any] | None) -> str:
@@ -192,17 +194,22 @@ def incumbent_section(history: RunHistory, profile: dict[str, Any] | None) -> st
 
 
 def profile_text(profile: dict[str, Any] | None) -> str:
-    """The stage split the profile trial measured (slope method over sizes), as the model reads it."""
+    """The stage split the profile trial measured (``measure_profile``: the op timed at several
+    sizes, time = fixed + per-unit costs, fitted per shape), as the model reads it."""
     if not profile:
         return "Time by stage: not measured for this kernel."
-    lines = [f"Time by stage of the current best kernel ({profile.get('kernel', 'incumbent')}), measured by "
-             "timing it at several sizes and fitting time = fixed + per-unit costs (the kernel's own time; "
-             "the harness round trip is reported apart):"]
+    if profile.get("error"):
+        return f"Time by stage: the profile of {profile.get('kernel', 'this kernel')} failed ({profile['error']})."
+    lines = [f"Time by stage of the current best kernel ({profile.get('kernel', 'incumbent')}): its op timed at "
+             "several sizes and fitted per shape as fixed + per-unit costs (a kernel may fuse stages; this is "
+             "what each size costs, not a timer inside it). Shares are of the op at the speed workload's size:"]
     for shape, fit in (profile.get("shapes") or {}).items():
-        shares = ", ".join(f"{stage} {share:.0%}" for stage, share in (fit.get("share") or {}).items())
-        coeffs = ", ".join(f"{name} {value:.3g} ns" for name, value in (fit.get("coefficients") or {}).items())
-        quality = f"; fit R² {fit['r2']:.3f}" if isinstance(fit.get("r2"), (int, float)) else ""
-        lines.append(f"- {shape}: {shares} ({coeffs}{quality})")
+        parts = []
+        for st in fit.get("stages", []):
+            cost = f"{_ns(st['ns'])} x {st['at']:,}" if st.get("kind") == "slope" else _ns(st["ns"])
+            parts.append(f"{st['label']} {cost} ({st['share']:.0%})")
+        lines.append(f"- {shape} ({_ns(fit['op_ns'])} per op): " + ", ".join(parts)
+                     + f"; fit R² {fit['r2']:.3f}, worst residual {fit['max_rel_residual']:.0%}")
     return "\n".join(lines)
 
 

@@ -33,6 +33,8 @@ class TrialRequest:
     kernel: Path
     against: Path | None = None
     against_lance: bool = False                # incumbent = Lance itself: a vs_lance measurement
+    # single | baseline | profile (result.profile: the op's time split by stage); paired is
+    # implied by ``against`` or ``against_lance``
     mode: str = "single"
     budget_seconds: float = DEFAULT_BUDGET_SECONDS
     seed: int | None = None

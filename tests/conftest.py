@@ -133,7 +133,8 @@ def history(*records: dict):
 
 # Small trials so loop tests stay quick (one worker pair: each new worker imports numba); the
 # test keep is ~1.25x the compiled baseline, so 4 blocks, not 2, keep its worst combo above the bar.
-FAST_CONFIG = {"trial_replicates": 1, "trial_sessions": 4, "trial_queries": 3, "repair_turns": 1}
+FAST_CONFIG = {"trial_replicates": 1, "trial_sessions": 4, "trial_queries": 3, "repair_turns": 1,
+               "profile": False}      # a profile trial at the start and after each keep: tests that need it ask
 CANARY = f"sk-canary-{os.getpid()}-{time.time_ns()}"     # built at run time: no file contains it
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import signal
 import subprocess
 import sys
@@ -53,7 +54,7 @@ def test_one_run_covers_keep_and_every_discard_reason(repo: Path) -> None:
         {"error": {"kind": "invalid", "message": "400 bad request"}},
         {"error": {"kind": "truncated", "message": "max_tokens reached"}},
     ])
-    proc = run_daemon(repo, script, config=write_config(repo))
+    proc = run_daemon(repo, script, config=write_config(repo, profile=True))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     run_dir = the_run(repo)
     got = finished(run_dir)
@@ -74,8 +75,14 @@ def test_one_run_covers_keep_and_every_discard_reason(repo: Path) -> None:
     shown = (run_dir / "attempts" / "0006" / "prompt.md").read_text()
     for part in ("Time per op of the current best kernel (attempt 1)", "<- slowest", "| combo | #1 (keep) |",
                  "### Attempt 4 (not_faster)", "### Attempt 5 (duplicate)", machine.cpu_model(),
-                 f"SIMD: {machine.simd_flags()}", "repair turn(s)", "| 5 | discard |"):
+                 f"SIMD: {machine.simd_flags()}", "repair turn(s)", "| 5 | discard |",
+                 "Time by stage of the current best kernel (attempt 1)", "per vector"):
         assert part in shown, part
+    # The baseline's split was measured at the start, the keep's after it; each shape sums to the whole.
+    baseline = json.loads((run_dir / "run.json").read_text())["baseline_profile"]
+    for profile in (baseline, got[1]["profile"]):
+        assert profile["shapes"] and all(sum(st["share"] for st in fit["stages"]) == pytest.approx(1.0, abs=0.02)
+                                         for fit in profile["shapes"].values()), profile
     assert "The result block and exit codes" not in shown
     saved = {p.name.rsplit(".", 1)[0] for p in (run_dir / "inputs").iterdir()}
     assert {"HARNESS.md", "program.md", "system.md", "attempt.md", "reply-format.md", "repair.md"} <= saved

@@ -57,9 +57,15 @@ RECORDS = [
     {"attempt": 4, "verdict": "discard", "reason": "edit_failed", "hypothesis": None,
      "reason_detail": "block 1 does not occur", "evidence": "block 1: the SEARCH text does not occur"},
 ]
-PROFILE = {"kernel": "attempt 1", "shapes": {"128x16": {"share": {"table + fixed": 0.12, "per vector": 0.80,
-                                                                  "top-k": 0.08},
-                                                        "coefficients": {"per vector": 0.41}, "r2": 0.998}}}
+PROFILE = {"kernel": "attempt 1", "shapes": {"128x16": {
+    "distribution": "clustered", "op_ns": 265_000.0, "r2": 0.994, "max_rel_residual": 0.043,
+    "points_ns": {"num_vectors=1000,k=10": 90_000.0},
+    "stages": [{"kind": "fixed", "label": "distance table + fixed", "factor": "", "ns": 25_100.0, "at": 1, "share": 0.09},
+               {"kind": "slope", "label": "per vector (distance pass)", "factor": "num_vectors", "ns": 8.14,
+                "at": 20_000, "share": 0.61},
+               {"kind": "slope", "label": "per k (top-k)", "factor": "k", "ns": 316.0, "at": 10, "share": 0.01},
+               {"kind": "overhead", "label": "harness round trip", "factor": "", "ns": 73_800.0, "at": 1,
+                "share": 0.28}]}}}
 
 
 def make(files: PromptFiles, kernel: str = "KERNEL_TEXT = 1\n", records=RECORDS, rows: int = 40,
@@ -130,8 +136,12 @@ def test_before_any_keep_the_baseline_times_come_from_the_first_trial(files: Pro
 
 def test_stage_split_of_the_incumbent(files: PromptFiles) -> None:
     user = make(files).messages[1].content
-    assert "- 128x16: table + fixed 12%, per vector 80%, top-k 8% (per vector 0.41 ns; fit R² 0.998)" in user
+    assert ("- 128x16 (265.0 µs per op): distance table + fixed 25.1 µs (9%), per vector (distance pass) 8.14 ns "
+            "x 20,000 (61%), per k (top-k) 316 ns x 10 (1%), harness round trip 73.8 µs (28%); fit R² 0.994, "
+            "worst residual 4%") in user
     assert "Time by stage: not measured for this kernel." in make(files, profile=None).messages[1].content
+    failed = make(files, profile={"kernel": "attempt 1", "error": "kernel crashed"}).messages[1].content
+    assert "the profile of attempt 1 failed (kernel crashed)" in failed
 
 
 def test_per_combo_speedups_of_recent_attempts(files: PromptFiles) -> None:

@@ -8,18 +8,19 @@ against the oracle afterwards (``verify_pending``), so a kernel cannot be honest
 from __future__ import annotations
 
 import gc
+import itertools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from targets.harness.failures import KernelIncorrect, TrialFailure
-from targets.harness.plan import Case, Workload
+from targets.harness.plan import Case, ProfileShape, Workload, size_label
 from targets.harness.prng import Stream, mix_seeds
 from targets.harness.process import Worker
 
-OVERHEAD_PINGS = 9                      # per kernel arm, combo and block, in Lance mode
+OVERHEAD_PINGS = 9                      # per kernel arm, combo and block, in Lance and profile modes
 
 
 def run_correctness(worker: Worker, cases: Sequence[Case],
@@ -100,16 +101,19 @@ def call_overhead_ns(worker: Worker, call: dict[str, np.ndarray], rivals: Sequen
 def measure_block(workers: Sequence[Worker], workloads: Sequence[Workload], seed: int, block: int,
                   queries_per_combo: int, warmup_calls: int, verify_fraction: float,
                   samples: SpeedSamples, spins: Sequence[float] = (), fixed_order: bool = False,
-                  freeze: bool = True) -> None:
+                  freeze: bool = True, overhead: bool = False) -> None:
     """One block: a pass over every combo (in random order) with one set of workers, alternating
     arms query by query in a random order per query. A secret-seeded subset of timed calls is
-    kept for verification. ``fixed_order`` (calibration's ablation) drops the randomness of order."""
+    kept for verification. ``fixed_order`` (calibration's ablation) drops the randomness of order.
+    Each kernel arm's call overhead is measured per combo where an arm times itself (Lance), or
+    where ``overhead`` asks for it (profile mode)."""
     # The runner's own collector must not pause between a request and its timed reply: it is off
     # for the block and catches up afterwards, off the clock.
     gc.disable()
     try:
         _measure_block(workers, workloads, seed, block, queries_per_combo, warmup_calls, verify_fraction, samples,
-                       spins, fixed_order, workers if freeze else ())
+                       spins, fixed_order, workers if freeze else (),
+                       overhead or any(worker.reports_own_time for worker in workers))
     finally:
         gc.enable()
 
@@ -117,7 +121,7 @@ def measure_block(workers: Sequence[Worker], workloads: Sequence[Workload], seed
 def _measure_block(workers: Sequence[Worker], workloads: Sequence[Workload], seed: int, block: int,
                    queries_per_combo: int, warmup_calls: int, verify_fraction: float,
                    samples: SpeedSamples, spins: Sequence[float], fixed_order: bool,
-                   rivals: Sequence[Worker]) -> None:
+                   rivals: Sequence[Worker], overhead: bool) -> None:
     stream = Stream(mix_seeds(seed, "order", block))
     combo_order = [workloads[i] for i in np.argsort(stream.f32(len(workloads)), kind="stable")]
     for w in (workloads if fixed_order else combo_order):
@@ -139,7 +143,7 @@ def _measure_block(workers: Sequence[Worker], workloads: Sequence[Workload], see
                 last_ns[workers.index(worker)] = ns
                 if i == 0:
                     worker.first_call_ns.setdefault(w.combo, ns)
-        if any(worker.reports_own_time for worker in workers):
+        if overhead:       # measured next to the combo's timed calls, under the same conditions
             for arm, worker in enumerate(workers):
                 if not worker.reports_own_time:
                     samples.overhead_ns[arm].setdefault(w.combo, []).append(
@@ -174,6 +178,20 @@ def _measure_block(workers: Sequence[Worker], workloads: Sequence[Workload], see
             worker.request({"cmd": "drop", "instance": inst})
             samples.ns[arm].setdefault(w.combo, []).append(timed[arm])
             samples.counts[arm].setdefault(w.combo, []).append(counts[arm])
+
+
+def profile_workloads(shapes: Sequence[ProfileShape], factors: Sequence[str]
+                      ) -> list[tuple[ProfileShape, dict[str, int], Workload]]:
+    """Every profiled shape's workload at every combination of its factors' values, each its own
+    combo (the size is in its distribution's name), so ``measure_block`` times, orders and keeps
+    them for verification exactly as it does speed combos."""
+    out = []
+    for ps in shapes:
+        for values in itertools.product(*(ps.values[f] for f in factors)):
+            size = dict(zip(factors, values))
+            w = ps.workload(size)
+            out.append((ps, size, replace(w, distribution=f"{w.distribution}@{size_label(size)}")))
+    return out
 
 
 def jit_seconds(worker: Worker, ns: dict[str, list[np.ndarray]]) -> float:

@@ -46,6 +46,42 @@ class Workload:
 
 
 @dataclass(frozen=True)
+class ProfileShape:
+    """One shape's profile: the op timed at every combination of its factors' values."""
+
+    shape: str
+    distribution: str                                  # the speed distribution it is profiled on
+    values: dict[str, tuple[int, ...]]                 # factor -> the sizes it is timed at
+    at: dict[str, int]                                 # the speed workload's own size: shares are taken there
+    workload: Callable[[dict[str, int]], Workload]     # a size (factor -> value) -> this shape's workload at it
+
+
+def size_label(size: dict[str, int]) -> str:
+    """A profile size as text, e.g. ``num_vectors=5000,k=10``: its combo's and its point's name."""
+    return ",".join(f"{factor}={value}" for factor, value in size.items())
+
+
+@dataclass(frozen=True)
+class ProfileSpec:
+    """``--mode profile``: the op's time split by stage, measured from outside by the slope method.
+
+    The kernel owns the whole op and may fuse its stages, so nothing inside it is timed: the same
+    op is timed at several sizes of what each stage scales with, and per shape the runner fits
+    ``t = fixed + sum(slope_f * f)`` by least squares. ``fixed`` is the intercept less the harness's
+    round trip of an empty request (reported on its own), each slope is one stage's cost per unit.
+    """
+
+    factors: dict[str, str]                   # factor -> the label of its slope's stage
+    fixed_label: str                          # the intercept's stage, e.g. "distance table + fixed"
+    shapes: Callable[[], list[ProfileShape]]  # built on the runner's side while the worker boots
+    # Timed queries per size and block; the fit uses the median over all blocks. Each block is a
+    # pass over every size in random order, so a burst of other work spoils part of a size's
+    # samples, not all of them.
+    queries_per_point: int = 11
+    blocks: int = 3
+
+
+@dataclass(frozen=True)
 class TargetPlan:
     """Everything the runner needs from a target: plain data and functions, no base class."""
 
@@ -65,6 +101,8 @@ class TargetPlan:
     # Lance itself as an arm (``--against-lance``): the Lance ops module's extra setup params
     # (e.g. its metric), or None where Lance cannot run this target's op.
     lance_params: dict[str, Any] | None = None
+    # ``--mode profile``: how this target's op splits by stage, or None where it is not declared.
+    profile: ProfileSpec | None = None
 
 
 # What `orchestrator calibrate --ablate` can switch off. "pinning" also ends the runner's busy-wait,
@@ -79,7 +117,7 @@ ABLATIONS = ("pinning", "warmup", "random-order", "freeze")
 class TrialOptions:
     kernel: Path
     against: Path | None = None
-    mode: str = "single"                                   # single | baseline | paired
+    mode: str = "single"                                   # single | baseline | paired | profile
     lance: bool = False                                    # paired against Lance itself (vs_lance)
     budget_seconds: float = DEFAULT_BUDGET_SECONDS
     seed: int | None = None                                # per-trial query seed; secret if None

@@ -17,7 +17,8 @@ from typing import Any
 
 EXIT_OK, EXIT_INTERNAL, EXIT_INCORRECT, EXIT_TIMEOUT = 0, 1, 2, 3
 FAILURE_KINDS = ("crash", "incorrect", "timeout", "internal")
-MODES = ("single", "baseline", "paired")
+MODES = ("single", "baseline", "paired", "profile")
+STAGE_KINDS = ("fixed", "slope", "overhead")
 BLOCK_FENCE = "---"
 
 
@@ -31,6 +32,32 @@ class Measured:
 
     value: float
     combo: str
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of the op in a profile (``--mode profile``), as the slope method sees it."""
+
+    kind: str          # fixed (the kernel's own intercept) | slope (scales with a factor) | overhead (the harness's)
+    label: str         # what a human calls it, e.g. "per vector (distance pass)"
+    factor: str        # the size a slope scales with, e.g. "num_vectors"; "" for the other kinds
+    ns: float          # ns per unit of the factor; ns per call for the other kinds
+    at: int            # the factor's value at the speed workload's size; 1 for the other kinds
+    share: float       # of the op's modelled time at that size (negative parts, i.e. noise, count 0)
+
+
+@dataclass(frozen=True)
+class ShapeProfile:
+    """One shape's op time split by stage: a least-squares fit of the op's median time at several
+    sizes, ``t = intercept + sum(slope_f * f)``; the intercept is split into the harness's round
+    trip of an empty request and the rest, the kernel's own fixed cost."""
+
+    distribution: str              # the speed distribution it was timed on
+    op_ns: float                   # the fit at the speed workload's size (what the shares divide)
+    stages: list[Stage]            # one fixed, one slope per factor, one overhead, in that order
+    points_ns: dict[str, float]    # the median ns at each timed size ("num_vectors=5000,k=10")
+    r2: float                      # of the fit over those medians
+    max_rel_residual: float        # the worst |fit - median| / median: a bad fit shows here
 
 
 @dataclass
@@ -99,6 +126,8 @@ class TrialResult:
     sandbox: str = ""                         # the isolation workers ran under (or that it was off)
     # Other work on the trial's cores while it timed (targets.harness.contention): recorded, not gated.
     contention: dict[str, float] = field(default_factory=dict)
+    # Profile mode: per shape, the op's time split by stage (the slope method; ``ShapeProfile``).
+    profile: dict[str, ShapeProfile] = field(default_factory=dict)
     # HMAC-SHA256 of every other field, keyed by the per-trial token the caller passed: proves the
     # trial's own runner wrote this result and that nothing changed it since ("" without a token).
     result_mac: str = ""
@@ -117,6 +146,8 @@ class TrialResult:
             kind = _KINDS[f.name]
             if kind == "map":
                 lines += [f"{f.name}[{k}]: {_fmt_scalar(v)}" for k, v in value.items()]
+            elif kind == "profile":        # one shape a line, its profile as one line of JSON
+                lines += [f"{f.name}[{k}]: {json.dumps(asdict(v))}" for k, v in value.items()]
             elif value is None:
                 if f.name == "geomean_cycles_per_query" or f.name not in _OPTIONAL_ABSENT:
                     lines.append(f"{f.name}: n/a")
@@ -147,7 +178,7 @@ _KINDS: dict[str, str] = {
     "ablated": "list",
     "jit_seconds": "float?", "fixture_seconds": "float?", "peak_mem_mb": "float?",
     "total_seconds": "float?", "kernel_sha256": "str", "against_sha256": "str", "anchor": "str", "call_overhead_ns": "map", "sandbox": "str",
-    "contention": "map", "result_mac": "str",
+    "contention": "map", "profile": "profile", "result_mac": "str",
 }
 # Fields of older results, ignored when read (ledgers keep loading across versions).
 _RETIRED = {"trial_token"}
@@ -244,13 +275,22 @@ def parse_block(text: str) -> TrialResult:
         kind = _KINDS.get(key)
         if kind is None:
             raise ResultParseError(f"unknown field {key!r}")
-        if kind == "map":
+        if kind in ("map", "profile"):
             if sub is None:
                 raise ResultParseError(f"{key}: expected {key}[name]: value")
             bucket = values.setdefault(key, {})
             if sub in bucket:
                 raise ResultParseError(f"duplicate field {key}[{sub}]")
-            bucket[sub] = raw if key in _MAP_STR else _parse_float(raw, f"{key}[{sub}]")
+            if kind == "profile":
+                try:
+                    entry = json.loads(raw, object_pairs_hook=_no_duplicate_keys)
+                except ValueError as exc:
+                    if isinstance(exc, ResultParseError):
+                        raise
+                    raise ResultParseError(f"{key}[{sub}]: not JSON: {exc}") from exc
+                bucket[sub] = _shape_profile(entry, f"{key}[{sub}]")
+            else:
+                bucket[sub] = raw if key in _MAP_STR else _parse_float(raw, f"{key}[{sub}]")
             continue
         if sub is not None:
             raise ResultParseError(f"{key} takes no [name]")
@@ -325,6 +365,10 @@ def _from_json_value(kind: str, raw: Any, key: str) -> Any:
                 raise ResultParseError(f"{key}: values must be strings")
             return dict(raw)
         return {str(k): _json_number(v, f"{key}[{k}]") for k, v in raw.items()}
+    if base == "profile":
+        if not isinstance(raw, dict):
+            raise ResultParseError(f"{key}: expected an object")
+        return {str(k): _shape_profile(v, f"{key}[{k}]") for k, v in raw.items()}
     if base == "str":
         if not isinstance(raw, str):
             raise ResultParseError(f"{key}: expected a string")
@@ -359,11 +403,58 @@ def _json_number(raw: Any, key: str) -> float:
     return float(raw)
 
 
+def _object(raw: Any, keys: tuple[str, ...], key: str) -> dict[str, Any]:
+    if not isinstance(raw, dict) or set(raw) != set(keys):
+        raise ResultParseError(f"{key}: expected an object with exactly {', '.join(keys)}")
+    return raw
+
+
+def _text(raw: Any, key: str) -> str:
+    if not isinstance(raw, str):
+        raise ResultParseError(f"{key}: expected a string")
+    return raw
+
+
+def _stage(raw: Any, key: str) -> Stage:
+    obj = _object(raw, tuple(f.name for f in fields(Stage)), key)
+    kind, factor = _text(obj["kind"], f"{key}.kind"), _text(obj["factor"], f"{key}.factor")
+    if kind not in STAGE_KINDS:
+        raise ResultParseError(f"{key}.kind: {kind!r} is not one of {', '.join(STAGE_KINDS)}")
+    if (kind == "slope") != (factor != ""):
+        raise ResultParseError(f"{key}: a slope names its factor, and only a slope does")
+    at = obj["at"]
+    if isinstance(at, bool) or not isinstance(at, int) or at < 1 or (kind != "slope" and at != 1):
+        raise ResultParseError(f"{key}.at: expected a positive integer (1 unless a slope)")
+    return Stage(kind=kind, label=_text(obj["label"], f"{key}.label"), factor=factor,
+                 ns=_json_number(obj["ns"], f"{key}.ns"), at=at, share=_json_number(obj["share"], f"{key}.share"))
+
+
+def _shape_profile(raw: Any, key: str) -> ShapeProfile:
+    obj = _object(raw, tuple(f.name for f in fields(ShapeProfile)), key)
+    if not isinstance(obj["stages"], list) or not isinstance(obj["points_ns"], dict):
+        raise ResultParseError(f"{key}: stages must be a list and points_ns an object")
+    stages = [_stage(s, f"{key}.stages[{i}]") for i, s in enumerate(obj["stages"])]
+    kinds = [s.kind for s in stages]
+    if len(kinds) < 3 or kinds[0] != "fixed" or kinds[-1] != "overhead" or set(kinds[1:-1]) != {"slope"}:
+        raise ResultParseError(f"{key}.stages: expected fixed, then one slope per factor, then overhead")
+    profile = ShapeProfile(distribution=_text(obj["distribution"], f"{key}.distribution"),
+                           op_ns=_json_number(obj["op_ns"], f"{key}.op_ns"), stages=stages,
+                           points_ns={str(k): _json_number(v, f"{key}.points_ns[{k}]")
+                                      for k, v in obj["points_ns"].items()},
+                           r2=_json_number(obj["r2"], f"{key}.r2"),
+                           max_rel_residual=_json_number(obj["max_rel_residual"], f"{key}.max_rel_residual"))
+    if len(profile.points_ns) <= len(stages) - 2 or profile.max_rel_residual < 0:
+        raise ResultParseError(f"{key}: fewer timed sizes than fitted terms, or a negative residual")
+    return profile
+
+
 _REQUIRED_ALWAYS = ("target", "mode", "exit_code", "correctness")
 _REQUIRED_OK = ("correctness_cases", "passes", "queries_per_combo", "shapes_tested",
                 "distributions_tested", "geomean_ns_per_query", "geomean_ns_ci_90pct",
                 "median_ns_per_query", "worst_ns_per_query", "best_ns_per_query", "total_seconds",
                 "peak_mem_mb")
+_REQUIRED_PROFILE = ("correctness_cases", "passes", "queries_per_combo", "shapes_tested", "distributions_tested",
+                     "total_seconds", "peak_mem_mb", "profile")
 _REQUIRED_PAIRED = ("speedup_geomean", "speedup_ci_90pct", "worst_combo_speedup", "jit_seconds",
                     "incumbent_geomean_ns_per_query", "incumbent_geomean_ns_ci_90pct",
                     "incumbent_worst_ns_per_query")
@@ -396,14 +487,24 @@ def _build(values: dict[str, Any], source: str) -> TrialResult:
         raise ResultParseError("exit_code 0 with a failure")
     # A passing result states every field (n/a where a value does not apply): none is defaulted.
     for key, kind in _KINDS.items():
-        if kind != "map" and key not in _OPTIONAL_ABSENT and key not in values:
+        if kind not in ("map", "profile") and key not in _OPTIONAL_ABSENT and key not in values:
             raise ResultParseError(f"{source}: missing field {key!r}")
+    if not result.threads:
+        raise ResultParseError(f"{source}: missing field 'threads'")
+    if result.mode == "profile":
+        # No speed combos were timed, only the profile's sizes: the timing fields are n/a.
+        for key in _REQUIRED_PROFILE:
+            if values.get(key) in (None, [], {}):
+                raise ResultParseError(f"{source}: missing field {key!r}")
+        if set(result.profile) != set(result.shapes_tested):
+            raise ResultParseError("profile: its shapes are not shapes_tested")
+        return result
+    if result.profile:
+        raise ResultParseError(f"profile: only a profile-mode result carries one (mode {result.mode!r})")
     required = _REQUIRED_OK + (_REQUIRED_PAIRED if result.mode == "paired" else ())
     for key in required:
         if values.get(key) in (None, [], {}):
             raise ResultParseError(f"{source}: missing field {key!r}")
-    if not result.threads:
-        raise ResultParseError(f"{source}: missing field 'threads'")
     combos = set(result.per_combo_geomean_ns)
     if not combos:
         raise ResultParseError("per_combo_geomean_ns has no combos")

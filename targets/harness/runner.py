@@ -4,7 +4,8 @@ The runner never imports a kernel. It starts one worker per kernel (``targets.ha
 sends each inputs and requests over pipes, times each request from its side, rebuilds outputs
 from raw bytes and judges them with the target's own check functions. In paired mode it
 alternates the incumbent's and the candidate's workers query by query (random order per pair,
-same queries), over several fresh worker pairs, and reports incumbent/candidate speedups.
+same queries), over several fresh worker pairs, and reports incumbent/candidate speedups. In
+profile mode it times one kernel's op at several sizes per shape and fits the op's split by stage.
 
 This module is the trial's sequence and its command line; the pieces are ``plan`` (what a
 target gives), ``failures`` (how a trial fails), ``process`` (workers), ``measure`` (the
@@ -31,20 +32,33 @@ from targets.harness import cache, contention, sandbox
 from targets.harness.failures import TrialFailure
 from targets.harness.files import write_atomic
 from targets.harness.machine import cpu_model, lance_anchor, package_version
-from targets.harness.measure import (SpeedSamples, jit_seconds, measure_block, run_correctness, verify_pending,
-                                     without_call_overhead)
-from targets.harness.plan import TargetPlan, TrialOptions
+from targets.harness.measure import (SpeedSamples, jit_seconds, measure_block, profile_workloads, run_correctness,
+                                     verify_pending, without_call_overhead)
+from targets.harness.plan import ProfileShape, TargetPlan, TrialOptions, Workload
 from targets.harness.prng import Stream, mix_seeds
 from targets.harness.process import Worker, current_affinity, pick_cpus, set_affinity
 from targets.harness.resources import DEFAULT_BUDGET_SECONDS, peak_rss_mb
 from targets.harness.result import EXIT_INTERNAL, EXIT_OK, EXIT_TIMEOUT, TrialResult, sign
-from targets.harness.summary import rounded, summarise
+from targets.harness.summary import rounded, shape_profile, summarise
 
 LANCE_OPS = "targets.harness.lance_arm"
 
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _sessions(plan: TargetPlan, options: TrialOptions, mode: str) -> int:
+    """Timing blocks per worker (pair): several in paired and profile modes, one otherwise."""
+    if mode == "paired":
+        return options.sessions or plan.sessions
+    return (options.sessions or plan.profile.blocks) if mode == "profile" and plan.profile else 1
+
+
+def _default_queries(plan: TargetPlan, mode: str) -> int:
+    if mode == "paired":
+        return plan.queries_per_combo
+    return plan.profile.queries_per_point if mode == "profile" and plan.profile else plan.single_queries_per_combo
 
 
 def run_trial(plan: TargetPlan, options: TrialOptions,
@@ -64,9 +78,8 @@ def run_trial(plan: TargetPlan, options: TrialOptions,
         threads={**sandbox.THREAD_ENV, "worker_cpu": str(worker_cpu), "runner_cpu": str(runner_cpu)},
         passes=3 if mode == "baseline" else 1,
         replicates=(options.replicates or plan.replicates) if paired else 1,
-        sessions=(options.sessions or plan.sessions) if paired else 1,
-        queries_per_combo=options.queries_per_combo or (
-            plan.queries_per_combo if paired else plan.single_queries_per_combo),
+        sessions=_sessions(plan, options, mode),
+        queries_per_combo=options.queries_per_combo or _default_queries(plan, mode),
         query_seed=f"{seed:016x}", kernel_sha256=_sha256(options.kernel),
         injected_slowdown=options.injected_slowdown, ablated=list(options.ablated),
         against_sha256=_sha256(options.against) if options.against else "")
@@ -130,6 +143,10 @@ def _run_phases(plan: TargetPlan, options: TrialOptions, result: TrialResult, se
         arms = [("incumbent", options.against), ("candidate", options.kernel)]
     else:
         arms = [("kernel", options.kernel)]
+    profiled = options.mode == "profile"
+    if profiled and (plan.profile is None or len(arms) != 1):
+        raise TrialFailure(f"--mode profile times one kernel of a target that declares a profile ({plan.name}: "
+                           f"{'no profile' if plan.profile is None else 'give no --against or --against-lance'})")
     runner_cpu, worker_cpu = cpus
     spin = runner_cpu is not None and runner_cpu != worker_cpu
 
@@ -179,10 +196,17 @@ def _run_phases(plan: TargetPlan, options: TrialOptions, result: TrialResult, se
     current = start_workers()                 # workers import while the runner builds fixtures
     t0 = time.monotonic()
     cases = plan.cases(seed)
-    workloads = plan.workloads()
+    if profiled:
+        assert plan.profile is not None
+        shapes = plan.profile.shapes()
+        points = profile_workloads(shapes, list(plan.profile.factors))
+        workloads = [w for _, _, w in points]
+        result.distributions_tested = list(dict.fromkeys(ps.distribution for ps in shapes))
+    else:
+        workloads = plan.workloads()
+        result.distributions_tested = list(dict.fromkeys(w.distribution for w in workloads))
     result.fixture_seconds = rounded(time.monotonic() - t0, 3)
     result.shapes_tested = sorted({w.shape for w in workloads}, key=lambda s: [int(x) for x in s.split("x")])
-    result.distributions_tested = list(dict.fromkeys(w.distribution for w in workloads))
     for w in current:
         w.hello()
     # Correctness first, candidate first: a wrong kernel costs no timing. (Lance is checked where
@@ -191,6 +215,9 @@ def _run_phases(plan: TargetPlan, options: TrialOptions, result: TrialResult, se
         if not w.reports_own_time:
             result.correctness_cases = run_correctness(w, cases, plan.check)
     result.correctness = "pass"
+    if profiled:
+        _profile(plan, result, seed, current[0], points, contention.Monitor(worker_cpu, runner_cpu))
+        return
 
     passes = result.replicates if len(arms) == 2 else result.passes
     samples = SpeedSamples(ns=[{} for _ in arms], counts=[{} for _ in arms], jit_seconds=[0.0 for _ in arms],
@@ -239,6 +266,35 @@ def _run_phases(plan: TargetPlan, options: TrialOptions, result: TrialResult, se
     summarise(result, samples, combos, paired=len(arms) == 2, trim=plan.trim)
 
 
+def _profile(plan: TargetPlan, result: TrialResult, seed: int, worker: Worker,
+             points: list[tuple[ProfileShape, dict[str, int], Workload]], monitor: contention.Monitor) -> None:
+    """``--mode profile``: blocks over every shape's sizes with the one worker (fresh queries,
+    untimed warm-up, sizes in random order, the harness's round trip measured at each), then per
+    shape a fit of the median times (``summary.shape_profile``)."""
+    assert plan.profile is not None
+    workloads = [w for _, _, w in points]
+    samples = SpeedSamples(ns=[{}], counts=[{}], jit_seconds=[0.0], overhead_ns=[{}])
+    pids = [worker.pid] if worker.pid is not None else []
+    for block in range(result.sessions):
+        monitor.begin(pids)
+        measure_block([worker], workloads, seed, block, result.queries_per_combo, plan.warmup_calls,
+                      plan.verify_fraction, samples, overhead=True)
+        monitor.end(pids)
+    result.contention = monitor.summary()
+    result.jit_seconds = rounded(jit_seconds(worker, samples.ns[0]), 3)
+    worker.kill()
+    verify_pending(workloads, samples, [worker.label])
+    result.verified_calls = samples.verified
+    for ps in {ps.shape: ps for ps, _, _ in points}.values():
+        mine = [(size, w.combo) for p, size, w in points if p is ps]
+        overhead = float(np.median([ns for _, combo in mine for ns in samples.overhead_ns[0][combo]]))
+        result.profile[ps.shape] = shape_profile(ps, plan.profile.factors, plan.profile.fixed_label,
+                                                 [size for size, _ in mine],
+                                                 [float(np.median(np.concatenate(samples.ns[0][combo])))
+                                                  for _, combo in mine],
+                                                 overhead)
+
+
 # ----------------------------------------------------------------------------- command line
 
 def add_trial_arguments(parser: argparse.ArgumentParser, default_kernel: Path | None) -> None:
@@ -248,12 +304,13 @@ def add_trial_arguments(parser: argparse.ArgumentParser, default_kernel: Path | 
     parser.add_argument("--against", type=Path, help="incumbent kernel: paired, interleaved speedup")
     parser.add_argument("--against-lance", action="store_true",
                         help="paired against Lance itself (pylance, its own operator timer): the vs_lance speedup")
-    parser.add_argument("--mode", choices=("single", "baseline"), default="single",
-                        help="without --against: single pass, or baseline (3 passes)")
+    parser.add_argument("--mode", choices=("single", "baseline", "profile"), default="single",
+                        help="without --against: single pass, baseline (3 passes), or profile (the op's time "
+                             "split by stage, fitted over sizes)")
     parser.add_argument("--budget-seconds", type=float, default=DEFAULT_BUDGET_SECONDS)
     parser.add_argument("--seed", type=lambda s: int(s, 0), help="query seed (default: secret, random)")
     parser.add_argument("--replicates", type=int, help="fresh worker pairs (paired mode)")
-    parser.add_argument("--sessions", type=int, help="timing blocks per worker pair (paired mode)")
+    parser.add_argument("--sessions", type=int, help="timing blocks per worker pair (paired and profile modes)")
     parser.add_argument("--queries", type=int, help="timed queries per combo and block")
 
 
@@ -265,6 +322,8 @@ def trial_argument_problem(args: argparse.Namespace) -> str | None:
             return f"--{flag} {path}: no such file (give the path of a kernels.py to measure)"
     if getattr(args, "against", None) is not None and getattr(args, "against_lance", False):
         return "--against and --against-lance: give one incumbent (a kernels.py, or Lance itself)"
+    if getattr(args, "mode", None) == "profile" and (getattr(args, "against", None) or getattr(args, "against_lance", False)):
+        return "--mode profile times one kernel: give no --against or --against-lance"
     if args.budget_seconds <= 0:
         return "--budget-seconds must be positive"
     for flag in ("replicates", "sessions", "queries"):

@@ -1,20 +1,24 @@
-"""Raw timings into the result's timing fields: absolute geomeans and the paired speedup.
+"""Raw timings into the result's timing fields: absolute geomeans, the paired speedup, the profile.
 
 The paired estimate is a trimmed mean of per-pair log ratios within each block and again across
 blocks, with a block bootstrap for its 90 % CI (``stats``); blocks are the unit because pairs
-inside one block move together.
+inside one block move together. A profile is a least-squares fit of median times over sizes.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from targets.harness import stats
 from targets.harness.measure import SpeedSamples
-from targets.harness.result import Measured, TrialResult
+from targets.harness.plan import ProfileShape, size_label
+from targets.harness.result import Measured, ShapeProfile, Stage, TrialResult
+
+OVERHEAD_LABEL = "harness round trip (not the kernel's)"
 
 
 def rounded(x: float, digits: int) -> float:
@@ -77,3 +81,51 @@ def summarise(result: TrialResult, samples: SpeedSamples, combos: Sequence[str],
     result.speedup_ci_90pct = (rounded(lo, 4), rounded(hi, 4))
     worst_c = min(per_combo_speedup, key=per_combo_speedup.__getitem__)
     result.worst_combo_speedup = Measured(rounded(per_combo_speedup[worst_c], 4), worst_c)
+
+
+@dataclass(frozen=True)
+class LinearFit:
+    """``y = intercept + x @ slopes`` by least squares, and how well it fits."""
+
+    intercept: float
+    slopes: list[float]
+    r2: float
+    max_rel_residual: float          # the worst |fit - y| / y
+
+
+def fit_linear(x: np.ndarray, y: np.ndarray) -> LinearFit:
+    """Least squares over points ``x`` [points, factors] and positive times ``y`` [points], in
+    relative terms: timing noise grows with the time, and the smallest sizes, which pin down the
+    intercept, must count as much as the largest. Raises ValueError where the points cannot tell
+    the terms apart (a factor at one value, or two factors moving together)."""
+    design = np.column_stack([np.ones(len(y)), np.asarray(x, dtype=np.float64)])
+    y = np.asarray(y, dtype=np.float64)
+    if np.linalg.matrix_rank(design) < design.shape[1]:
+        raise ValueError(f"{len(y)} points cannot separate {design.shape[1]} terms: vary every factor independently")
+    if np.any(y <= 0):
+        raise ValueError("times must be positive")
+    coef = np.linalg.lstsq(design / y[:, None], np.ones_like(y), rcond=None)[0]
+    residual = y - design @ coef
+    spread = float(np.sum((y - y.mean()) ** 2))
+    r2 = 1.0 - float(np.sum(residual ** 2)) / spread if spread > 0 else 1.0
+    return LinearFit(float(coef[0]), [float(c) for c in coef[1:]], r2, float(np.max(np.abs(residual) / y)))
+
+
+def shape_profile(ps: ProfileShape, factors: dict[str, str], fixed_label: str, sizes: Sequence[dict[str, int]],
+                  medians: Sequence[float], overhead_ns: float) -> ShapeProfile:
+    """One shape's stages from its median times at ``sizes``: the fit's intercept less the
+    harness's round trip is the kernel's fixed cost, each slope a stage; shares are of the fit at
+    the speed workload's own size (``ps.at``), a negative part (noise around nothing) counting 0."""
+    names = list(factors)
+    fit = fit_linear(np.array([[size[f] for f in names] for size in sizes]), np.array(medians))
+    parts = [fit.intercept - overhead_ns, *(s * ps.at[f] for s, f in zip(fit.slopes, names)), overhead_ns]
+    kept = [max(0.0, p) for p in parts]
+    total = sum(kept) or 1.0
+    shares = [rounded(p / total, 4) for p in kept]
+    stages = [Stage("fixed", fixed_label, "", rounded(parts[0], 1), 1, shares[0])]
+    stages += [Stage("slope", factors[f], f, rounded(s, 3), ps.at[f], share)
+               for f, s, share in zip(names, fit.slopes, shares[1:-1])]
+    stages.append(Stage("overhead", OVERHEAD_LABEL, "", rounded(overhead_ns, 1), 1, shares[-1]))
+    return ShapeProfile(distribution=ps.distribution, op_ns=rounded(sum(parts), 1), stages=stages,
+                        points_ns={size_label(size): rounded(m, 1) for size, m in zip(sizes, medians)},
+                        r2=rounded(fit.r2, 4), max_rel_residual=rounded(fit.max_rel_residual, 4))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import numpy as np
 
 from targets.harness import runner
 from targets.harness.checks import ABS_TOL, check_ranked
-from targets.harness.plan import Case, TargetPlan, Workload
+from targets.harness.plan import Case, ProfileShape, ProfileSpec, TargetPlan, Workload
 from targets.harness.prng import Stream, mix_seeds
 from targets.ivf_partition import inputs, reference
 from targets.ivf_partition.inputs import IvfShape
@@ -103,7 +104,8 @@ def check(case: Case, call: int, out: dict[str, np.ndarray]) -> str | None:
                  str(case.params["distance_type"]))
 
 
-def _verifier(centroids: np.ndarray, distance_type: str):
+def _verifier(centroids: np.ndarray, distance_type: str
+              ) -> Callable[[dict[str, np.ndarray]], Callable[[dict[str, np.ndarray]], str | None]]:
     def verify(call: dict[str, np.ndarray]) -> Callable[[dict[str, np.ndarray]], str | None]:
         ref = reference.distances(call["query"], centroids, distance_type)
         scale = reference.magnitudes(call["query"], centroids, distance_type, ref)
@@ -111,28 +113,57 @@ def _verifier(centroids: np.ndarray, distance_type: str):
     return verify
 
 
+def workload(fx: dict[str, np.ndarray], shape: IvfShape, dt: str, nlist: int, nprobes: int | None) -> Workload:
+    """One speed combo at ``nlist`` centroids and ``nprobes``: the speed workload itself at the
+    shape's own, its first ``nlist`` centroids otherwise (drawn i.i.d. and in order: the same
+    distribution, and exactly what ``inputs`` draws at that many from the same seed). Queries are
+    the combo's."""
+    if not 0 < nlist <= shape.nlist:
+        raise ValueError(f"nlist {nlist}: the {shape.label} workload has 1..{shape.nlist} centroids")
+    prefix = f"speed/{shape.label}/{dt}/"
+    centroids, centres = fx[prefix + "centroids"][:nlist], fx[prefix + "centres"]
+
+    def queries(seed: int, count: int) -> list[dict[str, np.ndarray]]:
+        # Drawn as the full-size combo's are: a query's distribution does not depend on nlist.
+        return [{"query": q, "nprobes": nprobes_array(nprobes)}
+                for q in inputs.speed_queries(shape, dt, centres, seed, count)]
+
+    return Workload(shape=shape.label, distribution=inputs.SPEED_DISTRIBUTIONS[dt],
+                    params=_params(IvfShape(nlist, shape.dim), dt), arrays={"centroids": centroids},
+                    queries=queries, verify=_verifier(centroids, dt))
+
+
 def workloads() -> list[Workload]:
     fx = inputs.fixtures()
+    return [workload(fx, shape, dt, shape.nlist, shape.nprobes)
+            for shape in inputs.SPEED_SHAPES for dt in inputs.DISTANCE_TYPES]
+
+
+def _profile_workload(fx: dict[str, np.ndarray], shape: IvfShape, dt: str, size: dict[str, int]) -> Workload:
+    return workload(fx, shape, dt, size["nlist"], size["nprobes"])
+
+
+def profile_shapes() -> list[ProfileShape]:
+    """Per shape, on l2: nlist at a quarter, half and all of its centroids; nprobes at a quarter of
+    and at its own (a shape with every partition, None, at 1/16 and 1/4 of nlist: nprobes must stay
+    within the smallest nlist). Its shares are taken at nprobes = nlist there, beyond the points."""
+    fx, dt = inputs.fixtures(), inputs.DISTANCE_TYPES[0]
     out = []
     for shape in inputs.SPEED_SHAPES:
-        for dt in inputs.DISTANCE_TYPES:
-            prefix = f"speed/{shape.label}/{dt}/"
-            centroids, centres = fx[prefix + "centroids"], fx[prefix + "centres"]
-
-            def queries(seed: int, count: int, shape: IvfShape = shape, dt: str = dt,
-                        centres: np.ndarray = centres) -> list[dict[str, np.ndarray]]:
-                nprobes = nprobes_array(shape.nprobes)
-                return [{"query": q, "nprobes": nprobes}
-                        for q in inputs.speed_queries(shape, dt, centres, seed, count)]
-
-            out.append(Workload(shape=shape.label, distribution=inputs.SPEED_DISTRIBUTIONS[dt],
-                                params=_params(shape, dt), arrays={"centroids": centroids},
-                                queries=queries, verify=_verifier(centroids, dt)))
+        probes = shape.nprobes or shape.nlist
+        values = (shape.nlist // 16, shape.nlist // 4) if shape.nprobes is None else (max(1, probes // 4), probes)
+        out.append(ProfileShape(shape=shape.label, distribution=inputs.SPEED_DISTRIBUTIONS[dt],
+                                values={"nlist": (shape.nlist // 4, shape.nlist // 2, shape.nlist), "nprobes": values},
+                                at={"nlist": shape.nlist, "nprobes": probes},
+                                workload=partial(_profile_workload, fx, shape, dt)))
     return out
 
 
 PLAN = TargetPlan(name="ivf-partition", ops_module="targets.ivf_partition.target", cases=cases,
-                  check=check, workloads=workloads)
+                  check=check, workloads=workloads,
+                  profile=ProfileSpec(factors={"nlist": "per centroid (distances, selection scan)",
+                                               "nprobes": "per probe (sorting the nearest)"},
+                                      fixed_label="query prep + per-call fixed", shapes=profile_shapes))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +18,12 @@ import numpy as np
 
 from targets.harness import runner
 from targets.harness.checks import check_ranked
-from targets.harness.plan import Case, TargetPlan, Workload
+from targets.harness.plan import Case, TargetPlan
 from targets.harness.pq import k_array
 from targets.harness.prng import Stream, mix_seeds
 from targets.pq_dot import inputs, reference
-from targets.pq_dot.target import TOP_K, PqShape
-from targets.pq_l2.run_experiment import battery_ks
+from targets.pq_dot.target import PqShape
+from targets.pq_l2.run_experiment import battery_ks, pq_profile, pq_workloads
 
 KERNEL = Path(__file__).with_name("kernels.py")
 
@@ -93,38 +94,19 @@ def check(case: Case, call: int, out: dict[str, np.ndarray]) -> str | None:
     return check_search(out, dists, dist_tol, int(case.calls[call]["k"]))
 
 
-def _verifier(shape: PqShape, arrays: dict[str, np.ndarray]
+def _verifier(shape: PqShape, arrays: dict[str, np.ndarray], n: int
               ) -> Callable[[dict[str, np.ndarray]], Callable[[dict[str, np.ndarray]], str | None]]:
-    oracle = Oracle(shape, arrays["codebook"], arrays["codes_aos"], inputs.SPEED_NUM_VECTORS)   # once per workload
+    oracle = Oracle(shape, arrays["codebook"], arrays["codes_aos"], n)   # once per workload
 
     def verify(call: dict[str, np.ndarray]) -> Callable[[dict[str, np.ndarray]], str | None]:
         dists, dist_tol = oracle(call["query"])
-        return lambda out: check_search(out, dists, dist_tol, TOP_K)
+        return lambda out: check_search(out, dists, dist_tol, int(call["k"]))
     return verify
 
 
-def workloads() -> list[Workload]:
-    fx = inputs.fixtures()
-    out = []
-    for shape in inputs.SHAPES:
-        for dist in inputs.SPEED_DISTRIBUTIONS:
-            prefix = f"speed/{shape.label}/{dist}/"
-            arrays = {"codebook": fx[prefix + "codebook"], "codes_aos": fx[prefix + "codes_aos"]}
-            centres = fx[prefix + "centres"]
-
-            def queries(seed: int, count: int, shape: PqShape = shape, dist: str = dist,
-                        centres: np.ndarray = centres) -> list[dict[str, np.ndarray]]:
-                return [{"query": q, "k": k_array(TOP_K)}
-                        for q in inputs.speed_queries(shape, dist, centres, seed, count)]
-
-            out.append(Workload(shape=shape.label, distribution=dist,
-                                params=_params(shape, inputs.SPEED_NUM_VECTORS), arrays=arrays,
-                                queries=queries, verify=_verifier(shape, arrays)))
-    return out
-
-
 PLAN = TargetPlan(name="pq-dot", ops_module="targets.harness.pq", cases=cases, check=check,
-                  workloads=workloads, lance_params={"metric": "dot"})
+                  workloads=partial(pq_workloads, inputs, _verifier), lance_params={"metric": "dot"},
+                  profile=pq_profile(inputs, _verifier))
 
 
 if __name__ == "__main__":

@@ -16,12 +16,15 @@ import numpy as np
 
 from targets.harness import runner
 from targets.harness.checks import ABS_TOL, PQ_RTOL, check_topk
-from targets.harness.plan import Case, TargetPlan, Workload
+from targets.harness.plan import Case, ProfileShape, ProfileSpec, TargetPlan, Workload
 from targets.harness.pq import TOP_K, PqShape, k_array
 from targets.harness.prng import Stream, mix_seeds
 from targets.pq_l2 import inputs, reference
 
 KERNEL = Path(__file__).with_name("kernels.py")
+# A workload's verifier: (shape, kernel inputs, N) -> per call, the check of one arm's outputs.
+Verifier = Callable[[PqShape, dict[str, np.ndarray], int],
+                    Callable[[dict[str, np.ndarray]], Callable[[dict[str, np.ndarray]], str | None]]]
 
 
 def _shape(params: dict[str, Any]) -> PqShape:
@@ -78,35 +81,68 @@ def check(case: Case, call: int, out: dict[str, np.ndarray]) -> str | None:
     return _check_search(out, dists, int(case.calls[call]["k"]))
 
 
-def _verifier(shape: PqShape, arrays: dict[str, np.ndarray], n: int):
+def _verifier(shape: PqShape, arrays: dict[str, np.ndarray], n: int
+              ) -> Callable[[dict[str, np.ndarray]], Callable[[dict[str, np.ndarray]], str | None]]:
     columns = reference.code_columns(shape, arrays["codes_aos"], n)   # once per workload
 
     def verify(call: dict[str, np.ndarray]) -> Callable[[dict[str, np.ndarray]], str | None]:
         dists = reference.distances_from_columns(reference.distance_table(shape, arrays["codebook"], call["query"]),
                                                  columns)
 
-        return lambda out: _check_search(out, dists, TOP_K)
+        return lambda out: _check_search(out, dists, int(call["k"]))
     return verify
 
 
-def workloads(ins: ModuleType) -> list[Workload]:
+# ----------------------------------------------------------------------------- speed and profile workloads
+# Shared by pq-l2, pq-cosine and pq-dot: one op, one fixture layout; each brings its verifier.
+
+def pq_workload(ins: ModuleType, fx: dict[str, np.ndarray], verifier: Verifier, shape: PqShape, dist: str,
+                size: dict[str, int]) -> Workload:
+    """One speed combo at ``size`` (``num_vectors``, ``k``): the speed workload itself at
+    (SPEED_NUM_VECTORS, TOP_K), its first ``num_vectors`` vectors otherwise. The data's rows are drawn
+    i.i.d. and in order, and the codebook is trained on the first 4,096: so at n >= 4,096 vectors
+    this is exactly what ``inputs`` builds at n, and at any n the same distribution."""
+    n, k = size["num_vectors"], size["k"]
+    if not 0 < n <= ins.SPEED_NUM_VECTORS:
+        raise ValueError(f"num_vectors {n}: a PQ workload has 1..{ins.SPEED_NUM_VECTORS} vectors")
+    prefix = f"speed/{shape.label}/{dist}/"
+    arrays = {"codebook": fx[prefix + "codebook"], "codes_aos": fx[prefix + "codes_aos"][:n * shape.num_sub_vectors]}
+    centres = fx[prefix + "centres"]
+
+    def queries(seed: int, count: int) -> list[dict[str, np.ndarray]]:
+        return [{"query": q, "k": k_array(k)} for q in ins.speed_queries(shape, dist, centres, seed, count)]
+
+    return Workload(shape=shape.label, distribution=dist, params=_params(shape, n), arrays=arrays,
+                    queries=queries, verify=verifier(shape, arrays, n))
+
+
+def pq_workloads(ins: ModuleType, verifier: Verifier) -> list[Workload]:
     fx = ins.fixtures()
-    out = []
-    for shape in ins.SHAPES:
-        for dist in ins.SPEED_DISTRIBUTIONS:
-            prefix = f"speed/{shape.label}/{dist}/"
-            arrays = {"codebook": fx[prefix + "codebook"], "codes_aos": fx[prefix + "codes_aos"]}
-            centres = fx[prefix + "centres"]
+    size = {"num_vectors": ins.SPEED_NUM_VECTORS, "k": TOP_K}
+    return [pq_workload(ins, fx, verifier, shape, dist, size)
+            for shape in ins.SHAPES for dist in ins.SPEED_DISTRIBUTIONS]
 
-            def queries(seed: int, count: int, shape: PqShape = shape, dist: str = dist,
-                        centres: np.ndarray = centres) -> list[dict[str, np.ndarray]]:
-                return [{"query": q, "k": k_array(TOP_K)}
-                        for q in ins.speed_queries(shape, dist, centres, seed, count)]
 
-            out.append(Workload(shape=shape.label, distribution=dist,
-                                params=_params(shape, ins.SPEED_NUM_VECTORS), arrays=arrays,
-                                queries=queries, verify=_verifier(shape, arrays, ins.SPEED_NUM_VECTORS)))
-    return out
+def pq_profile(ins: ModuleType, verifier: Verifier) -> ProfileSpec:
+    """The PQ search by stage: per shape, on its first speed distribution, N at 1/20, 1/2 and all
+    of the speed workload's vectors (the smallest pins down the fixed cost, the two largest the
+    per-vector cost where the op is timed: out of cache, like the speed workload) and k at TOP_K
+    and 10x it."""
+    n = ins.SPEED_NUM_VECTORS
+
+    def shapes() -> list[ProfileShape]:
+        fx, dist = ins.fixtures(), ins.SPEED_DISTRIBUTIONS[0]
+        return [ProfileShape(shape=shape.label, distribution=dist,
+                             values={"num_vectors": (n // 20, n // 2, n), "k": (TOP_K, 10 * TOP_K)},
+                             at={"num_vectors": n, "k": TOP_K},
+                             workload=partial(pq_workload, ins, fx, verifier, shape, dist))
+                for shape in ins.SHAPES]
+
+    # The scan of every distance against the heap's top is per vector too: only growing the
+    # heap and writing the answer out scale with k.
+    return ProfileSpec(factors={"num_vectors": "per vector (distances, top-K scan)",
+                                "k": "per k (top-K heap, sorted output)"},
+                       fixed_label="distance table + per-call fixed", shapes=shapes)
 
 
 def make_plan(name: str, ins: ModuleType) -> TargetPlan:
@@ -114,7 +150,8 @@ def make_plan(name: str, ins: ModuleType) -> TargetPlan:
     the workers run, the oracle and the checks are the same. Lance runs the op as an L2 IVF_PQ
     search (for pq-cosine that is what Lance runs once it has normalised; the data is unit-norm)."""
     return TargetPlan(name=name, ops_module="targets.harness.pq", cases=partial(cases, ins), check=check,
-                      workloads=partial(workloads, ins), lance_params={"metric": "l2"})
+                      workloads=partial(pq_workloads, ins, _verifier), lance_params={"metric": "l2"},
+                      profile=pq_profile(ins, _verifier))
 
 
 PLAN = make_plan("pq-l2", inputs)
