@@ -140,7 +140,7 @@ def prompt_tokens(run_dir: Path) -> list[int]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkout", type=Path, default=ROOT)
-    parser.add_argument("--attempts", type=int, default=5)
+    parser.add_argument("--attempts", type=int, default=20, help="of the scripted run (the offline one: the playbook)")
     args = parser.parse_args()
     checkout = args.checkout.resolve()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=checkout, capture_output=True,
@@ -148,10 +148,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "run.yaml"
         config.write_text(yaml.safe_dump(SMALL_TRIALS))
-        offline = loop(checkout, "offline", args.attempts, config, {})
         replies = [p.read_text() for p in sorted((checkout / "targets/pq_l2/playbook").glob("*.md"))
                    if not p.name.endswith(".repair.md")]
-        server = Server(replies)
+        offline = loop(checkout, "offline", min(args.attempts, len(replies)), config, {})
+        # A longer run than the playbook: its entries again (as a model repeating itself would).
+        server = Server((replies * (args.attempts // len(replies) + 1))[:args.attempts])
         threading.Thread(target=server.serve_forever, daemon=True).start()
         try:
             scripted = loop(checkout, "anthropic:claude-haiku-4-5", args.attempts, config,

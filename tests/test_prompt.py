@@ -115,7 +115,7 @@ def test_model_copy_cuts_a_marked_section_to_the_next_heading_of_its_level() -> 
 
 def test_user_message_holds_this_attempt(files: PromptFiles) -> None:
     user = make(files).messages[1].content
-    assert user.startswith("# pq-l2: this run so far") and "# Attempt 5: the current best kernels.py" in user
+    assert user.startswith("# pq-l2: the current best kernel and this run so far") and "\n# Attempt 5\n" in user
     assert "```python\nKERNEL_TEXT = 1\n```" in user
     assert "| 1 | keep | 1.500x [1.400, 1.600] | 768x96/uniform 1.20x | vectorise it — lesson: the table dominates" in user
     assert "${" not in user
@@ -187,7 +187,7 @@ def test_lessons_are_labelled_capped_keeps_first_and_this_runs_own_left_to_the_t
     lines.append("- 2026-11-30 run RUN-B attempt 1 (keep): this run's own lesson")
     files.lessons.write_text("\n".join(lines) + "\n")
     user = make(files).messages[1].content
-    section = user.split("## Lessons from earlier runs on this machine")[1].split("## Earlier attempts")[0]
+    section = user.split("## Lessons from earlier runs on this machine")[1].split("## The current best kernels.py")[0]
     assert "Unverified" in section
     shown = [ln for ln in section.splitlines() if ln.startswith("- ")]
     assert shown[0].endswith("transposed codebook pays")                 # tied to a keep: first
