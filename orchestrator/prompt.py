@@ -4,9 +4,9 @@ Re-reads ``HARNESS.md``, the target's ``program.md`` and ``lessons.md`` and ever
 ``prompts/`` each time, and returns their sha256 (and texts) so the ledger records exactly what was
 asked. The order is what prompt caching wants: the system message holds what is fixed for the run
 (the model's copy of HARNESS.md, program.md, the reply format, the machine, the limits); the user
-message starts with what only grows (lessons of earlier runs, then this run's attempts, one block
-per row) and ends with what changes every attempt (the current kernel, its measurements, near
-misses, recent failures).
+message starts with what changes only on a keep (lessons of earlier runs, the current best kernel
+and its measurements), then what only grows (this run's attempts, one block per row), and ends
+with what changes every attempt (recent per-combo speedups, near misses, recent failures).
 """
 
 from __future__ import annotations
@@ -169,6 +169,8 @@ def earlier_lessons(text: str, run_id: str) -> str:
 # ---------------------------------------------------------------------------------- per attempt
 
 def _ns(value: float) -> str:
+    if abs(value) >= 1_000_000:
+        return f"{value / 1e6:.2f} ms"
     if abs(value) >= 1000:
         return f"{value / 1000:.1f} µs"
     return f"{value:.0f} ns" if abs(value) >= 10 else f"{value:.2f} ns"

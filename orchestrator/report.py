@@ -316,7 +316,8 @@ def _vs_lance_cell(r: AttemptRecord) -> str:
 def totals(v: RunView) -> dict[str, Any]:
     t = v.history.totals
     share = t.cache_hit_share
-    return {"attempts": t.attempts, "keeps": t.keeps, "in_flight": len(v.in_flight),
+    return {"attempts": t.attempts, "keeps": t.keeps, "in_flight": len(v.in_flight), "repair_turns": t.repair_turns,
+            "duplicates (not trialled)": t.duplicates,
             "input_tokens": t.input_tokens, "output_tokens": t.output_tokens, "cache_read_tokens": t.cache_read_tokens,
             "cache_write_tokens": t.cache_write_tokens,
             "cache_hit_share": f"{share:.1%}" if share is not None else None, "cost_usd": round(t.cost_usd, 4),

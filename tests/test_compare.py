@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from conftest import ROOT, copy_repo, history
+from conftest import ROOT, copy_repo, history, write_config
 from orchestrator import cli, compare, project, report
 from orchestrator.ledger import AttemptRecord, Ledger
 
@@ -324,3 +324,23 @@ def test_compare_from_the_command_line(tmp_path: Path) -> None:
     proc = cli_run(repo, "report", "--target", TARGET, "--compare")
     assert proc.returncode == 0, proc.stderr
     assert f"program.md +{plus} −{minus} (§ {section})" in proc.stdout and "offline playbook" in proc.stdout
+
+
+@pytest.mark.slow
+def test_two_real_offline_runs_with_an_edited_program_are_compared(tmp_path: Path) -> None:
+    """The use it is for: run, edit program.md, run again, compare; the edit is named."""
+    repo = copy_repo(tmp_path / "repo")
+    config = write_config(repo)
+    loop = [sys.executable, "-m", "orchestrator", "loop", "--target", TARGET, "--model", "offline", "--max-attempts",
+            "1", "--config", str(config), "--no-vs-lance"]
+    assert subprocess.run(loop, cwd=repo, capture_output=True, timeout=300).returncode == 0
+    program = repo / "targets" / "pq_l2" / "program.md"
+    program.write_text(program.read_text().replace(
+        "## Not allowed here\n", "## Not allowed here\n\n- Reading the codes twice per query.\n", 1))
+    assert subprocess.run(loop, cwd=repo, capture_output=True, timeout=300).returncode == 0
+    proc = cli_run(repo, "report", "--target", TARGET, "--compare")
+    assert proc.returncode == 0, proc.stderr
+    first, second = sorted(p.name for p in (repo / "runs" / TARGET).iterdir())
+    assert proc.stdout.index(first) < proc.stdout.index(second)
+    assert f"since {first}: program.md +2 −0 (§ Not allowed here)" in proc.stdout
+    assert proc.stdout.count("offline playbook (no LLM)") == 2
