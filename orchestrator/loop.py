@@ -479,7 +479,7 @@ def _baseline_profile(run: Run) -> None:
     if not run.config.profile or "baseline_profile" in run.ledger.run_info():
         return
     if run.status:
-        run.status.phase("profile")
+        run.status.phase("baseline profile")
     profile = measure_profile(run, run.baseline, run.ledger.dir / "baseline-profile", "the baseline")
     run.ledger.update_run_info(baseline_profile=profile)
 

@@ -27,8 +27,8 @@ from targets.harness.files import write_atomic
 BUSY_SHARE = 0.10                 # other work's share of the worker core worth telling the user about
 PHASE_LABELS = {"prompt": "proposing", "propose": "proposing", "edit": "editing", "workspace": "editing",
                 "trial": "trial", "gate": "gate", "git": "committing", "cumulative": "measuring vs baseline",
-                "vs_lance": "measuring vs Lance",
-                "ledger": "logging"}
+                "vs_lance": "measuring vs Lance", "profile": "profiling the new best (time by stage)",
+                "baseline profile": "profiling the baseline (time by stage)", "ledger": "logging"}
 
 
 @dataclass
@@ -93,7 +93,8 @@ class LiveStatus:
         self.status.phase, self.status.phase_since = label, time.time()
         self._save()
         if not self.tty:
-            self._print(f"attempt {self.status.attempt}: {label} ({self._totals()})")
+            who = f"attempt {self.status.attempt}" if self.status.attempt is not None else "run"
+            self._print(f"{who}: {label} ({self._totals()})")
 
     def end_attempt(self, history: RunHistory) -> None:
         recount(self.status, history)

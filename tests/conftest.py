@@ -61,8 +61,10 @@ def processes_mentioning(text: str) -> list[psutil.Process]:
 
 
 def worker_processes() -> list[int]:
-    """Any worker of any trial still alive: by its boot code, or by a uid the runner hands to
-    workers when it is root (a kernel can change its command line, not its uid)."""
+    """Any worker of any trial still running: by its boot code, or by a uid the runner hands to
+    workers when it is root (a kernel can change its command line, not its uid). A zombie runs
+    nothing (its pid waits for a reaper, which the system's init may be slow to be): not counted,
+    as the runner's own survivor check does not count it."""
     from targets.harness.sandbox import UID_RANGE
     found = {p.pid for p in processes_mentioning("targets.harness.worker")}
     for proc in psutil.process_iter():
@@ -71,7 +73,14 @@ def worker_processes() -> list[int]:
                 found.add(proc.pid)
         except psutil.Error:
             continue
-    return sorted(found)
+    return sorted(pid for pid in found if not _zombie(pid))
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+    except psutil.Error:
+        return True                       # gone since it was listed
 
 
 def _proc_text(pid: int, name: str) -> str:

@@ -51,6 +51,40 @@ def test_anthropic_success_records_usage_cost_and_caches_the_prefix(server: Fake
     assert request["body"]["max_tokens"] == 1000
 
 
+def real_prompt_messages() -> list[p.Message]:
+    """An attempt's real conversation: the project's files and a history of three attempts."""
+    from conftest import ROOT, history
+    from orchestrator import prompt
+    files = prompt.PromptFiles(harness=ROOT / "HARNESS.md", program=ROOT / "targets" / "pq_l2" / "program.md",
+                               lessons=ROOT / "nonexistent-lessons.md", prompts_dir=ROOT / "prompts")
+    records = [{"verdict": "discard", "reason": "not_faster", "hypothesis": f"idea {n}"} for n in range(3)]
+    return prompt.build(files, prompt.Context("pq-l2", "R", 4, "KERNEL = 1\n", history(*records), 40, "machine",
+                                              "limits")).messages
+
+
+def test_anthropic_gets_blocks_with_breakpoints_after_the_system_and_the_last_history_row(
+        server: FakeLLMServer) -> None:
+    server.queue(anthropic_message("HYPOTHESIS: x"))
+    messages = real_prompt_messages()
+    make(server).complete(messages, "propose")
+    body = server.requests[0]["body"]
+    assert body["system"] == [{"type": "text", "text": messages[0].content, "cache_control": {"type": "ephemeral"}}]
+    [user] = body["messages"]
+    blocks = user["content"]
+    assert "".join(b["text"] for b in blocks) == messages[1].content       # nothing lost or reordered
+    marked = [i for i, b in enumerate(blocks) if "cache_control" in b]
+    assert len(marked) == 1 and blocks[marked[0]]["text"].startswith("| 3 | discard")   # the last row
+    assert len(blocks) == 1 + 3 + 1                     # up to the table's header, a block per row, the rest
+    assert blocks[-1]["text"].lstrip().startswith("# Attempt 4")
+
+
+def test_openai_gets_the_same_text_as_plain_strings(server: FakeLLMServer) -> None:
+    server.queue(openai_completion("HYPOTHESIS: x"))
+    messages = real_prompt_messages()
+    make(server, kind="openai").complete(messages, "propose")
+    assert server.requests[0]["body"]["messages"] == [{"role": m.role, "content": m.content} for m in messages]
+
+
 def test_openai_success_bills_cached_prompt_tokens_at_the_cache_rate(server: FakeLLMServer) -> None:
     server.queue(openai_completion("HYPOTHESIS: y", prompt_tokens=10000, completion_tokens=200, cached_tokens=6000))
     reply = make(server, "openai", price=p.Price(input=5.0, output=30.0, cache_read=0.5)).complete(MESSAGES, "propose")

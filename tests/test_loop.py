@@ -47,7 +47,9 @@ BAD_SEARCH = ("HYPOTHESIS: Tweak a line that is not there.\n\n<<<<<<< SEARCH\nth
 @pytest.mark.slow
 def test_one_run_covers_keep_and_every_discard_reason(repo: Path) -> None:
     script = write_script(repo, "script", [
-        KEEP, INCORRECT, CRASH, SLOWER, SLOWER_AGAIN, MALFORMED,
+        KEEP, INCORRECT, CRASH,
+        "ANALYSIS: the gather dominates at M=96.\n\n" + SLOWER.replace("HYPOTHESIS:", "**Hypothesis:**", 1),
+        SLOWER_AGAIN, MALFORMED,
         BAD_SEARCH, "HYPOTHESIS: Repaired: leave the kernel as it is.\n\n```python\n"
                     + NUMBA_KERNEL.read_text()
                     + "```\n",
@@ -63,6 +65,9 @@ def test_one_run_covers_keep_and_every_discard_reason(repo: Path) -> None:
     # 7 is then the repaired no-op reply.
     assert reasons == ["keep", "incorrect", "crash", "not_faster", "duplicate", "edit_failed", "no_change",
                        "provider_error", "truncated"], reasons
+    # A reply with room to think and a bold label: applied as meant, both logged.
+    assert got[4]["analysis"] == "the gather dominates at M=96." and got[4]["repair_turns"] == 0
+    assert got[4]["hypothesis"] == "Accumulate every sub-vector twice." and got[4]["edit_notes"]
     assert got[5]["duplicate_of"] == 4 and "attempt 4's code again" in got[5]["reason_detail"]
     assert not (run_dir / "attempts" / "0005" / "trial").exists()              # no trial for a duplicate
     repair = run_dir / "attempts" / "0006" / "repair-1.md"
