@@ -56,7 +56,10 @@ def test_claude_loop_records_tokens_cost_and_verdicts(repo: Path, server: FakeLL
     for req in server.requests:
         assert req["body"]["system"][0]["cache_control"] == {"type": "ephemeral"}
         assert "HARNESS.md" in req["body"]["system"][0]["text"]
-    assert "| 1 | keep |" in server.requests[2]["body"]["messages"][0]["content"]
+    # The third prompt's attempt table has the keep, as a block of its own carrying the second breakpoint.
+    blocks = server.requests[2]["body"]["messages"][0]["content"]
+    rows = [b for b in blocks if b["text"].startswith("| ")]
+    assert rows[0]["text"].startswith("| 1 | keep |") and "cache_control" in rows[-1]
     no_canary_anywhere(run_dir, proc.stdout, proc.stderr)
 
 

