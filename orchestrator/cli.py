@@ -20,6 +20,7 @@ from orchestrator import calibrate as calibrate_mod
 from orchestrator import compare
 from orchestrator import export as export_mod
 from orchestrator import gate, loop, plot, progress, project, report, scaffold, trial, workspace
+from orchestrator import prompt as prompt_mod
 from orchestrator import provider as provider_mod
 from targets.harness import runner, sandbox
 from targets.harness.files import write_atomic
@@ -134,6 +135,10 @@ def cmd_loop(args: argparse.Namespace) -> int:
     if not resuming and repo.head.is_valid() and not repo.git.ls_tree("HEAD", "--", kernel_rel):
         raise UsageError(f"{kernel_rel} is not committed, and a run branches from HEAD; commit the target "
                          f"first (git add targets/{info.folder.name} && git commit)")
+    try:                                            # a broken template is refused before the run exists
+        loop.check_prompt(info)
+    except (prompt_mod.PromptError, OSError) as exc:
+        raise UsageError(f"the prompt cannot be built: {exc}") from None
     box = _sandbox(config.unsafe_no_sandbox)        # before the run exists: a refusal leaves nothing behind
     provider = _provider(config, info)
     try:

@@ -677,6 +677,13 @@ def resume(run_dir: Path, config: RunConfig, target: TargetInfo, provider: Provi
     return run
 
 
+def check_prompt(target: TargetInfo) -> None:
+    """Build a first attempt's prompt from the files as they are now: a template naming an unknown
+    field or a missing file raises here (PromptError, OSError), before any run exists."""
+    prompt_mod.build(prompt_files(target), prompt_mod.Context(target.name, "", 1, target.kernel_path.read_text(),
+                                                              RunHistory(), 1, "", ""))
+
+
 def kernel_contract(target: TargetInfo) -> tuple[dict[str, dict[str, list[str]]], tuple[str, ...]]:
     """The target's declared API and import allowlist (from its immutable target.py)."""
     import importlib

@@ -264,3 +264,13 @@ def test_unreadable_config_and_outside_git_exit_2(repo: Path, tmp_path: Path) ->
     proc = run_daemon(repo, None, "--model", "offline")
     assert proc.returncode == 2 and "not inside a git repository" in proc.stderr
     assert not (repo / "runs" / "pq-l2").exists()
+
+
+@pytest.mark.slow
+def test_a_broken_prompt_template_is_refused_before_the_run_exists(repo: Path) -> None:
+    template = repo / "prompts" / "attempt.md"
+    template.write_text(template.read_text() + "\n${last_failure}\n")         # a field that no longer exists
+    proc = run_daemon(repo, None, "--model", "offline", config=write_config(repo))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "attempt.md uses ${last_failure}, which is not a field here" in proc.stderr and "${failures}" in proc.stderr
+    assert not (repo / "runs").exists() or not list((repo / "runs").rglob("run.json"))
