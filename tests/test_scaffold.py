@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -49,6 +50,9 @@ def test_new_target_runs_end_to_end(repo: Path) -> None:
     # The gate's claim, re-measured against the baseline: faster, with the whole 90% CI above 1. The
     # size of the win is the machine's BLAS (1.48x on one CI machine, 1.78x here), so it is not asserted.
     assert got[1]["cumulative_speedup"] > 1.0 and got[1]["cumulative_ci"][0] > 1.0, got[1]
+    # Its plan declares a profile: the baseline's and the keep's time split by stage were measured.
+    baseline = json.loads((runs[0].parent / "run.json").read_text())["baseline_profile"]
+    assert set(baseline["shapes"]) == set(got[1]["profile"]["shapes"]) == {"4096x64", "16384x128"}, baseline
 
 
 @pytest.mark.slow

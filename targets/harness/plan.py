@@ -53,7 +53,8 @@ class ProfileShape:
     distribution: str                                  # the speed distribution it is profiled on
     values: dict[str, tuple[int, ...]]                 # factor -> the sizes it is timed at
     at: dict[str, int]                                 # the speed workload's own size: shares are taken there
-    workload: Callable[[dict[str, int]], Workload]     # a size (factor -> value) -> this shape's workload at it
+    # A size (factor -> value) -> this shape's workload at it, named as the shape (not the size).
+    workload: Callable[[dict[str, int]], Workload]
 
 
 def size_label(size: dict[str, int]) -> str:
