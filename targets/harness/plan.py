@@ -100,8 +100,10 @@ class TargetPlan:
     # Trimming (20%, within and across blocks) halved the A/A spread: see docs/robustness.md.
     trim: float = 0.2
     # Lance itself as an arm (``--against-lance``): the Lance ops module's extra setup params
-    # (e.g. its metric), or None where Lance cannot run this target's op.
+    # (e.g. its metric), or None where Lance cannot run this target's op. The module (``build`` +
+    # ``OPS``, run unsandboxed: trusted code) returns Lance's own time per call as ``lance_ns``.
     lance_params: dict[str, Any] | None = None
+    lance_ops: str = "targets.harness.lance_arm"          # the PQ search through pylance
     # ``--mode profile``: how this target's op splits by stage, or None where it is not declared.
     profile: ProfileSpec | None = None
 

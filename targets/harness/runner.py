@@ -41,7 +41,6 @@ from targets.harness.resources import DEFAULT_BUDGET_SECONDS, peak_rss_mb
 from targets.harness.result import EXIT_INTERNAL, EXIT_OK, EXIT_TIMEOUT, TrialResult, sign
 from targets.harness.summary import rounded, shape_profile, summarise
 
-LANCE_OPS = "targets.harness.lance_arm"
 
 
 def _sha256(path: Path) -> str:
@@ -183,7 +182,7 @@ def _run_phases(plan: TargetPlan, options: TrialOptions, result: TrialResult, se
         for i in order:
             label, path = arms[i]
             if path is None:
-                fresh[i] = Worker(label, None, LANCE_OPS, *dirs, deadline, worker_cpu, spin, sandbox.Sandbox(off=True),
+                fresh[i] = Worker(label, None, plan.lance_ops, *dirs, deadline, worker_cpu, spin, sandbox.Sandbox(off=True),
                                   options.budget_seconds)
                 fresh[i].setup_params = {**(plan.lance_params or {}), "lance_cache": str(cache.cache_dir() / "lance")}
             else:
