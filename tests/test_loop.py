@@ -13,6 +13,7 @@ from pathlib import Path
 import git
 import pytest
 
+import targets
 from conftest import (BASELINE, CANARY, KEEP, NUMBA_KERNEL, daemon_cmd, events, finished, processes_mentioning,
                       run_daemon, the_run, wait_for, write_config, write_script)
 from targets.harness import machine
@@ -232,7 +233,7 @@ def test_offline_playbook_run_is_labelled_and_keeps(repo: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("args, config, message", [
-    (["--target", "nope"], None, "unknown target 'nope'; known targets: ivf-partition, pq-cosine, pq-dot, pq-l2"),
+    (["--target", "nope"], None, f"unknown target 'nope'; known targets: {', '.join(sorted(targets.discover()))}"),
     (["--model", "script:/nonexistent.yaml"], None, "cannot use this script"),
     (["--model", "gpt-9"], None, "unknown model 'gpt-9'"),
     ([], "max_attemps: 3\n", "max_attemps: unknown key"),
