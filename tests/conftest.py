@@ -132,6 +132,28 @@ def no_leftovers():
     return check
 
 
+def replay_playbook(folder: Path, keep: str, api: dict, allowed_imports: tuple[str, ...]) -> dict[str, str]:
+    """Each playbook entry applied to the incumbent of its turn, as the offline loop applies it:
+    "applies" (it also passes the static policy and keeps the API) or "edit_failed"; only the
+    entry named ``keep`` becomes the incumbent. Keyed by the entry's number ("01", ...)."""
+    from orchestrator import policy
+    from orchestrator.edit import EditError, parse_and_apply, validate
+    current = (folder / "kernels.py").read_text()
+    outcomes = {}
+    for entry in sorted((folder / "playbook").glob("*.md")):
+        try:
+            text = parse_and_apply(entry.read_text(), current).new_text
+        except EditError:
+            outcomes[entry.name[:2]] = "edit_failed"
+            continue
+        policy.check(text, allowed_imports)
+        validate(text, api)
+        outcomes[entry.name[:2]] = "applies"
+        if entry.name == keep:
+            current = text
+    return outcomes
+
+
 def history(*records: dict):
     """A RunHistory of records given as ledger fields (attempts numbered from 1 unless given)."""
     from orchestrator.ledger import AttemptRecord, RunHistory

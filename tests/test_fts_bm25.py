@@ -16,9 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import FAST, ROOT, finished, run_daemon, write_config
-from orchestrator import policy
-from orchestrator.edit import EditError, parse_and_apply, validate
+from conftest import FAST, ROOT, finished, replay_playbook, run_daemon, write_config
+from orchestrator.edit import parse_and_apply
 from targets.fts_bm25 import inputs, kernels, reference, run_experiment, target
 from targets.fts_bm25.inputs import BatteryCase, Query
 
@@ -454,19 +453,7 @@ def test_legal_variants_pass_the_battery_with_room(how: str) -> None:
 def test_playbook_replays_in_sequence() -> None:
     # 01 (the keep) and the whole-file entries 02 and 04 apply whatever was kept before; 03 is a
     # stale edit of Rust code. Every kernel passes the static policy and keeps the API.
-    current = (FOLDER / "kernels.py").read_text()
-    outcomes = {}
-    for entry in sorted(PLAYBOOK.glob("*.md")):
-        try:
-            text = parse_and_apply(entry.read_text(), current).new_text
-        except EditError:
-            outcomes[entry.name[:2]] = "edit_failed"
-            continue
-        policy.check(text, target.ALLOWED_IMPORTS)
-        validate(text, target.KERNEL_API)
-        outcomes[entry.name[:2]] = "applies"
-        if entry.name == KEEP:
-            current = text
+    outcomes = replay_playbook(FOLDER, KEEP, target.KERNEL_API, tuple(target.ALLOWED_IMPORTS))
     assert outcomes == {"01": "applies", "02": "applies", "03": "edit_failed", "04": "applies"}
 
 

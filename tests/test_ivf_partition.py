@@ -14,10 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import FAST, ROOT
+from conftest import FAST, ROOT, replay_playbook
 from lance_scalar import bits, dot_scalar, l2_scalar, normalize
-from orchestrator import policy
-from orchestrator.edit import EditError, parse_and_apply, validate
+from orchestrator.edit import parse_and_apply
 from targets.ivf_partition import inputs, kernels, reference, run_experiment, target
 from targets.ivf_partition.inputs import IvfShape
 
@@ -354,19 +353,7 @@ def test_playbook_replays_in_sequence() -> None:
     # Each reply applies to the incumbent of its turn: only the keep (01) becomes the incumbent; the
     # wrong kernel (02) and the slower one (04) are discarded; the stale edit (03) fails to apply.
     # Every kernel passes the static policy and keeps the API.
-    current = (FOLDER / "kernels.py").read_text()
-    outcomes = {}
-    for entry in sorted(PLAYBOOK.glob("*.md")):
-        try:
-            text = parse_and_apply(entry.read_text(), current).new_text
-        except EditError:
-            outcomes[entry.name[:2]] = "edit_failed"
-            continue
-        policy.check(text, target.ALLOWED_IMPORTS)
-        validate(text, target.KERNEL_API)
-        outcomes[entry.name[:2]] = "applies"
-        if entry.name == KEEP:
-            current = text
+    outcomes = replay_playbook(FOLDER, KEEP, target.KERNEL_API, tuple(target.ALLOWED_IMPORTS))
     assert outcomes == {"01": "applies", "02": "applies", "03": "edit_failed", "04": "applies"}
 
 

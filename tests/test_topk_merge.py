@@ -18,9 +18,8 @@ from types import ModuleType, SimpleNamespace
 import numpy as np
 import pytest
 
-from conftest import FAST, ROOT, finished, run_daemon, write_config
-from orchestrator import policy
-from orchestrator.edit import EditError, parse_and_apply, validate
+from conftest import FAST, ROOT, finished, replay_playbook, run_daemon, write_config
+from orchestrator.edit import parse_and_apply
 from targets.harness.plan import Case
 from targets.harness.prng import CORRECTNESS_SEED, Stream
 from targets.topk_merge import inputs, kernels, reference, run_experiment, target
@@ -391,19 +390,7 @@ def test_playbook_replays_in_sequence() -> None:
     # Each reply applies to the incumbent of its turn: only the keep (01) becomes it; the wrong kernel
     # (02) and the slower one (04) edit the keep; 03 has no code. Every kernel passes the static
     # policy and keeps the API.
-    current = (FOLDER / "kernels.py").read_text()
-    outcomes = {}
-    for entry in sorted(PLAYBOOK.glob("*.md")):
-        try:
-            text = parse_and_apply(entry.read_text(), current).new_text
-        except EditError:
-            outcomes[entry.name[:2]] = "edit_failed"
-            continue
-        policy.check(text, target.ALLOWED_IMPORTS)
-        validate(text, target.KERNEL_API)
-        outcomes[entry.name[:2]] = "applies"
-        if entry.name == KEEP:
-            current = text
+    outcomes = replay_playbook(FOLDER, KEEP, target.KERNEL_API, tuple(target.ALLOWED_IMPORTS))
     assert outcomes == {"01": "applies", "02": "applies", "03": "edit_failed", "04": "applies"}
 
 
