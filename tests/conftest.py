@@ -164,8 +164,10 @@ def history(*records: dict):
 
 # Small trials so loop tests stay quick (one worker pair: each new worker imports numba); the
 # test keep is ~1.25x the compiled baseline, so 4 blocks, not 2, keep its worst combo above the bar.
+# No profile trials (at the start and after each keep): tests that need them ask. A trial measured
+# while other work took the core waits at most 30 s for a quiet one, not 300.
 FAST_CONFIG = {"trial_replicates": 1, "trial_sessions": 4, "trial_queries": 3, "repair_turns": 1,
-               "profile": False}      # a profile trial at the start and after each keep: tests that need it ask
+               "profile": False, "quiet_wait_seconds": 30}
 CANARY = f"sk-canary-{os.getpid()}-{time.time_ns()}"     # built at run time: no file contains it
 
 

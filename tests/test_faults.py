@@ -104,6 +104,11 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(repo: Path, no_l
         daemon = subprocess.Popen(cmd, cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if run_dir is None:                   # a kill before the run exists leaves nothing to resume
             wait_for(lambda: list((repo / "runs" / "pq-l2").glob("*/run.json")) != [], what="the run")
+            # The first keep on record before the kills start: random kills on a slow machine could
+            # otherwise interrupt every keep, and the test would prove nothing about losing one.
+            first = the_run(repo)
+            wait_for(lambda: any(e.get("verdict") == "keep" for e in events(first)), timeout=180,
+                     what="the first keep")
         time.sleep(rng.uniform(0.3, 4.0))
         daemon.send_signal(signal.SIGKILL)
         daemon.wait()
