@@ -228,7 +228,8 @@ def _propose(att: Attempt, incumbent: str, history: RunHistory) -> edit.Edit:
                     raise Discard(Reason.POLICY if isinstance(exc, policy.PolicyError) else Reason.EDIT_FAILED,
                                   str(exc)) from None
                 rec.repair_turns = turn + 1
-                prompt, text = prompt_mod.repair(prompt, run.files, reply.text, str(exc))
+                prompt = prompt_mod.repair(prompt, run.files, reply.text, str(exc))
+                text = prompt.messages[-1].content
                 (att.dir / f"repair-{turn + 1}.md").write_text(text)
                 rec.repair_prompts.append(hashlib.sha256(text.encode()).hexdigest())
                 rec.prompt_hashes = prompt.file_hashes

@@ -300,9 +300,9 @@ def _row_ends(user: str, history: str, rows: list[str]) -> tuple[int, ...]:
     return tuple(ends)
 
 
-def repair(prompt: Prompt, files: PromptFiles, reply: str, error: str) -> tuple[Prompt, str]:
-    """The conversation extended by the model's reply and the precise reason it failed, and the
-    repair message itself (saved with the attempt)."""
+def repair(prompt: Prompt, files: PromptFiles, reply: str, error: str) -> Prompt:
+    """The conversation extended by the model's reply and the precise reason it failed (the last
+    message, saved with the attempt)."""
     hashes, texts = dict(prompt.file_hashes), dict(prompt.file_texts)
     text = _fill(files.template("repair.md"), _read(files.template("repair.md"), hashes, texts), error=error)
-    return Prompt([*prompt.messages, Message("assistant", reply), Message("user", text)], hashes, texts), text
+    return Prompt([*prompt.messages, Message("assistant", reply), Message("user", text)], hashes, texts)

@@ -314,8 +314,7 @@ def test_history_truncates_long_text() -> None:
 
 def test_repair_extends_the_conversation(files: PromptFiles) -> None:
     p = make(files)
-    r, text = repair(p, files, "HYPOTHESIS: h\n<<<<<<< SEARCH\nnope\n", "block 1: the SEARCH text does not occur")
-    assert r.messages[3].content == text
+    r = repair(p, files, "HYPOTHESIS: h\n<<<<<<< SEARCH\nnope\n", "block 1: the SEARCH text does not occur")
     assert r.messages[:2] == p.messages
     assert r.messages[2] == Message("assistant", "HYPOTHESIS: h\n<<<<<<< SEARCH\nnope\n")
     assert r.messages[3].role == "user"
@@ -323,6 +322,6 @@ def test_repair_extends_the_conversation(files: PromptFiles) -> None:
     assert r.file_hashes == {**p.file_hashes, "repair.md": sha(files.prompts_dir / "repair.md")}
     assert len(p.messages) == 2 and "repair.md" not in p.file_hashes      # the original is untouched
     # A second repair keeps every earlier turn.
-    r2, _ = repair(r, files, "second try", "still wrong: $x ${error}")
+    r2 = repair(r, files, "second try", "still wrong: $x ${error}")
     assert r2.messages[:4] == r.messages and len(r2.messages) == 6
     assert "still wrong: $x ${error}" in r2.messages[5].content
