@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import html
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from difflib import SequenceMatcher
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.ledger import AttemptRecord, Totals
+from orchestrator.prompt import markdown_headings
 from orchestrator.report import RunView, progress_points, tokens_text
 from targets.harness.files import write_atomic
 
@@ -30,8 +30,6 @@ ABSENT = "absent"                     # prompt.py's "hash" of a file that did no
 LOOP_WRITTEN = frozenset({"lessons.md"})
 SHORT = 8                             # hex digits of a hash shown to people
 NONE = "—"
-_HEADING = re.compile(r"^ {0,3}#{1,6}\s+(.*?)(?:\s+#+)?\s*$")
-_FENCE = re.compile(r"^ {0,3}(```|~~~)")
 
 
 def _sha256(data: bytes) -> str:
@@ -69,15 +67,9 @@ def saved_text(run_dirs: Sequence[Path], name: str, sha: str) -> str | None:
 # ---------------------------------------------------------------------------------- diffs
 
 def heading_at(lines: Sequence[str], index: int) -> str | None:
-    """The nearest markdown heading at or above ``lines[index]``; a ``# comment`` inside a fenced
-    code block is code, not a heading."""
-    heading, fenced = None, False
-    for line in lines[: index + 1]:
-        if _FENCE.match(line):
-            fenced = not fenced
-        elif not fenced and (m := _HEADING.match(line)):
-            heading = m.group(1)
-    return heading
+    """The nearest markdown heading at or above ``lines[index]`` (fenced code is not a heading)."""
+    headings = markdown_headings(lines[: index + 1])
+    return headings[max(headings)][1] if headings else None
 
 
 @dataclass(frozen=True)

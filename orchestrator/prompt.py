@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
@@ -95,14 +97,31 @@ def _read(path: Path, hashes: dict[str, str], texts: dict[str, bytes], missing_o
     return data.decode()
 
 
+_HEADING = re.compile(r"^ {0,3}(#{1,6})\s+(.*?)(?:\s+#+)?\s*$")
+_FENCE = re.compile(r"^ {0,3}(```|~~~)")
+
+
+def markdown_headings(lines: Sequence[str]) -> dict[int, tuple[int, str]]:
+    """Line index -> (level, text) of each markdown heading; a ``# comment`` inside a fenced code
+    block is code, not a heading."""
+    found, fenced = {}, False
+    for i, line in enumerate(lines):
+        if _FENCE.match(line):
+            fenced = not fenced
+        elif not fenced and (m := _HEADING.match(line)):
+            found[i] = (len(m.group(1)), m.group(2))
+    return found
+
+
 def model_copy(harness: str) -> str:
     """HARNESS.md without its sections for people only (a heading followed by ``PEOPLE_ONLY``,
     up to the next heading of the same or a higher level)."""
     out: list[str] = []
     skipping: int | None = None
     lines = harness.splitlines()
+    headings = markdown_headings(lines)
     for i, line in enumerate(lines):
-        level = len(line) - len(line.lstrip("#")) if line.startswith("#") else 0
+        level = headings.get(i, (0, ""))[0]
         if level and skipping is not None and level <= skipping:
             skipping = None
         if level and i + 1 < len(lines) and lines[i + 1].strip() == PEOPLE_ONLY:

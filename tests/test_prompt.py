@@ -111,6 +111,9 @@ def test_harness_sections_for_people_are_not_sent(files: PromptFiles) -> None:
 def test_model_copy_cuts_a_marked_section_to_the_next_heading_of_its_level() -> None:
     text = f"# T\n## A\nkeep a\n## B\n{PEOPLE_ONLY}\ncut b\n### B.1\ncut too\n## C\nkeep c\n"
     assert model_copy(text) == "# T\n## A\nkeep a\n## C\nkeep c\n"
+    # A "# comment" in a fenced block of a cut section is code, not a heading that ends the cut.
+    fenced = f"## A\nkeep a\n## B\n{PEOPLE_ONLY}\n```\n# a shell comment\n```\ncut b\n## C\nkeep c\n"
+    assert model_copy(fenced) == "## A\nkeep a\n## C\nkeep c\n"
 
 
 def test_user_message_holds_this_attempt(files: PromptFiles) -> None:
