@@ -8,23 +8,17 @@ they see the same machine conditions; each query's agreement check runs untimed 
 
 from __future__ import annotations
 
-import os
+from common import arm_order  # first: one thread and a private numba cache before numpy loads
 
-for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",
-              "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS"):
-    os.environ[_name] = "1"
+import argparse
+import gc
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
-import argparse  # noqa: E402
-import gc  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable, Sequence  # noqa: E402
-from pathlib import Path  # noqa: E402
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 try:
     import faiss
@@ -65,7 +59,7 @@ def time_arms(arms: Sequence[Arm], queries: np.ndarray, agrees: Callable[[np.nda
     gc.disable()
     try:
         for i, q in enumerate(queries):
-            for j in ((i + s) % len(arms) for s in range(len(arms))):
+            for j in arm_order(i, len(arms)):
                 t0 = time.perf_counter_ns()
                 arms[j](q)
                 times[i, j] = (time.perf_counter_ns() - t0) / 1e3

@@ -30,32 +30,26 @@ Needs pylance and bm25s:  pip install pylance bm25s
 
 from __future__ import annotations
 
+from common import ROOT, arm_order  # first: one thread and a private numba cache before numpy loads
+
+import argparse
+import gc
+import importlib
 import os
+import re
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
-for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",
-              "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS", "LANCE_CPU_THREADS"):
-    os.environ[_name] = "1"
+import numpy as np
 
-import argparse  # noqa: E402
-import gc  # noqa: E402
-import importlib  # noqa: E402
-import re  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from orchestrator.edit import parse_and_apply  # noqa: E402
-from targets.fts_bm25 import inputs, reference, run_experiment, target  # noqa: E402
-from targets.fts_bm25.inputs import Query, SpeedCombo  # noqa: E402
-from targets.harness.worker import load_kernel  # noqa: E402
+from orchestrator.edit import parse_and_apply
+from targets.fts_bm25 import inputs, reference, run_experiment, target
+from targets.fts_bm25.inputs import Query, SpeedCombo
+from targets.harness.worker import load_kernel
 
 BASELINE = ROOT / "targets" / "fts_bm25" / "kernels.py"
 KEEP_ENTRY = ROOT / "targets" / "fts_bm25" / "playbook" / "01-windowed-term-at-a-time.md"
@@ -177,7 +171,7 @@ def run_combo(combo: SpeedCombo, keep: Path, queries: int, seed: int, arms: tupl
         try:
             for i, q in enumerate(single):
                 outs: dict[str, dict[str, np.ndarray]] = {}
-                for j in ((i + s) % len(ARMS) for s in range(len(ARMS))):
+                for j in arm_order(i, len(ARMS)):
                     arm = ARMS[j]
                     if arm not in arms:
                         continue

@@ -21,31 +21,26 @@ Run:  python benchmarks/pq_l2_lance.py [--queries 32] [--kernel path/to/kernels.
 
 from __future__ import annotations
 
+from common import ROOT  # first: one thread and a private numba cache before numpy loads
+
+import argparse
+import gc
 import os
+import sys
+import tempfile
+import time
+from pathlib import Path
 
-for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",
-              "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS", "LANCE_CPU_THREADS"):
-    os.environ[_name] = "1"
-
-import argparse  # noqa: E402
-import gc  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import numpy as np
 
 
-from targets.harness import lance, lance_arm  # noqa: E402
-from targets.harness.checks import ABS_TOL, PQ_RTOL, check_topk  # noqa: E402
-from targets.harness.machine import cpu_model, simd_flags  # noqa: E402
-from targets.harness.pq import OPS, TOP_K, build, k_array  # noqa: E402
-from targets.harness.worker import load_kernel  # noqa: E402
-from targets.pq_l2 import inputs, reference  # noqa: E402
+
+from targets.harness import lance, lance_arm
+from targets.harness.checks import ABS_TOL, PQ_RTOL, check_topk
+from targets.harness.machine import cpu_model, simd_flags
+from targets.harness.pq import OPS, TOP_K, build, k_array
+from targets.harness.worker import load_kernel
+from targets.pq_l2 import inputs, reference
 
 DEFAULT_KERNEL = ROOT / "targets" / "pq_l2" / "kernels.py"
 

@@ -31,36 +31,28 @@ Needs pyarrow and datafusion (pip install datafusion==50.0.0: the DataFusion Lan
 
 from __future__ import annotations
 
+from common import ROOT, arm_order  # first: one thread and a private numba cache before numpy loads
+
+import argparse
+import gc
+import heapq
+import itertools
 import os
+import re
+import sys
 import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
 
-for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-    os.environ[_name] = "1"
-# Two kernels load in this process under their own module names; numba's on-disk cache is keyed by
-# file and function, not module, so it gets a fresh directory here.
-os.environ["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="topk-anchors-numba-")
+import numpy as np
 
-import argparse  # noqa: E402
-import gc  # noqa: E402
-import heapq  # noqa: E402
-import importlib.util  # noqa: E402
-import itertools  # noqa: E402
-import re  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
-from types import ModuleType  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from orchestrator.edit import parse_and_apply  # noqa: E402
-from targets.harness.plan import Workload  # noqa: E402
-from targets.topk_merge import reference, run_experiment, target  # noqa: E402
+from orchestrator.edit import parse_and_apply
+from targets.harness.plan import Workload
+from targets.harness.worker import load_kernel
+from targets.topk_merge import reference, run_experiment, target
 
 try:
     import datafusion
@@ -76,20 +68,6 @@ ARMS = ("baseline", "keep", "df_topk", "df_query", "pa_select", "pa_sort", "heap
 ELAPSED = re.compile(r"SortExec: TopK.*?elapsed_compute=([0-9.]+)(ns|µs|ms|s)\b")
 UNIT_US = {"ns": 1e-3, "µs": 1.0, "ms": 1e3, "s": 1e6}
 Answer = list[tuple[np.ndarray, np.ndarray]]
-
-_module_ids = itertools.count()
-
-
-def load_kernel(path: Path) -> ModuleType:
-    """A kernels.py as a module of its own name (two can live in one process)."""
-    spec = importlib.util.spec_from_file_location(f"topk_kernels_{next(_module_ids)}", path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
 
 @dataclass
 class Query:
@@ -218,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     if keep_path is None:
         keep_path = Path(tempfile.mkdtemp(prefix="topk-keep-")) / "kernels.py"
         keep_path.write_text(parse_and_apply(KEEP_REPLY.read_text(), args.kernel.read_text()).new_text)
-    kernels = {"baseline": load_kernel(args.kernel), "keep": load_kernel(keep_path)}
+    kernels = {"baseline": load_kernel(str(args.kernel), "topk_baseline_kernels"),
+               "keep": load_kernel(str(keep_path), "topk_keep_kernels")}
     load_before = os.getloadavg()
     print(f"baseline {args.kernel}  keep {keep_path}  datafusion {datafusion.__version__}  pyarrow {pa.__version__}  "
           f"{args.calls} calls/workload  1 thread  load {load_before[0]:.2f}")
@@ -237,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for i, (call, queries) in enumerate(prepared[1:]):
                 expected = run_experiment.expected_for(w.arrays, call, k)
-                for j in ((i + s) % len(ARMS) for s in range(len(ARMS))):
+                for j in arm_order(i, len(ARMS)):
                     us, answer = arms[ARMS[j]](call, queries)
                     times[i, j] = us
                     agreed[ARMS[j]] += exact(answer, expected)

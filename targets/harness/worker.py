@@ -24,12 +24,15 @@ from targets.harness import wire
 SPIN_CPU_SECONDS = 0.02
 
 
-def load_kernel(path: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location("kernels", path)
+def load_kernel(path: str, name: str = "kernels") -> ModuleType:
+    """A kernels.py as module ``name``. A worker loads one kernel, as ``kernels``; a process that
+    loads several (tests, benchmarks) gives each its own name, because numba's cache keys compiled
+    functions by module and function name, so two ``kernels`` could run each other's machine code."""
+    spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot load {path}")
     module = importlib.util.module_from_spec(spec)
-    sys.modules["kernels"] = module
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
 

@@ -1,0 +1,44 @@
+"""What every benchmark shares. Import it first, before numpy, numba or lance start their thread
+pools: on import it puts numeric libraries and Lance on one CPU thread, gives numba a private cache
+removed at exit (a benchmark loads several kernels in one process under their own module names, and
+numba's on-disk cache is keyed by file and function, so a shared cache could hand one kernel
+another's machine code) and puts the project on ``sys.path``. ``arm_order`` says which arm runs
+when within a call."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",
+              "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS", "LANCE_CPU_THREADS"):
+    os.environ[_name] = "1"
+os.environ["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="lar-bench-numba-")
+atexit.register(shutil.rmtree, os.environ["NUMBA_CACHE_DIR"], True)
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def arm_order(call: int, arms: int) -> list[int]:
+    """The order the arms run in on call number ``call``: a Williams design, so over every cycle of
+    ``arms`` calls (2 x ``arms`` when odd) each arm runs first equally often and follows every other
+    arm equally often. Rotating the first arm alone keeps the cyclic order, so with three or more
+    arms one arm would always run right after the same other one, on the caches it left warm:
+    that made the shipped kernel time 0.5x of itself on posting-seek's 5 MB lists."""
+    first = [0]
+    low, high = 1, arms - 1
+    while len(first) < arms:
+        first.append(low)
+        low += 1
+        if len(first) < arms:
+            first.append(high)
+            high -= 1
+    rows = [[(r + a) % arms for a in first] for r in range(arms)]
+    if arms % 2:
+        rows += [row[::-1] for row in rows]
+    return rows[call % len(rows)]
