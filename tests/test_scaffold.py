@@ -38,6 +38,10 @@ def test_new_target_runs_end_to_end(repo: Path) -> None:
     # Uncommitted, the loop refuses with the fix; committed, the offline playbook runs and keeps.
     refused = cli(repo, "loop", "--target", "demo-scan", "--model", "offline")
     assert refused.returncode == 2 and "is not committed" in refused.stderr
+    # Shape labels are the target's own words: the runner reports them as declared (it used to sort
+    # them as numbers, and a label such as this one crashed it).
+    run_experiment = repo / "targets" / "demo_scan" / "run_experiment.py"
+    run_experiment.write_text(run_experiment.read_text().replace('f"{rows}x{dim}"', 'f"r{rows}-d{dim}"'))
     r = git.Repo(repo)
     r.git.add("-A")
     r.git.execute(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "demo target"])
@@ -52,7 +56,7 @@ def test_new_target_runs_end_to_end(repo: Path) -> None:
     assert got[1]["cumulative_speedup"] > 1.0 and got[1]["cumulative_ci"][0] > 1.0, got[1]
     # Its plan declares a profile: the baseline's and the keep's time split by stage were measured.
     baseline = json.loads((runs[0].parent / "run.json").read_text())["baseline_profile"]
-    assert set(baseline["shapes"]) == set(got[1]["profile"]["shapes"]) == {"4096x64", "16384x128"}, baseline
+    assert set(baseline["shapes"]) == set(got[1]["profile"]["shapes"]) == {"r4096-d64", "r16384-d128"}, baseline
 
 
 @pytest.mark.slow

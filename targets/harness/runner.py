@@ -205,7 +205,7 @@ def _run_phases(plan: TargetPlan, options: TrialOptions, result: TrialResult, se
         workloads = plan.workloads()
         result.distributions_tested = list(dict.fromkeys(w.distribution for w in workloads))
     result.fixture_seconds = rounded(time.monotonic() - t0, 3)
-    result.shapes_tested = sorted({w.shape for w in workloads}, key=lambda s: [int(x) for x in s.split("x")])
+    result.shapes_tested = list(dict.fromkeys(w.shape for w in workloads))      # as the target declares them
     for w in current:
         w.hello()
     # Correctness first, candidate first: a wrong kernel costs no timing. (Lance is checked where
