@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -9,6 +10,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from types import ModuleType
 
 import git
 import psutil
@@ -132,26 +134,61 @@ def no_leftovers():
     return check
 
 
-def replay_playbook(folder: Path, keep: str, api: dict, allowed_imports: tuple[str, ...]) -> dict[str, str]:
-    """Each playbook entry applied to the incumbent of its turn, as the offline loop applies it:
-    "applies" (it also passes the static policy and keeps the API) or "edit_failed"; only the
-    entry named ``keep`` becomes the incumbent. Keyed by the entry's number ("01", ...)."""
-    from orchestrator import policy
-    from orchestrator.edit import EditError, parse_and_apply, validate
+def playbook_texts(folder: Path, keep: str, api: dict | None = None) -> dict[str, str]:
+    """Each playbook entry's kernel as the offline loop builds it: applied to the incumbent of its
+    turn (only the entry named ``keep`` becomes the incumbent); "" where the reply does not apply."""
+    from orchestrator.edit import EditError, parse_and_apply
     current = (folder / "kernels.py").read_text()
-    outcomes = {}
+    out = {}
     for entry in sorted((folder / "playbook").glob("*.md")):
         try:
-            text = parse_and_apply(entry.read_text(), current).new_text
+            out[entry.name] = parse_and_apply(entry.read_text(), current, api=api).new_text
         except EditError:
-            outcomes[entry.name[:2]] = "edit_failed"
+            out[entry.name] = ""
             continue
-        policy.check(text, allowed_imports)
-        validate(text, api)
-        outcomes[entry.name[:2]] = "applies"
         if entry.name == keep:
-            current = text
+            current = out[entry.name]
+    return out
+
+
+def replay_playbook(folder: Path, keep: str, api: dict, allowed_imports: tuple[str, ...]) -> dict[str, str]:
+    """Each entry's outcome keyed by its number ("01", ...): "applies" (it also passes the static
+    policy and keeps the API) or "edit_failed"."""
+    from orchestrator import policy
+    from orchestrator.edit import validate
+    outcomes = {}
+    for name, text in playbook_texts(folder, keep, api).items():
+        if text:
+            policy.check(text, allowed_imports)
+            validate(text, api)
+        outcomes[name[:2]] = "applies" if text else "edit_failed"
     return outcomes
+
+
+def playbook_kernel(folder: Path, tmp_path: Path, *entries: str, api: dict | None = None) -> Path:
+    """The kernel file after applying playbook entries, in order, to the target's kernels.py."""
+    from orchestrator.edit import parse_and_apply
+    text = (folder / "kernels.py").read_text()
+    for entry in entries:
+        text = parse_and_apply((folder / "playbook" / entry).read_text(), text, api=api).new_text
+    path = tmp_path / "-".join(e[:2] for e in entries) / "kernels.py"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def load_unique(path: Path) -> ModuleType:
+    """A kernel file loaded in this process under a module name of its own (see load_kernel)."""
+    from targets.harness.worker import load_kernel
+    return load_kernel(str(path), "kernels_" + hashlib.sha256(str(path).encode()).hexdigest()[:16])
+
+
+def target_trial(target: str, *args: str, timeout: float = 600) -> tuple[subprocess.CompletedProcess[str], dict]:
+    """A target's run_experiment as the daemon runs it (``target`` as in ``targets.<target>``), and
+    its result.json (``args`` must name one with --result-json)."""
+    proc = subprocess.run([sys.executable, "-m", f"targets.{target}.run_experiment", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+    return proc, json.loads(Path(args[args.index("--result-json") + 1]).read_text())
 
 
 def history(*records: dict):
@@ -244,6 +281,16 @@ def finished(run_dir: Path) -> dict[int, dict]:
             assert e["attempt"] in out, f"attempt {e['attempt']} measured before it finished"
             out[e["attempt"]] = {**out[e["attempt"]], **{k: v for k, v in e.items() if k not in ("event", "attempt")}}
     return out
+
+
+def offline_run(repo: Path, target: str, config: Path, attempts: int = 1) -> dict[int, dict]:
+    """A target's offline playbook run in ``repo`` for ``attempts`` attempts; its finished records."""
+    proc = run_daemon(repo, None, "--target", target, "--model", "offline", "--max-attempts", str(attempts),
+                      config=config, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    runs = sorted((repo / "runs" / target).glob("*/run.json"))
+    assert len(runs) == 1, runs
+    return finished(runs[0].parent)
 
 
 def wait_for(predicate, timeout: float = 60.0, what: str = "condition") -> None:

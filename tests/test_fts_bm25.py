@@ -7,17 +7,13 @@ keep exact and faster in a paired trial, the offline loop keeping it)."""
 from __future__ import annotations
 
 import functools
-import json
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import FAST, ROOT, finished, replay_playbook, run_daemon, write_config
-from orchestrator.edit import parse_and_apply
+from conftest import FAST, ROOT, load_unique, offline_run, playbook_kernel, replay_playbook, target_trial, write_config
 from targets.fts_bm25 import inputs, kernels, reference, run_experiment, target
 from targets.fts_bm25.inputs import BatteryCase, Query
 
@@ -457,19 +453,11 @@ def test_playbook_replays_in_sequence() -> None:
     assert outcomes == {"01": "applies", "02": "applies", "03": "edit_failed", "04": "applies"}
 
 
-def playbook_kernel(tmp_path: Path, entry: str) -> Path:
-    path = tmp_path / entry / "kernels.py"
-    path.parent.mkdir(parents=True)
-    path.write_text(parse_and_apply((PLAYBOOK / entry).read_text(), (FOLDER / "kernels.py").read_text()).new_text)
-    return path
-
-
 @pytest.mark.slow
 def test_playbook_keep_is_the_oracle_to_the_bit(tmp_path: Path) -> None:
     # Same terms' order per document and exact precomputed term scores: the ids and score bits of
     # the oracle, also where its window skipping runs (the speed data, k well below the matches).
-    from targets.harness.worker import load_kernel
-    module = load_kernel(str(playbook_kernel(tmp_path, KEEP)))
+    module = load_unique(playbook_kernel(FOLDER, tmp_path, KEEP))
     for case in battery():
         for query in case.calls:
             assert_exact(module, case.index, query)
@@ -477,17 +465,11 @@ def test_playbook_keep_is_the_oracle_to_the_bit(tmp_path: Path) -> None:
         assert_exact(module, index, query)
 
 
-def _trial(*args: str) -> tuple[subprocess.CompletedProcess[str], dict]:
-    proc = subprocess.run([sys.executable, "-m", "targets.fts_bm25.run_experiment", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
-    return proc, json.loads(Path(args[args.index("--result-json") + 1]).read_text())
-
-
 @pytest.mark.slow
 def test_paired_trial_of_the_keep_is_faster_and_correct(tmp_path: Path) -> None:
-    keep = playbook_kernel(tmp_path, KEEP)
-    proc, result = _trial("--kernel", str(keep), "--against", str(FOLDER / "kernels.py"),
-                          "--result-json", str(tmp_path / "r.json"), *FAST)
+    keep = playbook_kernel(FOLDER, tmp_path, KEEP)
+    proc, result = target_trial("fts_bm25", "--kernel", str(keep), "--against", str(FOLDER / "kernels.py"),
+                                "--result-json", str(tmp_path / "r.json"), *FAST)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert result["correctness"] == "pass" and result["verified_calls"] > 0
     assert result["speedup_ci_90pct"][0] > 1.0, result["per_combo_speedup"]
@@ -500,10 +482,6 @@ def test_offline_loop_keeps_the_windowed_search(repo: Path) -> None:
     # load 3-4. Fewer queries let one noisy block sink the worst combo, and a miss is measured
     # again only after waiting for a quiet core (bounded here).
     config = write_config(repo, trial_queries=8, quiet_wait_seconds=30)
-    proc = run_daemon(repo, None, "--target", "fts-bm25", "--model", "offline", "--max-attempts", "1",
-                      config=config, timeout=600)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    runs = sorted((repo / "runs" / "fts-bm25").glob("*/run.json"))
-    got = finished(runs[0].parent)
+    got = offline_run(repo, "fts-bm25", config)
     assert got[1]["reason"] == "keep" and got[1]["sources"] == [KEEP], got[1].get("reasons")
     assert got[1]["speedup"] > 1.0 and got[1]["cumulative_speedup"] > 1.0

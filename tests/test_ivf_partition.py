@@ -6,17 +6,13 @@ trial, its wrong kernel rejected)."""
 from __future__ import annotations
 
 import functools
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import FAST, ROOT, replay_playbook
+from conftest import FAST, ROOT, load_unique, playbook_kernel, replay_playbook, target_trial
 from lance_scalar import bits, dot_scalar, l2_scalar, normalize
-from orchestrator.edit import parse_and_apply
 from targets.ivf_partition import inputs, kernels, reference, run_experiment, target
 from targets.ivf_partition.inputs import IvfShape
 
@@ -357,21 +353,13 @@ def test_playbook_replays_in_sequence() -> None:
     assert outcomes == {"01": "applies", "02": "applies", "03": "edit_failed", "04": "applies"}
 
 
-def _playbook_kernel(tmp_path: Path, entry: str, base: str) -> Path:
-    path = tmp_path / entry / "kernels.py"
-    path.parent.mkdir(parents=True)
-    path.write_text(parse_and_apply((PLAYBOOK / entry).read_text(), base).new_text)
-    return path
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("entry", [KEEP, "04-row-scan-early-abandon.md"])
 def test_playbook_kernels_are_exact(tmp_path: Path, entry: str) -> None:
     # The keep's blocked pass and exact screen, and the slower entry's early abandon, claim the
     # same ids and bits as Lance's order; check it where the screen runs (dim >= 64, nprobes <=
     # nlist/8), where it falls back (structureless data: too many survivors) and on the speed data.
-    from targets.harness.worker import load_kernel
-    module = load_kernel(str(_playbook_kernel(tmp_path, entry, (FOLDER / "kernels.py").read_text())))
+    module = load_unique(playbook_kernel(FOLDER, tmp_path, entry))
     for nlist, dim, seed in ((2000, 64, 1), (700, 130, 2), (257, 96, 3)):
         centroids, query = _rng_case(nlist, dim, seed=seed, spread=seed == 3)
         for dt in inputs.DISTANCE_TYPES:
@@ -385,19 +373,12 @@ def test_playbook_kernels_are_exact(tmp_path: Path, entry: str) -> None:
                 _assert_exact_top(module, centroids, q, dt, shape.nprobes)
 
 
-def _trial(*args: str) -> tuple[subprocess.CompletedProcess[str], dict]:
-    proc = subprocess.run([sys.executable, "-m", "targets.ivf_partition.run_experiment", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
-    result_json = Path(args[args.index("--result-json") + 1])
-    return proc, json.loads(result_json.read_text())
-
-
 @pytest.mark.slow
 def test_paired_trial_of_the_keep_is_faster_and_correct(tmp_path: Path) -> None:
     baseline = FOLDER / "kernels.py"
-    keep = _playbook_kernel(tmp_path, KEEP, baseline.read_text())
+    keep = playbook_kernel(FOLDER, tmp_path, KEEP)
     out = tmp_path / "result.json"
-    proc, result = _trial("--kernel", str(keep), "--against", str(baseline), "--result-json", str(out), *FAST)
+    proc, result = target_trial("ivf_partition", "--kernel", str(keep), "--against", str(baseline), "--result-json", str(out), *FAST)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert result["correctness"] == "pass" and result["verified_calls"] > 0
     assert result["speedup_ci_90pct"][0] > 1.0, result["per_combo_speedup"]
@@ -406,9 +387,8 @@ def test_paired_trial_of_the_keep_is_faster_and_correct(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_paired_trial_rejects_the_unverified_expansion(tmp_path: Path) -> None:
     baseline = FOLDER / "kernels.py"
-    keep = parse_and_apply((PLAYBOOK / KEEP).read_text(), baseline.read_text()).new_text
-    wrong = _playbook_kernel(tmp_path, "02-gemv-expansion.md", keep)
+    wrong = playbook_kernel(FOLDER, tmp_path, KEEP, "02-gemv-expansion.md")
     out = tmp_path / "result.json"
-    proc, result = _trial("--kernel", str(wrong), "--against", str(baseline), "--result-json", str(out), *FAST)
+    proc, result = target_trial("ivf_partition", "--kernel", str(wrong), "--against", str(baseline), "--result-json", str(out), *FAST)
     assert proc.returncode == 2 and result["correctness"] == "fail"
     assert "large_dynamic_range/l2" in result["failure"]

@@ -6,20 +6,15 @@ playbook (its keep exact and faster in a paired trial, the loop keeping it)."""
 from __future__ import annotations
 
 import functools
-import importlib.util
-import json
 import struct
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from conftest import FAST, ROOT, finished, replay_playbook, run_daemon, write_config
-from orchestrator.edit import parse_and_apply
+from conftest import FAST, ROOT, load_unique, offline_run, playbook_kernel, replay_playbook, target_trial, write_config
 from targets.harness.plan import Case
 from targets.harness.prng import CORRECTNESS_SEED, Stream
 from targets.topk_merge import inputs, kernels, reference, run_experiment, target
@@ -394,31 +389,10 @@ def test_playbook_replays_in_sequence() -> None:
     assert outcomes == {"01": "applies", "02": "applies", "03": "edit_failed", "04": "applies"}
 
 
-def playbook_kernel(tmp_path: Path, *entries: str) -> Path:
-    text = (FOLDER / "kernels.py").read_text()
-    for entry in entries:
-        text = parse_and_apply((PLAYBOOK / entry).read_text(), text).new_text
-    path = tmp_path / "-".join(e[:2] for e in entries) / "kernels.py"
-    path.parent.mkdir(parents=True)
-    path.write_text(text)
-    return path
-
-
-def load_as(path: Path, name: str) -> ModuleType:
-    """A kernels.py under a module name of its own: numba names compiled functions by module and
-    function, so two kernels both called ``kernels`` in one process would share machine code."""
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("entries", [(KEEP,), (KEEP, SLOWER), (KEEP, WRONG)], ids=["keep", "slower", "wrong"])
 def test_playbook_kernels_on_the_battery_and_speed_data(tmp_path: Path, entries: tuple[str, ...]) -> None:
-    module = load_as(playbook_kernel(tmp_path, *entries), "topk_playbook_" + "_".join(e[:2] for e in entries))
+    module = load_unique(playbook_kernel(FOLDER, tmp_path, *entries))
     failed = battery_failures(SimpleNamespace(TopkMergeKernel=module.TopkMergeKernel))
     if WRONG in entries:                       # raw bits: negative distances order backwards
         assert "uniform/16x8/k5" in failed and "signed_zeros/16x8/k5" in failed
@@ -433,17 +407,11 @@ def test_playbook_kernels_on_the_battery_and_speed_data(tmp_path: Path, entries:
                 assert w.verify(call)(target.OPS["speed"](inst, call)) is None, w.combo
 
 
-def trial(*args: str) -> tuple[subprocess.CompletedProcess[str], dict]:
-    proc = subprocess.run([sys.executable, "-m", "targets.topk_merge.run_experiment", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
-    return proc, json.loads(Path(args[args.index("--result-json") + 1]).read_text())
-
-
 @pytest.mark.slow
 def test_paired_trial_of_the_keep_is_faster_and_correct(tmp_path: Path) -> None:
     out = tmp_path / "result.json"
-    proc, result = trial("--kernel", str(playbook_kernel(tmp_path, KEEP)), "--against", str(FOLDER / "kernels.py"),
-                         "--result-json", str(out), *FAST)
+    proc, result = target_trial("topk_merge", "--kernel", str(playbook_kernel(FOLDER, tmp_path, KEEP)),
+                                "--against", str(FOLDER / "kernels.py"), "--result-json", str(out), *FAST)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert result["correctness"] == "pass" and result["verified_calls"] > 0
     assert result["speedup_ci_90pct"][0] > 1.0, result["per_combo_speedup"]
@@ -454,8 +422,8 @@ def test_paired_trial_of_the_keep_is_faster_and_correct(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_paired_trial_rejects_the_raw_bits_kernel(tmp_path: Path) -> None:
     out = tmp_path / "result.json"
-    proc, result = trial("--kernel", str(playbook_kernel(tmp_path, KEEP, WRONG)), "--against",
-                         str(FOLDER / "kernels.py"), "--result-json", str(out), *FAST)
+    proc, result = target_trial("topk_merge", "--kernel", str(playbook_kernel(FOLDER, tmp_path, KEEP, WRONG)),
+                                "--against", str(FOLDER / "kernels.py"), "--result-json", str(out), *FAST)
     assert proc.returncode == 2 and result["correctness"] == "fail" and result["failure_kind"] == "incorrect"
 
 
@@ -469,11 +437,7 @@ def test_offline_loop_keeps_the_first_entry(repo: Path) -> None:
     # kept on a busy machine is measured again once the core is quiet: wait for that at most 30 s
     # (the default 300 s made one run of this test take 309 s).
     config = write_config(repo, trial_sessions=8, trial_queries=5, quiet_wait_seconds=30)
-    proc = run_daemon(repo, None, "--target", "topk-merge", "--model", "offline", "--max-attempts", "1",
-                      config=config, timeout=600)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    runs = sorted((repo / "runs" / "topk-merge").glob("*/run.json"))
-    got = finished(runs[0].parent)
+    got = offline_run(repo, "topk-merge", config)
     record = {k: got[1].get(k) for k in ("reason", "reasons", "speedup", "speedup_ci", "worst_combo")}
     assert got[1]["verdict"] == "keep" and got[1]["sources"] == [KEEP], record
     assert got[1]["speedup"] > 1.0
