@@ -2,7 +2,7 @@
 imported, so import this module first), faiss or a clear exit, the project on ``sys.path``, the
 common flags, and the timing of (kernel, reference, faiss) query by query.
 
-The three arms are interleaved per query, rotating which goes first, with the collector off, so
+The three arms are interleaved per query, in a balanced order (common.arm_order), with the collector off, so
 they see the same machine conditions; each query's agreement check runs untimed after it.
 """
 

@@ -3,10 +3,10 @@
 For each workload asked (default: the four ``100000x3x10`` combos; ``--combos`` takes labels such
 as ``300000x3x1000/zipf_mixed``) the harness's own speed index is turned into a corpus Lance can
 index: document d is the token ``t<term>`` repeated tf times for each of its terms, padded with a
-filler token to its length (a speed index's documents hold their terms' total tf), so all four
-arms score the same corpus. Then, one query at a time
-(the harness's queries, terms joined by spaces; the four arms interleaved, rotating which goes
-first, collector off, this process pinned to one core):
+filler token to its length (``targets/fts_bm25/lance_arm.corpus``, the trial's Lance arm's corpus),
+so all four arms score the same corpus. Then, one query at a time (the harness's queries, terms
+joined by spaces; the arms interleaved in a balanced order, collector off, this process pinned to
+one core):
 
   baseline   ``target.OPS["speed"]`` on ``targets/fts_bm25/kernels.py`` (the compiled WAND port)
   keep       the same on playbook entry 01 applied to it (or ``--kernel``)
@@ -36,7 +36,6 @@ import argparse
 import gc
 import importlib
 import os
-import re
 import sys
 import tempfile
 import time
@@ -47,62 +46,37 @@ from pathlib import Path
 import numpy as np
 
 from orchestrator.edit import parse_and_apply
-from targets.fts_bm25 import inputs, reference, run_experiment, target
+from targets.fts_bm25 import inputs, lance_arm, reference, run_experiment, target
 from targets.fts_bm25.inputs import Query, SpeedCombo
+from targets.harness import lance
 from targets.harness.worker import load_kernel
 
 BASELINE = ROOT / "targets" / "fts_bm25" / "kernels.py"
 KEEP_ENTRY = ROOT / "targets" / "fts_bm25" / "playbook" / "01-windowed-term-at-a-time.md"
-FILLER = "zz"
 ARMS = ("baseline", "keep", "lance", "bm25s")
-UNITS = {"ns": 1e-3, "µs": 1.0, "us": 1.0, "ms": 1e3, "s": 1e6}
 
 
-def token_ids(index: reference.Index) -> list[list[int]]:
-    """Each document's tokens as ids: term t is id t, the filler id V."""
-    filler = index.offsets.size - 1
-    docs: list[list[int]] = [[] for _ in range(index.num_docs)]
-    for t in range(filler):
-        ids, freqs = index.postings(t)
-        for d, f in zip(ids.tolist(), freqs.tolist()):
-            docs[d].extend([t] * f)
-    for d, length in enumerate(index.doc_lengths.tolist()):
-        if length < len(docs[d]):
-            raise ValueError(f"document {d} is shorter ({length}) than its terms' total tf ({len(docs[d])})")
-        docs[d].extend([filler] * (length - len(docs[d])))
-    return docs
-
-
-def lance_search(docs: list[list[int]], vocab: int, workdir: Path) -> Callable[[np.ndarray, int], tuple]:
-    import lance
-    import pyarrow as pa
-
-    names = [f"t{t}" for t in range(vocab)] + [FILLER]
-    text = pa.array([" ".join(names[i] for i in doc) for doc in docs])
-    ds = lance.write_dataset(pa.table({"text": text}), str(workdir / "corpus.lance"))
-    ds.create_scalar_index("text", "INVERTED", base_tokenizer="whitespace", lower_case=False, stem=False,
-                           remove_stop_words=False, ascii_folding=False, with_position=False, num_workers=1)
-    timer = re.compile(r"MatchQuery: elapsed=[^,]*,.*?elapsed_compute=([0-9.]+)(ns|µs|us|ms|s)\b")
+def lance_search(texts: list[str], workdir: Path) -> Callable[[np.ndarray, int], tuple]:
+    """Lance's search over the corpus as the trial's Lance arm builds it (``lance_arm.corpus``)."""
+    ds = lance.fts_dataset(workdir / "corpus.lance", texts)
 
     def search(terms: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, float, float]:
         scanner = ds.scanner(columns=["_score"], with_row_id=True, limit=k, disable_scoring_autoprojection=True,
-                             full_text_query=" ".join(f"t{t}" for t in terms))
+                             full_text_query=lance_arm.query_text(terms))
         t0 = time.perf_counter_ns()
         table = scanner.to_table()
         wall = (time.perf_counter_ns() - t0) / 1e3
-        found = timer.search(scanner.analyze_plan())
-        if found is None:
-            raise RuntimeError("no MatchQuery elapsed_compute in analyze_plan(): has the plan changed?")
-        own = float(found.group(1)) * UNITS[found.group(2)]
+        own = lance.timer_ns(scanner.analyze_plan(), lance.MATCH_QUERY_TIMER) / 1e3
         return (table["_rowid"].to_numpy().astype(np.int64), table["_score"].to_numpy().astype(np.float32), own, wall)
     return search
 
 
-def bm25s_search(docs: list[list[int]], vocab: int) -> Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]:
+def bm25s_search(texts: list[str], vocab: int) -> Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]:
     bm25s = importlib.import_module("bm25s")          # untyped: Any
     tokenized = importlib.import_module("bm25s.tokenization").Tokenized
 
-    names = {f"t{t}": t for t in range(vocab)} | {FILLER: vocab}
+    names = {f"t{t}": t for t in range(vocab)} | {lance_arm.FILLER: vocab}
+    docs = [[names[token] for token in text.split(" ")] for text in texts]
     retriever = bm25s.BM25(method="lucene", k1=1.2, b=0.75)
     retriever.index(tokenized(ids=docs, vocab=names), show_progress=False)
 
@@ -151,10 +125,10 @@ class Row:
 def run_combo(combo: SpeedCombo, keep: Path, queries: int, seed: int, arms: tuple[str, ...]) -> Row:
     index = inputs.fixture_index(inputs.fixtures(), combo)
     vocab = index.offsets.size - 1
-    docs = token_ids(index)
+    texts = lance_arm.corpus(index)
     with tempfile.TemporaryDirectory() as tmp:
-        lance = lance_search(docs, vocab, Path(tmp))
-        bm25 = bm25s_search(docs, vocab)
+        search_lance = lance_search(texts, Path(tmp))
+        bm25 = bm25s_search(texts, vocab)
         base, fast = kernel_search(BASELINE, index), kernel_search(keep, index)
         # one query per call: the harness's batches, split
         single = [inputs.batch([q.terms[a:b].tolist()], q.k) for q in inputs.speed_batches(combo, seed, queries)
@@ -164,9 +138,9 @@ def run_combo(combo: SpeedCombo, keep: Path, queries: int, seed: int, arms: tupl
         passed = dict.fromkeys(ARMS, 0)
         errors = {"lance": 0.0, "bm25s": 0.0}
         for q in single[:2]:                                    # warm-up: numba, caches
-            base(q), fast(q), lance(q.terms, q.k), bm25(q.terms, q.k)
+            base(q), fast(q), search_lance(q.terms, q.k), bm25(q.terms, q.k)
         for t in range(vocab):                                  # every posting list into Lance's index cache
-            lance(np.array([t]), 1)
+            search_lance(np.array([t]), 1)
         gc.disable()
         try:
             for i, q in enumerate(single):
@@ -181,7 +155,7 @@ def run_combo(combo: SpeedCombo, keep: Path, queries: int, seed: int, arms: tupl
                     elif arm == "keep":
                         outs[arm] = fast(q)
                     elif arm == "lance":
-                        ids, scores, own, walls[i] = lance(q.terms, q.k)
+                        ids, scores, own, walls[i] = search_lance(q.terms, q.k)
                         outs[arm] = as_answer(ids, scores, q.k)
                         errors["lance"] = max(errors["lance"], score_error(index, q.terms, ids, scores))
                     else:
@@ -220,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         bm25s = importlib.import_module("bm25s")
-        import lance
+        import lance as pylance
     except ImportError as exc:
         print(f"{exc.name} is not installed: pip install pylance bm25s", file=sys.stderr)
         return 2
@@ -232,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             keep.parent.mkdir()
             keep.write_text(parse_and_apply(KEEP_ENTRY.read_text(), BASELINE.read_text()).new_text)
         wanted = [c for c in inputs.SPEED_COMBOS if any(inputs.combo_label(c).startswith(p) for p in args.combos.split(","))]
-        print(f"pylance {lance.__version__}, bm25s {bm25s.__version__}; load average at start {load()}")
+        print(f"pylance {pylance.__version__}, bm25s {bm25s.__version__}; load average at start {load()}")
         print("µs per query (median); ratio = baseline µs / arm µs (> 1: faster than the baseline); "
               "pass = answers the oracle's check accepts")
         header = (f"{'workload':28s} {'baseline':>9s} {'keep':>9s} {'lance':>9s} {'bm25s':>9s} {'lance wall':>10s}  "

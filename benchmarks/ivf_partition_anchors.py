@@ -10,7 +10,7 @@ For each of the 9 speed workloads (3 shapes x 3 distance types, the harness's ow
              timed) or ``faiss.IndexFlatIP`` (dot: Lance's 1 − q·c ranks as faiss's largest q·c),
              ``.search(q, n)`` with n = the workload's nprobes (every centroid for None)
 
-The three are interleaved query by query (rotating which goes first) so they see the same machine
+The three are interleaved query by query (in a balanced order: common.arm_order) so they see the same machine
 conditions. Prints median us/query, kernel/faiss and reference/faiss ratios with geomeans over
 workloads, and how many queries' faiss top-n agree with the kernel's (ties allowed: faiss's ids,
 scored with the reference distances, must give the kernel's n distances within 1e-4 + 1e-5·|d|).

@@ -2,7 +2,7 @@
 
 For each of the 12 speed workloads (K in {2, 3, 5, 8} x skewed/balanced/dense, the harness's own
 indexes and query batches) and ``--queries`` fresh calls per workload, times one call (a batch of
-queries) at a time, the arms interleaved call by call (rotating which goes first):
+queries) at a time, the arms interleaved call by call (in a balanced order: common.arm_order):
 
   baseline     the op the harness times (``target.OPS["speed"]``: output allocation, the kernel's
                ``intersect``, collection) with the shipped kernels.py (the port of Lance's loops)

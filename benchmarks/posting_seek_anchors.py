@@ -2,7 +2,7 @@
 
 For each of the 15 speed workloads (lists of 100, 1,000 and 10,000 blocks x the five access
 patterns, the harness's own lists and sequences) and ``--calls`` fresh sequences per workload,
-times one sequence at a time, the arms interleaved call by call (rotating which goes first):
+times one sequence at a time, the arms interleaved call by call (in a balanced order: common.arm_order):
 
   baseline      the op the harness times (``target.OPS["speed"]``: the result allocation and one
                 ``seek_sequence`` call) with the shipped kernels.py (the port of Lance's loop)

@@ -8,7 +8,7 @@ fixtures) and ``--queries`` fresh queries per workload, times one query at a tim
   reference  ``reference.distance_table`` + ``reference.distances`` + the oracle's ``top_k``
   faiss      ``faiss.IndexPQ.search(q, 10)`` with the same codebook and the same codes
 
-The three are interleaved query by query (rotating which goes first) so they see the same machine
+The three are interleaved query by query (in a balanced order: common.arm_order) so they see the same machine
 conditions. Prints median us/query, kernel/faiss and reference/faiss ratios with geomeans over
 workloads, and how many queries' faiss top-10 agree with the kernel's (ties allowed: a swap counts
 as agreement when the swapped ids' kernel distances are within 1e-4 + 1e-6*|d|).

@@ -1,8 +1,8 @@
 """topk-merge speed anchors: the baseline kernel, a keep and the libraries, on identical data, one thread.
 
 For each of the 16 speed workloads and ``--calls`` fresh calls (a call is a batch of queries, as the
-trial times it), times every arm over the same queries, interleaved call by call (rotating which
-goes first), and checks every arm's answers against the oracle bit for bit:
+trial times it), times every arm over the same queries, interleaved call by call (in a balanced
+order: common.arm_order), and checks every arm's answers against the oracle bit for bit:
 
   baseline   ``target.OPS["speed"]`` on ``--kernel`` (default: the shipped compiled port of
              DataFusion's TopK), in process

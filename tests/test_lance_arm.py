@@ -98,9 +98,9 @@ def test_a_cached_dataset_that_answers_another_question_is_refused(tmp_path: Pat
     other = codes.copy()
     other[17 * m + 3] ^= 0x55
     lance_arm.open_or_build(tmp_path / "b", "l2", codebook, other, n, m)
-    key = lance_arm.dataset_key("l2", codebook, codes, m)
+    key = lance_arm.dataset_key("l2", str(m), codebook, codes)
     (tmp_path / "a" / f"{key}.lance").rename(tmp_path / "a" / "old")
-    (tmp_path / "b" / f"{lance_arm.dataset_key('l2', codebook, other, m)}.lance").rename(tmp_path / "a" / f"{key}.lance")
+    (tmp_path / "b" / f"{lance_arm.dataset_key('l2', str(m), codebook, other)}.lance").rename(tmp_path / "a" / f"{key}.lance")
     with pytest.raises(lance.LanceError, match="vector 17 sub-vector 3"):
         lance_arm.open_or_build(tmp_path / "a", "l2", codebook, codes, n, m)
 

@@ -178,6 +178,9 @@ def profile_shapes() -> list[ProfileShape]:
 
 PLAN = TargetPlan(name="fts-bm25", ops_module="targets.fts_bm25.target", cases=cases, check=check,
                   workloads=workloads,
+                  # Lance's own full-text search on the same corpus, by MatchQuery's own timer.
+                  lance_params={}, lance_ops="targets.fts_bm25.lance_arm",
+                  lance_timer=("MatchQuery", "elapsed_compute"),
                   profile=ProfileSpec(factors={"terms": "per query term (its posting list traversed and scored)",
                                                "k": "per top-k slot (heap, threshold, final sort)"},
                                       fixed_label="per-call fixed", shapes=profile_shapes))

@@ -7,7 +7,11 @@ docs/lance.md; the short version:
   - ``refine_factor=None`` (no raw-vector re-ranking) and the plan is checked for it;
   - Lance's per-query fixed cost (planning, Python) is ~1 ms, so the arm is timed by Lance's own
     operator timers from ``analyze_plan()``: ``index_search_time`` of ``ANNSubIndex`` (distance
-    table + distances + top-k) or ``find_partitions_elapsed`` of ``ANNIvfPartition``.
+    table + distances + top-k), ``find_partitions_elapsed`` of ``ANNIvfPartition``, or
+    ``elapsed_compute`` of full-text search's ``MatchQuery`` (tokenising the query, its posting
+    lists, WAND and the top k);
+  - full-text search splits on whitespace only (no lower-casing, stemming, stop words or
+    folding) and keeps no positions, so a corpus written as token names is indexed token for token.
 Parsing is strict: a plan without the timer, with a refine step, or in an unknown unit is an error.
 """
 
@@ -25,6 +29,7 @@ import numpy as np
 NUM_CENTROIDS = 256
 SUB_INDEX_TIMER = ("ANNSubIndex", "index_search_time")
 PARTITION_TIMER = ("ANNIvfPartition", "find_partitions_elapsed")
+MATCH_QUERY_TIMER = ("MatchQuery", "elapsed_compute")
 _UNIT_NS = {"ns": 1.0, "µs": 1e3, "us": 1e3, "ms": 1e6, "s": 1e9}
 _METRIC = r"{name}=([0-9]+(?:\.[0-9]+)?)(ns|µs|us|ms|s)(?=[,\]])"
 
@@ -124,3 +129,32 @@ class Anchor:
     cpu: str
     simd: str
     timer: str
+
+
+def fts_dataset(path: Path, texts: list[str]) -> Any:
+    """A dataset of one ``text`` column with an INVERTED index that takes each whitespace-separated
+    token as it is."""
+    import lance
+    import pyarrow as pa
+    if path.exists():
+        shutil.rmtree(path)
+    ds = lance.write_dataset(pa.table({"text": pa.array(texts)}), str(path))
+    ds.create_scalar_index("text", "INVERTED", base_tokenizer="whitespace", lower_case=False, stem=False,
+                           remove_stop_words=False, ascii_folding=False, with_position=False, num_workers=1)
+    return ds
+
+
+def _fts_scanner(ds: Any, query: str, k: int) -> Any:
+    return ds.scanner(columns=["_score"], with_row_id=True, limit=k, disable_scoring_autoprojection=True,
+                      full_text_query=query)
+
+
+def fts_search(ds: Any, query: str, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Lance's (row ids, BM25 scores) for one full-text query, best first."""
+    table = _fts_scanner(ds, query, k).to_table()
+    return table["_rowid"].to_numpy().astype(np.int64), table["_score"].to_numpy().astype(np.float32)
+
+
+def timed_fts_search(ds: Any, query: str, k: int) -> int:
+    """Run one full-text query under ``analyze_plan`` and return ``MatchQuery``'s own time, in ns."""
+    return timer_ns(_fts_scanner(ds, query, k).analyze_plan(), MATCH_QUERY_TIMER)

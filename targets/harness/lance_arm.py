@@ -17,6 +17,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,11 +35,15 @@ class LanceInstance:
     timer: tuple[str, str]
 
 
-def dataset_key(metric: str, codebook: np.ndarray, codes: np.ndarray, num_sub_vectors: int) -> str:
+def dataset_key(*parts: str | np.ndarray) -> str:
+    """A cache key for the dataset built from ``parts`` by this pylance (arrays by dtype, shape and bytes)."""
     digest = hashlib.sha256()
-    for part in (lance.version(), metric, str(num_sub_vectors), codebook.dtype.str, codebook.tobytes(),
-                 codes.dtype.str, codes.tobytes()):
-        digest.update(part.encode() if isinstance(part, str) else part)
+    for part in (lance.version(), *parts):
+        if isinstance(part, np.ndarray):
+            digest.update(f"{part.dtype.str}{part.shape}".encode())
+            digest.update(np.ascontiguousarray(part).tobytes())
+        else:
+            digest.update(part.encode())
         digest.update(b"\0")
     return digest.hexdigest()[:32]
 
@@ -72,15 +77,16 @@ def _private_dir(path: Path) -> None:
         raise lance.LanceError(f"{path}: not a private directory of this user; remove it")
 
 
-def open_or_build(cache: Path, metric: str, codebook: np.ndarray, codes_aos: np.ndarray, n: int, m: int) -> Any:
-    """The fixture's Lance dataset: from the cache when present, else built (atomically) and cached."""
+def cached_dataset(cache: Path, key: str, write: Callable[[Path], object]) -> Path:
+    """The dataset cached under ``key`` in the private directory ``cache``; ``write(path)`` builds it
+    first when it is missing (in a staging directory, renamed into place: a crash or a concurrent
+    builder never leaves half a dataset under the key)."""
     _private_dir(cache)
-    path = cache / f"{dataset_key(metric, codebook, codes_aos, m)}.lance"
+    path = cache / f"{key}.lance"
     if not path.exists():
         staging = Path(tempfile.mkdtemp(prefix=".building-", dir=cache))
         try:
-            lance.pq_dataset(staging / "data.lance", decoded_vectors(codebook, codes_aos, n, m), codebook, m,
-                             metric)
+            write(staging / "data.lance")
             try:
                 os.rename(staging / "data.lance", path)
             except OSError:
@@ -88,6 +94,14 @@ def open_or_build(cache: Path, metric: str, codebook: np.ndarray, codes_aos: np.
                     raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+    return path
+
+
+def open_or_build(cache: Path, metric: str, codebook: np.ndarray, codes_aos: np.ndarray, n: int, m: int) -> Any:
+    """The fixture's Lance dataset: from the cache when present, else built (atomically) and cached."""
+    path = cached_dataset(cache, dataset_key(metric, str(m), codebook, codes_aos),
+                          lambda where: lance.pq_dataset(where, decoded_vectors(codebook, codes_aos, n, m),
+                                                         codebook, m, metric))
     ds = lance.open_dataset(path)
     problem = codes_problem(ds, codebook, codes_aos, n, m)
     if problem:

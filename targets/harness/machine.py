@@ -61,8 +61,8 @@ def package_version(dist: str) -> str:
         return "not installed"
 
 
-def lance_anchor() -> str:
+def lance_anchor(timer: tuple[str, str]) -> str:
     """What a vs-Lance figure was measured against: pylance version, timer, CPU and SIMD flags."""
     from targets.harness import lance      # only here: kernel-only trials never import pylance
-    return (f"pylance {lance.version()}; Lance's own timer {lance.SUB_INDEX_TIMER[0]}.{lance.SUB_INDEX_TIMER[1]}; "
+    return (f"pylance {lance.version()}; Lance's own timer {timer[0]}.{timer[1]}; "
             f"{cpu_model()}; simd {simd_flags()}")

@@ -104,6 +104,7 @@ class TargetPlan:
     # ``OPS``, run unsandboxed: trusted code) returns Lance's own time per call as ``lance_ns``.
     lance_params: dict[str, Any] | None = None
     lance_ops: str = "targets.harness.lance_arm"          # the PQ search through pylance
+    lance_timer: tuple[str, str] = ("ANNSubIndex", "index_search_time")   # (operator, metric) it reports
     # ``--mode profile``: how this target's op splits by stage, or None where it is not declared.
     profile: ProfileSpec | None = None
 

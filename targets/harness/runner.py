@@ -171,7 +171,7 @@ def _run_phases(plan: TargetPlan, options: TrialOptions, result: TrialResult, se
     if options.lance:
         if plan.lance_params is None:
             raise TrialFailure(f"Lance cannot run {plan.name}'s op: there is no Lance arm for this target")
-        result.anchor = lance_anchor()
+        result.anchor = lance_anchor(plan.lance_timer)
 
     def start_workers() -> list[Worker]:
         """A fresh process per arm, started in random order; returned in arm order."""
