@@ -15,7 +15,7 @@ from types import ModuleType, SimpleNamespace
 import numpy as np
 import pytest
 
-from conftest import FAST, ROOT, load_unique, offline_run, playbook_kernel, replay_playbook, target_trial, write_config
+from conftest import ROOT, load_unique, offline_run, playbook_kernel, replay_playbook, write_config
 from targets.harness.plan import Case
 from targets.harness.prng import CORRECTNESS_SEED, SPEED_SEED
 from targets.posting_intersect import inputs, kernels, reference, run_experiment, target
@@ -445,15 +445,6 @@ def test_playbook_wrong_kernel_fails_at_the_last_entry(tmp_path: Path) -> None:
     assert {"first_last", "identical", "all_equal"} <= set(failed)
     assert "count" in failed["first_last"]
 
-
-@pytest.mark.slow
-def test_paired_trial_of_the_keep_is_faster_and_correct(tmp_path: Path) -> None:
-    keep = playbook_kernel(FOLDER, tmp_path, KEEP)
-    proc, result = target_trial("posting_intersect", "--kernel", str(keep), "--against", str(FOLDER / "kernels.py"),
-                                "--result-json", str(tmp_path / "result.json"), *FAST)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert result["correctness"] == "pass" and result["verified_calls"] > 0
-    assert result["speedup_ci_90pct"][0] > 1.1, result["per_combo_speedup"]
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ from types import ModuleType, SimpleNamespace
 import numpy as np
 import pytest
 
-from conftest import FAST, ROOT, load_unique, offline_run, playbook_kernel, replay_playbook, target_trial, write_config
+from conftest import ROOT, load_unique, offline_run, playbook_kernel, replay_playbook, write_config
 from targets.harness.plan import Case
 from targets.harness.prng import CORRECTNESS_SEED
 from targets.posting_seek import inputs, kernels, reference, run_experiment, target
@@ -364,14 +364,6 @@ def test_playbook_wrong_kernel_fails_on_block_ends(tmp_path: Path) -> None:
     failed = failures(_playbook_module(tmp_path, "02-last-entry-shortcut.md"))
     assert any(name.startswith("block_multiples") for name in failed) and "block_boundaries" in failed
 
-
-@pytest.mark.slow
-def test_paired_trial_of_the_keep_is_faster_and_correct(tmp_path: Path) -> None:
-    proc, result = target_trial("posting_seek", "--kernel", str(_playbook_path(tmp_path, KEEP)),
-                                "--against", str(FOLDER / "kernels.py"), "--result-json", str(tmp_path / "r.json"), *FAST)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert result["correctness"] == "pass" and result["verified_calls"] > 0
-    assert result["speedup_ci_90pct"][0] > 1.05, result["per_combo_speedup"]
 
 
 @pytest.mark.slow

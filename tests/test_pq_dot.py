@@ -373,15 +373,6 @@ def trial(kernel: Path, against: Path | None, out: Path) -> tuple[int, dict]:
     return proc.returncode, json.loads(out.read_text())
 
 
-@pytest.mark.slow
-def test_paired_trial_playbook_keep_is_faster_and_correct(tmp_path: Path) -> None:
-    code, result = trial(playbook_kernel(tmp_path, "01"), BASELINE, tmp_path / "keep.json")
-    assert code == 0, result.get("failure")
-    assert result["correctness"] == "pass" and result["verified_calls"] > 0
-    assert result["speedup_ci_90pct"][0] > 1.0
-    assert sorted(result["per_combo_speedup"]) == sorted(f"{s.label}/{d}" for s in inputs.SHAPES
-                                                         for d in inputs.SPEED_DISTRIBUTIONS)
-
 
 @pytest.mark.slow
 def test_trial_rejects_the_u8_table(tmp_path: Path) -> None:
@@ -395,11 +386,13 @@ def test_offline_loop_keeps(repo: Path) -> None:
     # (8 pairs x 2 blocks x 8 queries; 4 x 4 let a combo sink once in CI): smaller trials let one
     # outlier block sink a combo.
     config = write_config(repo, trial_replicates=8, trial_sessions=2, trial_queries=8)
-    proc = run_daemon(repo, None, "--target", "pq-dot", "--model", "offline", config=config, timeout=900)
+    # Three attempts: the slower entry (04, pair tables) would cost a trial to show what the replay
+    # test and the capsule already show.
+    proc = run_daemon(repo, None, "--target", "pq-dot", "--model", "offline", "--max-attempts", "3", config=config,
+                      timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     runs = sorted((repo / "runs" / "pq-dot").glob("*/run.json"))
     got = finished(runs[0].parent)
     reasons = [got[n]["reason"] for n in sorted(got)]
-    assert reasons[:3] == ["keep", "incorrect", "edit_failed"] and len(reasons) == 4
-    assert reasons[3] != "keep"                        # pair tables: slower
+    assert reasons == ["keep", "incorrect", "edit_failed"]
     assert got[1]["cumulative_speedup"] > 1.02       # faster, re-measured (1.09x in CI on a busy machine)

@@ -407,17 +407,6 @@ def test_playbook_kernels_on_the_battery_and_speed_data(tmp_path: Path, entries:
                 assert w.verify(call)(target.OPS["speed"](inst, call)) is None, w.combo
 
 
-@pytest.mark.slow
-def test_paired_trial_of_the_keep_is_faster_and_correct(tmp_path: Path) -> None:
-    out = tmp_path / "result.json"
-    proc, result = target_trial("topk_merge", "--kernel", str(playbook_kernel(FOLDER, tmp_path, KEEP)),
-                                "--against", str(FOLDER / "kernels.py"), "--result-json", str(out), *FAST)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert result["correctness"] == "pass" and result["verified_calls"] > 0
-    assert result["speedup_ci_90pct"][0] > 1.0, result["per_combo_speedup"]
-    assert sorted(result["per_combo_speedup"]) == sorted(f"{s.label}/{d}" for s in inputs.SPEED_SHAPES
-                                                         for d in inputs.SPEED_DISTRIBUTIONS)
-
 
 @pytest.mark.slow
 def test_paired_trial_rejects_the_raw_bits_kernel(tmp_path: Path) -> None:
