@@ -43,6 +43,18 @@ from targets.harness.summary import rounded, shape_profile, summarise
 
 
 
+def trusted_stores(arms: list[tuple[str, Path | None]], trusted: dict[str, Path]) -> dict[str, Path]:
+    """Arm label -> the machine-wide numba store of its kernel, for arms running a target's own
+    kernel. One arm per store: each arm's uid owns its cache, so in an A/A trial two arms sharing
+    one store took it from each other and one recompiled on every worker pair; the second arm
+    compiles once per trial in its own scratch, as any kernel does."""
+    out: dict[str, Path] = {}
+    for label, path in arms:
+        if path is not None and (sha := _sha256(path)) in trusted and cache.numba_store(sha) not in out.values():
+            out[label] = cache.numba_store(sha)
+    return out
+
+
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -164,9 +176,7 @@ def _run_phases(plan: TargetPlan, options: TrialOptions, result: TrialResult, se
     aliases = {label: f"w{secrets.token_hex(4)}" for label, _ in arms}
     # A target's own kernel compiles once per machine, not once per trial (sandboxed only: without
     # a sandbox the other arm could write its cache).
-    trusted = cache.trusted_kernels() if box.active else {}
-    stores = {label: cache.numba_store(sha) for label, path in arms if path is not None
-              and (sha := _sha256(path)) in trusted}
+    stores = trusted_stores(arms, cache.trusted_kernels() if box.active else {})
     write_atomic(dirs[1] / "arms.json", json.dumps({aliases[label]: label for label, _ in arms}, indent=1) + "\n")
     if options.lance:
         if plan.lance_params is None:
