@@ -25,13 +25,14 @@ the project.
 from __future__ import annotations
 
 import mmap
-import os
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 from numba import njit
+
+from targets.harness.pages import read_only_copy
 
 CHUNK = 1024
 GUARD = 64                                     # poison words past the declared output
@@ -94,20 +95,6 @@ class Instance:
     _out: np.ndarray                           # the output buffer, poisoned afresh before every call
 
 
-def _shared(words: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[mmap.mmap, ...]]:
-    """``words`` copied into an anonymous memory file mapped read-only and read-write."""
-    size = max(words.nbytes, 1)
-    fd = os.memfd_create("bitpack-page")
-    try:
-        os.ftruncate(fd, size)
-        rw = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        ro = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ)
-    finally:
-        os.close(fd)
-    writable = np.frombuffer(rw, dtype=words.dtype, count=words.size)
-    writable[...] = words
-    return np.frombuffer(ro, dtype=words.dtype, count=words.size), writable, (rw, ro)
-
 
 def build(kernels: ModuleType, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> Instance:
     t, n = int(params["bits"]), int(params["num_values"])
@@ -120,7 +107,7 @@ def build(kernels: ModuleType, params: dict[str, Any], arrays: dict[str, np.ndar
     for s in starts.tolist():                  # every chunk's header and packed words inside the page
         if not 0 <= s < words.size or not 0 <= int(words[s]) <= t or s + 1 + int(words[s]) * lanes > words.size:
             raise ValueError(f"chunk at word {s} is not a valid chunk of the page")
-    ro, rw, maps = _shared(words)
+    ro, rw, maps = read_only_copy(words, "bitpack-page")
     return Instance(kernels.BitpackDecoder(t), t, n, ro, starts, rw, maps, empty_output(n, t))
 
 

@@ -25,12 +25,13 @@ Workers import only this module (plus the harness), so it imports nothing else f
 from __future__ import annotations
 
 import mmap
-import os
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
 import numpy as np
+
+from targets.harness.pages import read_only_copy
 
 # Modules kernels.py may import (the static policy's allowlist).
 ALLOWED_IMPORTS = ("numpy", "numba", "math")
@@ -72,21 +73,6 @@ class Instance:
     dict_offsets: np.ndarray | None = None        # varwidth only: to recheck sizes in ``check``
 
 
-def _shared_pool(pool: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[mmap.mmap, ...]]:
-    """The pool copied into an anonymous memory file mapped twice: read-only (the kernel's view:
-    its buffer is read-only, so numpy refuses to make it writable) and read-write (the op's)."""
-    size = max(pool.nbytes, 1)
-    fd = os.memfd_create("dictionary-pool")
-    try:
-        os.ftruncate(fd, size)
-        rw = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        ro = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ)
-    finally:
-        os.close(fd)
-    writable = np.frombuffer(rw, dtype=np.int32, count=pool.size)
-    writable[...] = pool
-    return np.frombuffer(ro, dtype=np.int32, count=pool.size), writable, (rw, ro)
-
 
 def build(kernels: ModuleType, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> Instance:
     """The kernel for one dictionary (its ``__init__`` is untimed) and the workload's pool."""
@@ -111,7 +97,7 @@ def build(kernels: ModuleType, params: dict[str, Any], arrays: dict[str, np.ndar
             raise ValueError("dictionary: D >= 1")
     if pool.size and (int(pool.min()) < 0 or int(pool.max()) >= entries):
         raise ValueError(f"pool: indices must lie in 0..{entries - 1}")
-    ro, rw, maps = _shared_pool(pool)
+    ro, rw, maps = read_only_copy(pool, "dictionary-pool")
     if kind == "varwidth":
         kernel = kernels.VarWidthDictDecoder(arrays["dict_offsets"], arrays["dict_bytes"])
         return Instance(kernel, kind, entries, ro, rw, maps, arrays["dict_offsets"])

@@ -45,7 +45,7 @@ ADDRESS_SPACE_BYTES = 8 << 30      # numba/LLVM reserve a lot of virtual memory;
 FILE_SIZE_BYTES = 64 << 20
 OPEN_FILES = 256
 BUNDLE_FILES = ("targets/__init__.py", "targets/harness/__init__.py", "targets/harness/worker.py",
-                "targets/harness/wire.py")
+                "targets/harness/wire.py", "targets/harness/pages.py")
 # Host paths a worker's interpreter needs, bound read-only where they exist.
 SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc/ld.so.cache",
                 "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime")
