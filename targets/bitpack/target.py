@@ -30,9 +30,8 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
-from numba import njit
 
-from targets.harness.pages import read_only_copy
+from targets.harness.pages import digest32, read_only_copy
 
 CHUNK = 1024
 GUARD = 64                                     # poison words past the declared output
@@ -51,15 +50,6 @@ KERNEL_API: dict[str, dict[str, list[str]]] = {
 }
 
 
-@njit("uint64(uint32[::1], uint64, uint64)", cache=True)
-def _digest32(words, k1, k2):
-    # sum of (w_i ^ k1) * (k2 | 1 + 2 i) mod 2**32: any single wrong word changes it (odd factors).
-    acc = np.uint64(0)
-    mul = k2 | np.uint64(1)
-    for i in range(words.size):
-        acc += (np.uint64(words[i]) ^ k1) * (mul + np.uint64(2 * i))
-    return acc & np.uint64(0xFFFF_FFFF)
-
 
 def buffer_words(values_and_guard: np.ndarray) -> np.ndarray:
     """The output buffer (values then guard, a whole number of 8-byte words) as uint32 words."""
@@ -69,7 +59,7 @@ def buffer_words(values_and_guard: np.ndarray) -> np.ndarray:
 def digest(values_and_guard: np.ndarray, key: np.ndarray) -> np.ndarray:
     """The keyed digest of an output buffer, uint64[1] (``key``: uint64[2])."""
     low = np.uint64(0xFFFF_FFFF)
-    return np.array([_digest32(buffer_words(values_and_guard), np.uint64(key[0]) & low, np.uint64(key[1]) & low)],
+    return np.array([digest32(buffer_words(values_and_guard), np.uint64(key[0]) & low, np.uint64(key[1]) & low)],
                     dtype=np.uint64)
 
 

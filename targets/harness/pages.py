@@ -1,9 +1,13 @@
-"""Input pages a worker's op shares with the kernel read-only (in the worker's bundle).
+"""Input pages and output digests: what a target's op uses around its kernel call in the worker
+(in the worker's bundle).
 
-The op keeps a read-write mapping of the same memory, so it can patch fresh values into a page
-between calls (no call repeats an earlier one) while the kernel's view stays read-only: numpy
-refuses to make an array over a read-only mapping writable, so a kernel cannot keep state in, or
-corrupt, its input.
+- Input pages the kernel sees read-only: the op keeps a read-write mapping of the same memory, so
+  it can patch fresh values into a page between calls (no call repeats an earlier one) while the
+  kernel's view stays read-only (numpy refuses to make an array over a read-only mapping
+  writable), so a kernel cannot keep state in, or corrupt, its input.
+- A keyed digest of a large output, returned by timed calls instead of the output itself (shipping
+  megabytes back per call would cost more than the op): keys fresh per call, never shown to the
+  kernel; the runner compares it with the oracle's digest under the same key.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import mmap
 import os
 
 import numpy as np
+from numba import njit
 
 
 def read_only_copy(array: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray, tuple[mmap.mmap, ...]]:
@@ -28,3 +33,14 @@ def read_only_copy(array: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray
     writable = np.frombuffer(rw, dtype=array.dtype, count=array.size)
     writable[...] = array
     return np.frombuffer(ro, dtype=array.dtype, count=array.size), writable, (rw, ro)
+
+
+@njit("uint64(uint32[::1], uint64, uint64)", cache=True)
+def digest32(words, k1, k2):
+    """sum of (w_i ^ k1) * (k2 | 1 + 2 i) mod 2**32 over 32-bit words: any single wrong word
+    changes it (the factors are odd); without the keys a wrong output matches by chance (2**-32)."""
+    acc = np.uint64(0)
+    mul = k2 | np.uint64(1)
+    for i in range(words.size):
+        acc += (np.uint64(words[i]) ^ k1) * (mul + np.uint64(2 * i))
+    return acc & np.uint64(0xFFFF_FFFF)
