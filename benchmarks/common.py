@@ -8,11 +8,15 @@ when within a call."""
 from __future__ import annotations
 
 import atexit
+import gc
 import os
 import shutil
 import sys
 import tempfile
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",
               "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS", "LANCE_CPU_THREADS"):
@@ -42,3 +46,25 @@ def arm_order(call: int, arms: int) -> list[int]:
     if arms % 2:
         rows += [row[::-1] for row in rows]
     return rows[call % len(rows)]
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
+    """The call's result, wall ms and the process's CPU ms over all its threads (a library's own
+    I/O and decode threads included), with the collector off."""
+    gc.disable()
+    try:
+        c0, t0 = time.process_time_ns(), time.perf_counter_ns()
+        got = fn()
+        return got, (time.perf_counter_ns() - t0) / 1e6, (time.process_time_ns() - c0) / 1e6
+    finally:
+        gc.enable()
+
+
+def slope_fit(sizes: Sequence[int], ms: Any) -> tuple[float, float, float]:
+    """(ms per unit of size, fixed ms, R²) of a least-squares line through (size, ms): the slope
+    method for a library that can only be timed end to end (e.g. pylance reading a file)."""
+    import numpy as np                    # here: this module is imported before numpy may be
+    x = np.array(sizes, dtype=float)
+    slope, fixed = np.polyfit(x, ms, 1)
+    r2 = 1 - float(np.sum((ms - (slope * x + fixed)) ** 2) / np.sum((ms - ms.mean()) ** 2))
+    return float(slope), float(fixed), r2

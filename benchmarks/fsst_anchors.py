@@ -30,15 +30,13 @@ Run:  python benchmarks/fsst_anchors.py [--calls 8] [--kernel path/to/kernels.py
 
 from __future__ import annotations
 
-from common import ROOT, arm_order  # first: one thread and a private numba cache before numpy loads
+from common import ROOT, arm_order, slope_fit, timed  # first: one thread and a private numba cache before numpy loads
 
 import argparse
-import gc
 import json
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -116,21 +114,6 @@ def vortex_decode(python: str, data: np.ndarray, offsets: np.ndarray, calls: int
     return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
-def timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
-    gc.disable()
-    try:
-        c0, t0 = time.process_time_ns(), time.perf_counter_ns()
-        got = fn()
-        return got, (time.perf_counter_ns() - t0) / 1e6, (time.process_time_ns() - c0) / 1e6
-    finally:
-        gc.enable()
-
-
-def slope_fit(sizes: list[int], ms: np.ndarray) -> tuple[float, float, float]:
-    x = np.array(sizes, dtype=float)
-    slope, fixed = np.polyfit(x, ms, 1)
-    r2 = 1 - float(np.sum((ms - (slope * x + fixed)) ** 2) / np.sum((ms - ms.mean()) ** 2))
-    return float(slope), float(fixed), r2
 
 
 def main(argv: list[str] | None = None) -> int:
