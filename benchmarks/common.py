@@ -68,3 +68,16 @@ def slope_fit(sizes: Sequence[int], ms: Any) -> tuple[float, float, float]:
     slope, fixed = np.polyfit(x, ms, 1)
     r2 = 1 - float(np.sum((ms - (slope * x + fixed)) ** 2) / np.sum((ms - ms.mean()) ** 2))
     return float(slope), float(fixed), r2
+
+
+def run_in_other_python(python: str, script: str, *args: str) -> dict[str, Any]:
+    """``script`` run by another interpreter (a library installed apart, e.g. vortex-data, which
+    would change this venv's numpy) on one thread; its last stdout line, a JSON object."""
+    import json
+    import subprocess
+
+    env = {"OMP_NUM_THREADS": "1", "RAYON_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run([python, "-c", script, *args], capture_output=True, text=True, timeout=600, env=env)
+    if proc.returncode != 0:
+        return {"ms": float("nan"), "ok": False, "encoding": f"failed: {proc.stderr.strip()[-200:]}"}
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))

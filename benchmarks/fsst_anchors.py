@@ -30,11 +30,9 @@ Run:  python benchmarks/fsst_anchors.py [--calls 8] [--kernel path/to/kernels.py
 
 from __future__ import annotations
 
-from common import ROOT, arm_order, slope_fit, timed  # first: one thread and a private numba cache before numpy loads
+from common import ROOT, arm_order, run_in_other_python, slope_fit, timed  # first: one thread and a private numba cache before numpy loads
 
 import argparse
-import json
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
@@ -104,16 +102,10 @@ print(json.dumps({"ms": float(np.median(ms[1:])), "ok": bool(ok), "encoding": tr
 
 
 def vortex_decode(python: str, data: np.ndarray, offsets: np.ndarray, calls: int, tmp: Path) -> dict[str, Any]:
+    """vortex-data's decode of the strings in a subprocess of ``python``: median ms, exact, encoding."""
     path = tmp / "vortex-strings.npz"
     np.savez(path, b=data, o=offsets.astype(np.int32))
-    env = {"OMP_NUM_THREADS": "1", "RAYON_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
-    proc = subprocess.run([python, "-c", VORTEX, str(path), str(calls)], capture_output=True, text=True,
-                          timeout=600, env=env)
-    if proc.returncode != 0:
-        return {"ms": float("nan"), "ok": False, "encoding": f"failed: {proc.stderr.strip()[-200:]}"}
-    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
-
-
+    return run_in_other_python(python, VORTEX, str(path), str(calls))
 
 
 def main(argv: list[str] | None = None) -> int:
