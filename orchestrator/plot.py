@@ -5,11 +5,7 @@ of the best so far, each keep labelled with its hypothesis; failures marked by k
 from __future__ import annotations
 
 import io
-
-import matplotlib
-
-matplotlib.use("Agg")                    # files only: no display, no GUI toolkit
-import matplotlib.pyplot as plt
+from types import ModuleType
 
 from orchestrator.report import Point
 
@@ -25,9 +21,19 @@ def _measured(points: list[Point]) -> tuple[list[int], list[float]]:
     return [x for x, _ in xy], [y for _, y in xy]
 
 
+def _pyplot() -> ModuleType:
+    # Imported on first use: matplotlib costs ~0.3 s, and most commands (the daemon, trial) never plot.
+    import matplotlib
+
+    matplotlib.use("Agg")                # files only: no display, no GUI toolkit
+    import matplotlib.pyplot as plt
+    return plt
+
+
 def render(points: list[Point], title: str, lance: float | None = None) -> bytes:
     """The plot as PNG bytes (WIDTH_PX x HEIGHT_PX); ``lance``: Lance itself on the baseline's
     scale, drawn as a reference line (above it, a kernel beats upstream)."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(WIDTH_PX / DPI, HEIGHT_PX / DPI), dpi=DPI)
     try:
         measured = [p.speedup for p in points if p.speedup is not None] + ([lance] if lance else [])
