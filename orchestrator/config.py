@@ -49,6 +49,10 @@ class RunConfig:
     contention_threshold: float = 0.15
     contention_retries: int = 1
     quiet_wait_seconds: float = 300.0
+    # After each keep, the new best against the run's original baseline in a trial of its own
+    # (reported, not gated): the keeping trial was picked for being fast, so this is the unbiased
+    # figure. Off, a keep's speedup vs the baseline is chained from paired speedups (marked ~).
+    cumulative: bool = True
     # After each keep, where Lance can run the target's op: the new best against Lance itself
     # (vs_lance, with a CI; reported, not gated), over this many fresh worker pairs.
     vs_lance: bool = True

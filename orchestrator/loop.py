@@ -345,8 +345,10 @@ def _keep(att: Attempt, change: edit.Edit, outcome: trial.TrialOutcome) -> Attem
     att.staged = False
     # On record before anything slow: the branch and the ledger agree from here on.
     att.finish(ledger_mod.KEEP, Reason.KEEP, message)
-    with att.phases("cumulative"):
-        measured = _measure_cumulative(run, att.dir)
+    measured: dict[str, Any] = {}
+    if run.config.cumulative:
+        with att.phases("cumulative"):
+            measured = _measure_cumulative(run, att.dir)
     if run.config.vs_lance and run.target.lance_runs:
         with att.phases("vs_lance"):
             measured.update(_measure_vs_lance(run, att.dir))

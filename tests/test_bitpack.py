@@ -305,6 +305,8 @@ def test_playbook_wrong_kernel_fails_on_zero_chunks(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_offline_loop_keeps_the_first_entry(repo: Path) -> None:
-    got = offline_run(repo, "bitpack", write_config(repo))
+    got = offline_run(repo, "bitpack", write_config(repo, cumulative=False))
     assert [got[n]["reason"] for n in sorted(got)] == ["keep"]
-    assert got[1]["cumulative_speedup"] > 1.5
+    assert got[1]["speedup"] > 1.5
+    # Per-target tests skip the report-only re-measure against the baseline (test_loop covers it).
+    assert got[1].get("cumulative_speedup") is None and got[1].get("cumulative_error") is None

@@ -16,7 +16,7 @@ def yaml_file(tmp_path: Path, text: str, name: str = "run.yaml") -> Path:
     return path
 
 
-def test_defaults() -> None:
+def test_defaults(tmp_path: Path) -> None:
     c = load(None, {})
     assert c == RunConfig()
     assert c.target == "pq-l2" and c.model == "offline"
@@ -24,6 +24,8 @@ def test_defaults() -> None:
     assert c.stop_after_rejects is None and c.stop_after_provider_errors == 5
     assert c.repair_turns == 2 and c.trial_budget_seconds == 120.0 and c.history_rows == 40
     assert c.gate == GateConfig(min_effect=0.01, worst_combo_min=0.95, tradeoff_ratio=10.0)
+    assert c.cumulative and c.vs_lance and c.profile          # every keep is re-measured by default
+    assert not load(yaml_file(tmp_path, "cumulative: false\n"), {}).cumulative
 
 
 def test_yaml_values(tmp_path: Path) -> None:

@@ -353,6 +353,6 @@ def test_playbook_keep_is_exact_and_its_overrun_is_caught(tmp_path: Path) -> Non
 
 @pytest.mark.slow
 def test_offline_loop_keeps_the_first_entry(repo: Path) -> None:
-    got = offline_run(repo, "dictionary", write_config(repo))
+    got = offline_run(repo, "dictionary", write_config(repo, cumulative=False))
     assert [got[n]["reason"] for n in sorted(got)] == ["keep"]
-    assert got[1]["cumulative_speedup"] > 1.05
+    assert got[1]["speedup"] > 1.05

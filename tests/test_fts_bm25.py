@@ -469,14 +469,14 @@ def test_playbook_keep_is_the_oracle_to_the_bit(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_offline_loop_keeps_the_windowed_search(repo: Path) -> None:
-    # One attempt (the keep's trial, then its cumulative trial against the baseline), one worker
+    # One attempt (the keep's trial only: no re-measure against the baseline), one worker
     # pair x 4 blocks x 8 queries: ~1.7x over the compiled baseline, its worst combo ~1.15x at
     # load 3-4. Fewer queries let one noisy block sink the worst combo, and a miss is measured
     # again only after waiting for a quiet core (bounded here).
-    config = write_config(repo, trial_queries=8, quiet_wait_seconds=30)
+    config = write_config(repo, cumulative=False, trial_queries=8, quiet_wait_seconds=30)
     got = offline_run(repo, "fts-bm25", config)
     assert got[1]["reason"] == "keep" and got[1]["sources"] == [KEEP], got[1].get("reasons")
-    assert got[1]["speedup"] > 1.0 and got[1]["cumulative_speedup"] > 1.0
+    assert got[1]["speedup"] > 1.0
 
 
 # --- Lance's own full-text search as an arm ----------------------------------------------------------

@@ -449,6 +449,6 @@ def test_playbook_wrong_kernel_fails_at_the_last_entry(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_offline_loop_keeps_the_first_entry(repo: Path) -> None:
-    got = offline_run(repo, "posting-intersect", write_config(repo))
+    got = offline_run(repo, "posting-intersect", write_config(repo, cumulative=False))
     assert [got[n]["reason"] for n in sorted(got)] == ["keep"]
-    assert got[1]["cumulative_speedup"] > 1.1
+    assert got[1]["speedup"] > 1.1

@@ -368,6 +368,6 @@ def test_playbook_wrong_kernel_fails_on_block_ends(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_offline_loop_keeps_the_first_entry(repo: Path) -> None:
-    got = offline_run(repo, "posting-seek", write_config(repo))
+    got = offline_run(repo, "posting-seek", write_config(repo, cumulative=False))
     assert [got[n]["reason"] for n in sorted(got)] == ["keep"]
-    assert got[1]["cumulative_speedup"] > 1.05
+    assert got[1]["speedup"] > 1.05
