@@ -293,11 +293,17 @@ def cmd_new_target(args: argparse.Namespace) -> int:
 def _capsule_status(name: str) -> str:
     capsule = project.CAPSULES / f"{name}.md"
     try:
-        for line in capsule.read_text().splitlines():
-            if line.lower().startswith("status:"):
-                return line.split(":", 1)[1].strip()
+        lines = capsule.read_text().splitlines()
     except OSError:
         return "no capsule"
+    for i, line in enumerate(lines):
+        if line.lower().startswith("status:"):
+            paragraph = [line.split(":", 1)[1].strip()]        # wrapped status lines run to a blank line
+            for more in lines[i + 1:]:
+                if not more.strip() or more.startswith("#"):
+                    break
+                paragraph.append(more.strip())
+            return " ".join(paragraph)
     return "no status line in capsule"
 
 

@@ -26,6 +26,9 @@ def test_targets_lists_pq_l2_with_its_capsule_status() -> None:
     assert proc.returncode == 0
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("pq-l2"))
     assert "targets/pq_l2" in line and "landed" in line
+    # A status wrapped over several lines is shown whole (bitpack's runs to "nothing upstreamed").
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("bitpack"))
+    assert "unchunk" in line and "nothing upstreamed" in line and "##" not in line
 
 
 def test_discovery_maps_folder_names_to_dashed_target_names() -> None:
