@@ -411,6 +411,8 @@ def test_op_layout_is_read_only_and_sized_by_the_shortest_list() -> None:
         def intersect(self, terms, shifts, out, out_offsets, counts):        # type: ignore[no-untyped-def]
             seen["writeable"] = out_offsets.flags.writeable
             seen["layout"] = out_offsets.copy()
+            with pytest.raises(ValueError, match="WRITEABLE"):
+                out_offsets.flags.writeable = True                # what a kernel could try
             super().intersect(terms, shifts, out, out_offsets, counts)
 
     index = inputs.flatten([np.arange(5, dtype=np.uint32), np.arange(3, dtype=np.uint32), np.empty(0, np.uint32)])

@@ -81,10 +81,12 @@ def collect(out: np.ndarray, out_offsets: np.ndarray, counts: np.ndarray) -> dic
 def _intersect(inst: Instance, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     terms, shifts = arrays["terms"], arrays["shifts"]
     out_offsets = output_layout(inst.lengths, terms)
-    out_offsets.flags.writeable = False          # the layout collect() reads back is the op's own
+    # The kernel gets its own immutable copy (over bytes: numpy never makes it writable; a view
+    # merely flagged read-only can be flagged back): collect() reads the op's own layout.
+    layout = np.frombuffer(out_offsets.tobytes(), dtype=out_offsets.dtype)
     out = np.full(int(out_offsets[-1]), SENTINEL, dtype=np.uint32)
     counts = np.full(terms.shape[0], -1, dtype=np.int64)
-    inst.kernel.intersect(terms, shifts, out, out_offsets, counts)
+    inst.kernel.intersect(terms, shifts, out, layout, counts)
     return collect(out, out_offsets, counts)
 
 
