@@ -21,11 +21,22 @@ from typing import Any
 for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",
               "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS", "LANCE_CPU_THREADS"):
     os.environ[_name] = "1"
+os.environ.setdefault("LANCE_LOG", "error")     # not a WARN line per dataset written
 os.environ["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="lar-bench-numba-")
 atexit.register(shutil.rmtree, os.environ["NUMBA_CACHE_DIR"], True)
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+
+def playbook_kernel(folder: Path, entry: str, out_dir: Path, api: dict[str, Any] | None = None) -> Path:
+    """``folder``'s kernels.py with one of its playbook entries applied, written under ``out_dir``."""
+    from orchestrator.edit import parse_and_apply
+    text = parse_and_apply((folder / "playbook" / entry).read_text(), (folder / "kernels.py").read_text(), api=api).new_text
+    path = out_dir / Path(entry).stem / "kernels.py"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
 
 
 def arm_order(call: int, arms: int) -> list[int]:

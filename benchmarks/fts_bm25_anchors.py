@@ -30,7 +30,7 @@ Needs pylance and bm25s:  pip install pylance bm25s
 
 from __future__ import annotations
 
-from common import ROOT, arm_order  # first: one thread and a private numba cache before numpy loads
+from common import ROOT, arm_order, playbook_kernel  # first: one thread and a private numba cache before numpy loads
 
 import argparse
 import gc
@@ -45,7 +45,6 @@ from pathlib import Path
 
 import numpy as np
 
-from orchestrator.edit import parse_and_apply
 from targets.fts_bm25 import inputs, lance_arm, reference, run_experiment, target
 from targets.fts_bm25.inputs import Query, SpeedCombo
 from targets.harness import lance
@@ -200,11 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[-1]})
     with tempfile.TemporaryDirectory() as tmp:
-        keep = args.kernel
-        if keep is None:
-            keep = Path(tmp) / "keep" / "kernels.py"
-            keep.parent.mkdir()
-            keep.write_text(parse_and_apply(KEEP_ENTRY.read_text(), BASELINE.read_text()).new_text)
+        keep = args.kernel or playbook_kernel(BASELINE.parent, KEEP_ENTRY.name, Path(tmp))
         wanted = [c for c in inputs.SPEED_COMBOS if any(inputs.combo_label(c).startswith(p) for p in args.combos.split(","))]
         print(f"pylance {pylance.__version__}, bm25s {bm25s.__version__}; load average at start {load()}")
         print("µs per query (median); ratio = baseline µs / arm µs (> 1: faster than the baseline); "

@@ -27,7 +27,7 @@ Run:  python benchmarks/take_anchors.py [--calls 6] [--kernel path/to/kernels.py
 
 from __future__ import annotations
 
-from common import ROOT, arm_order  # first: one thread and a private numba cache before numpy loads
+from common import ROOT, arm_order, playbook_kernel  # first: one thread and a private numba cache before numpy loads
 
 import argparse
 import gc
@@ -50,16 +50,6 @@ FOLDER = ROOT / "targets" / "take"
 SLOPE_SIZES = (25_000, 50_000, 100_000)
 
 
-def keep_kernel(tmp: Path) -> Path:
-    from orchestrator.edit import parse_and_apply
-    text = parse_and_apply((FOLDER / "playbook" / "01-row-table-and-slice-copies.md").read_text(),
-                           (FOLDER / "kernels.py").read_text(), api=target.KERNEL_API).new_text
-    path = tmp / "keep" / "kernels.py"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return path
-
-
 def numpy_plan(addrs: np.ndarray, ds: dict[str, np.ndarray]) -> np.ndarray:
     """The dataset rows in request order (missing dropped): np.unique's inverse, no Python loop."""
     uniq, inverse = np.unique(addrs, return_inverse=True)
@@ -77,7 +67,8 @@ def main() -> None:
     ds = run_experiment.speed_dataset()
     dim = int(ds["vec"].shape[1])
     base = target.build(load_kernel(str(FOLDER / "kernels.py"), "take_baseline"), {}, ds)
-    kern = target.build(load_kernel(str(args.kernel or keep_kernel(tmp)), "take_kernel"), {}, ds)
+    keep = args.kernel or playbook_kernel(FOLDER, "01-row-table-and-slice-copies.md", tmp, target.KERNEL_API)
+    kern = target.build(load_kernel(str(keep), "take_kernel"), {}, ds)
     table = pa.table({"i64": ds["i64"], "vec": pa.FixedSizeListArray.from_arrays(pa.array(ds["vec"].reshape(-1)), dim),
                       "str": pa.Array.from_buffers(pa.string(), ds["deleted"].size,
                                                    [None, pa.py_buffer(ds["str_offsets"]), pa.py_buffer(ds["str_bytes"])])})
