@@ -330,7 +330,7 @@ def test_compare_from_the_command_line(tmp_path: Path) -> None:
 def test_two_real_offline_runs_with_an_edited_program_are_compared(tmp_path: Path) -> None:
     """The use it is for: run, edit program.md, run again, compare; the edit is named."""
     repo = copy_repo(tmp_path / "repo")
-    config = write_config(repo)
+    config = write_config(repo, cumulative=False)
     loop = [sys.executable, "-m", "orchestrator", "loop", "--target", TARGET, "--model", "offline", "--max-attempts",
             "1", "--config", str(config), "--no-vs-lance"]
     assert subprocess.run(loop, cwd=repo, capture_output=True, timeout=300).returncode == 0

@@ -160,6 +160,8 @@ def test_wrong_kernel_fails_on_the_max_u32_offset(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_offline_loop_keeps_the_first_entry(repo: Path) -> None:
-    got = offline_run(repo, "take", write_config(repo, cumulative=False))
+    # 2 blocks x 4 queries: every block sends each arm the 65 MB dataset once per combo, the bulk of
+    # a trial's time; the keep's margin (1.36-1.40x, worst combo 1.08-1.12x, load ~1) allows it.
+    got = offline_run(repo, "take", write_config(repo, cumulative=False, trial_sessions=2, trial_queries=4))
     assert [got[n]["reason"] for n in sorted(got)] == ["keep"]
     assert got[1]["speedup"] > 1.0

@@ -16,9 +16,11 @@ import numpy as np
 from targets.harness import cache
 from targets.harness.prng import CORRECTNESS_SEED, SPEED_SEED, Stream, mix_seeds
 
-# Battery dataset: 5 fragments with gaps in their ids (2, 5 and 6 are gone), 768-dim vectors.
+# Battery dataset: 5 fragments with gaps in their ids (2, 5 and 6 are gone); 100-dim vectors: rows
+# long enough for vectorised copies, and not a multiple of 8, 16 or 32 floats, so a copy loop's
+# tail is exercised (768 was a multiple of all three, and 6 MB per battery case through the pipe).
 BATTERY_FRAGS = ((0, 700), (1, 500), (3, 1), (4, 900), (7, 400))    # (id, rows)
-BATTERY_DIM = 768
+BATTERY_DIM = 100
 # Speed dataset: 10^6 rows over 8 fragments; a small vector (the pipe carries the dataset to every
 # worker, 16 per trial: 768 dims would be 3 GB) and ~1 % of rows deleted.
 SPEED_ROWS = 1_000_000
