@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from targets.harness import wire
+from targets.harness import pages, wire
 from targets.harness.wire import MAGIC, MAX_HEADER_BYTES, WireError, WireTimeout
 
 
@@ -138,6 +138,21 @@ def test_arrays_come_back_read_only(pipe):
         assert not arr.flags.writeable
         with pytest.raises(ValueError):
             arr[...] = 0
+
+
+def test_received_arrays_cannot_be_made_writable_and_immutable_keeps_them(pipe):
+    _, got = roundtrip(pipe, {}, {"a": np.arange(5.0)})
+    with pytest.raises(ValueError, match="WRITEABLE"):
+        got["a"].flags.writeable = True                 # backed by bytes: what a kernel would try
+    assert pages.immutable(got["a"]) is got["a"]        # no copy needed
+    mine = np.arange(6, dtype=np.int32).reshape(2, 3)
+    flagged = mine.view()
+    flagged.flags.writeable = False
+    flagged.flags.writeable = True                      # a flag alone does not protect memory
+    frozen = pages.immutable(mine)
+    assert frozen is not mine and np.array_equal(frozen, mine) and frozen.shape == (2, 3)
+    with pytest.raises(ValueError, match="WRITEABLE"):
+        frozen.flags.writeable = True
 
 
 def test_non_contiguous_and_fortran_inputs(pipe):

@@ -35,6 +35,18 @@ def read_only_copy(array: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray
     return np.frombuffer(ro, dtype=array.dtype, count=array.size), writable, (rw, ro)
 
 
+def immutable(array: np.ndarray) -> np.ndarray:
+    """``array`` if its memory can never be made writable (arrays the worker receives are views of
+    ``bytes``), else a copy over ``bytes``. Flagging a view read-only is not enough: a kernel can
+    flag it writable again when the memory behind it is writable."""
+    probe = array.view()
+    try:
+        probe.flags.writeable = True
+    except ValueError:
+        return array
+    return np.frombuffer(array.tobytes(), dtype=array.dtype).reshape(array.shape)
+
+
 @njit("uint64(uint32[::1], uint64, uint64)", cache=True)
 def digest32(words, k1, k2):
     """sum of (w_i ^ k1) * (k2 | 1 + 2 i) mod 2**32 over 32-bit words: any single wrong word

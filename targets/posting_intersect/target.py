@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from targets.harness.pages import immutable
+
 # Never a doc id: every shifted doc id is below 2**31 (as upstream's, which its AVX2 compare needs).
 SENTINEL = np.uint32(0xFFFFFFFF)
 MAX_DOC_ID = (1 << 31) - 1
@@ -81,9 +83,7 @@ def collect(out: np.ndarray, out_offsets: np.ndarray, counts: np.ndarray) -> dic
 def _intersect(inst: Instance, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     terms, shifts = arrays["terms"], arrays["shifts"]
     out_offsets = output_layout(inst.lengths, terms)
-    # The kernel gets its own immutable copy (over bytes: numpy never makes it writable; a view
-    # merely flagged read-only can be flagged back): collect() reads the op's own layout.
-    layout = np.frombuffer(out_offsets.tobytes(), dtype=out_offsets.dtype)
+    layout = immutable(out_offsets)          # collect() reads back the op's own layout
     out = np.full(int(out_offsets[-1]), SENTINEL, dtype=np.uint32)
     counts = np.full(terms.shape[0], -1, dtype=np.int64)
     inst.kernel.intersect(terms, shifts, out, layout, counts)

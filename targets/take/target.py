@@ -25,14 +25,13 @@ the digest of the oracle's buffers. Workers import only this module (plus the ha
 
 from __future__ import annotations
 
-import mmap
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from targets.harness.pages import digest32, read_only_copy
+from targets.harness.pages import digest32, immutable
 
 # Modules kernels.py may import (the static policy's allowlist).
 ALLOWED_IMPORTS = ("numpy", "numba", "math")
@@ -110,7 +109,6 @@ def digest(buffers: dict[str, np.ndarray], key: np.ndarray) -> np.ndarray:
 class Instance:
     kernel: Any
     dim: int
-    _maps: tuple[mmap.mmap, ...]           # the dataset's read-only pages, alive as long as the kernel
 
 
 DATASET = ("frag_ids", "frag_rows", "deleted", "i64", "vec", "str_offsets", "str_bytes")
@@ -135,24 +133,16 @@ def validate_dataset(a: dict[str, np.ndarray]) -> None:
 
 def build(kernels: ModuleType, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> Instance:
     validate_dataset(arrays)
-    # Read-only pages (a numpy view merely flagged read-only can be flagged writable again): the
-    # kernel can neither keep state in the dataset nor change it.
-    views: dict[str, np.ndarray] = {}
-    maps: list[mmap.mmap] = []
-    for name in DATASET:
-        ro, _, pages = read_only_copy(arrays[name].reshape(-1), f"take-{name}")
-        views[name] = ro.reshape(arrays[name].shape)
-        maps.extend(pages)
-    return Instance(kernels.Take(*(views[name] for name in DATASET)), int(arrays["vec"].shape[1]), tuple(maps))
+    # Memory no one can make writable: the kernel can neither keep state in the dataset nor change it.
+    return Instance(kernels.Take(*(immutable(arrays[name]) for name in DATASET)), int(arrays["vec"].shape[1]))
 
 
 def _run(inst: Instance, arrays: dict[str, np.ndarray], fill: int) -> dict[str, np.ndarray]:
     addrs, sizes = arrays["row_addrs"], arrays["sizes"]
     if addrs.dtype != np.uint64 or addrs.ndim != 1 or sizes.dtype != np.int64 or sizes.shape != (4,) or np.any(sizes < 0):
         raise ValueError("row_addrs uint64[M], sizes int64[4] >= 0")
-    # Immutable (over bytes, which numpy never makes writable): upstream gets ``&[u64]``, so a
-    # kernel must not sort the request in place and skip the copy. ~50 us per 10^5 addresses.
-    addrs = np.frombuffer(addrs.tobytes(), dtype=np.uint64)
+    # Upstream gets ``&[u64]``: a kernel must not sort the request in place and skip the copy.
+    addrs = immutable(addrs)
     shapes = output_shapes(sizes, inst.dim)
     buffers = allocate(shapes, fill)
     inst.kernel.take(addrs, declared(buffers, shapes))
