@@ -1,5 +1,5 @@
 """Tests for the dictionary target: the oracle (against Python byte strings, and a round trip
-through the encoder, Lance's `dictionary_encode`), the probe check of timed calls, the compiled
+through the encoder, Lance's `dictionary_encode`), the digest check of timed calls, the compiled
 baseline (Lance's per-row append loop) on the battery, the battery's edge cases by name, the
 inputs' sizes and determinism, the checks (unwritten, short, past-the-end and wrong outputs fail,
 never crash), and the playbook (its keep exact, its wrong kernel
@@ -114,19 +114,6 @@ def test_text_is_utf8_with_multibyte_characters() -> None:
         assert all(ord(ch) >= 0xA0 for ch in v.decode("utf-8"))
 
 
-def test_probes_equal_the_full_decode() -> None:
-    for name in ("empty_strings", "lengths_around_16", "dict_65536", "escape_bytes"):
-        case = case_named(name)
-        page = case.arrays["pool"]
-        offsets, data = reference.decode_varwidth(page, case.arrays["dict_offsets"], case.arrays["dict_bytes"])
-        rows = np.arange(page.size + 1)
-        positions = np.arange(data.size)
-        got_off, got_bytes = reference.probe_varwidth(page, case.arrays["dict_offsets"], case.arrays["dict_bytes"],
-                                                      rows, positions)
-        np.testing.assert_array_equal(got_off, offsets)
-        np.testing.assert_array_equal(got_bytes, data)
-
-
 # --- the battery ----------------------------------------------------------------------------------------
 
 def test_battery_names_every_edge_case() -> None:
@@ -205,26 +192,25 @@ def test_speed_workloads_and_their_calls() -> None:
         assert page.size == inputs.PAGE_ROWS and c["patch_pos"].size > inputs.PAGE_ROWS // inputs.PATCH_EVERY // 2
         if "dict_offsets" in w.arrays:
             assert int(c["out_size"][0]) == reference.output_size(page, w.arrays["dict_offsets"])
-            assert {0, inputs.PAGE_ROWS} <= set(c["probe_rows"].tolist())
-            assert {0, int(c["out_size"][0]) - 1} <= set(c["probe_bytes"].tolist())
+        assert c["key"].dtype == np.uint64 and c["key"].shape == (2,)
+        assert not np.array_equal(c["key"], calls[1]["key"])          # fresh per call
     entries = {w.combo: w.arrays["dict_offsets"].size - 1 for w in ws if "dict_offsets" in w.arrays}
     assert entries["str-D64k/uniform"] > 65_000 and entries["str-D1k/uniform"] == 1000     # 65,536 drawn from
 
 
-def test_timed_call_check_catches_a_wrong_page() -> None:
-    w = next(w for w in run_experiment.workloads() if w.combo == "str-D1k/zipf")
-    call = w.queries(9, 1)[0]
-    inst = target.build(kernels, w.params, w.arrays)
-    out = target.OPS["speed"](inst, call)
-    assert w.verify(call)(out) is None
-    bad = dict(out)
-    bad["bytes_at"] = out["bytes_at"].copy()
-    bad["bytes_at"][-1] ^= 1
-    assert "bytes: position" in (w.verify(call)(bad) or "")
-    bad = dict(out)
-    bad["bytes_guard"] = out["bytes_guard"].copy()
-    bad["bytes_guard"][3] = 0x41
-    assert "wrote past the declared output" in (w.verify(call)(bad) or "")
+def test_timed_call_check_catches_a_wrong_byte_and_a_guard_write() -> None:
+    for combo in ("str-D1k/zipf", next(w.combo for w in run_experiment.workloads() if "dict_offsets" not in w.arrays)):
+        w = next(w for w in run_experiment.workloads() if w.combo == combo)
+        call = w.queries(9, 1)[0]
+        inst = target.build(kernels, w.params, w.arrays)
+        assert w.verify(call)(target.OPS["speed"](inst, call)) is None
+        buffers = target._run(inst, call, target.POISON_BYTE)
+        declared = buffers[-1].size - target.GUARD_BYTES         # bytes (varwidth) or values (fixed), in bytes
+        for pos in (declared - 1, declared + 3):                  # the last declared byte, then one in the guard
+            bad = [b.copy() for b in buffers]
+            bad[-1].reshape(-1)[pos] ^= 1
+            problem = w.verify(call)({"digest": target.digest(tuple(bad), call["key"])})
+            assert "differ from the oracle's" in (problem or ""), (combo, pos)
 
 
 # --- the baseline and the checks -------------------------------------------------------------------------

@@ -385,3 +385,32 @@ def test_deadline_mid_frame(pipe):
 
 def test_timeout_is_a_wire_error():
     assert issubclass(WireTimeout, WireError)
+
+
+def test_digest_buffers_is_a_keyed_sum_per_buffer_and_sees_every_byte():
+    rng = np.random.default_rng(0)
+    key = np.array([0x1234_5678_9ABC, 0xDEAD_BEEF_0001], dtype=np.uint64)
+    low = np.uint64(0xFFFF_FFFF)
+
+    def keyed_sum(words: np.ndarray, k1: np.uint64, k2: np.uint64) -> int:
+        i = np.arange(words.size, dtype=np.uint64)
+        return int(((words.astype(np.uint64) ^ k1) * ((k2 | np.uint64(1)) + 2 * i)).sum()) & 0xFFFF_FFFF
+
+    whole = rng.integers(0, 1 << 16, 3000).astype(np.uint16)          # 6000 bytes: whole words
+    ragged = rng.integers(0, 256, 4099).astype(np.uint8)               # a 3-byte tail
+    got = pages.digest_buffers([whole, ragged], key)
+    k1 = (key[0] + np.uint64(0x9E37_79B9)) & low
+    k2 = (key[1] ^ np.uint64(0x85EB_CA6B)) & low
+    assert int(got[0]) == keyed_sum(whole.view(np.uint32), k1, k2)
+    k1 = (key[0] + np.uint64(0x9E37_79B9) * np.uint64(2)) & low
+    k2 = (key[1] ^ np.uint64(0x85EB_CA6B) * np.uint64(2)) & low
+    tail = np.zeros(4, np.uint8)
+    tail[:3] = ragged[4096:]
+    assert int(got[1]) == (keyed_sum(ragged[:4096].view(np.uint32), k1, k2) + keyed_sum(tail.view(np.uint32), k2, k1)) \
+        & 0xFFFF_FFFF
+    for buf in (whole, ragged):
+        for pos in [*rng.integers(0, buf.size, 10), buf.size - 1]:     # the tail's last byte too
+            changed = buf.copy()
+            changed[pos] ^= 1
+            assert not np.array_equal(pages.digest_buffers([changed], key), pages.digest_buffers([buf], key))
+

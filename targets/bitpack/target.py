@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from targets.harness.pages import digest32, read_only_copy
+from targets.harness.pages import digest_buffers, read_only_copy
 
 CHUNK = 1024
 GUARD = 64                                     # poison words past the declared output
@@ -51,16 +51,9 @@ KERNEL_API: dict[str, dict[str, list[str]]] = {
 
 
 
-def buffer_words(values_and_guard: np.ndarray) -> np.ndarray:
-    """The output buffer (values then guard, a whole number of 8-byte words) as uint32 words."""
-    return values_and_guard.view(np.uint32)
-
-
 def digest(values_and_guard: np.ndarray, key: np.ndarray) -> np.ndarray:
-    """The keyed digest of an output buffer, uint64[1] (``key``: uint64[2])."""
-    low = np.uint64(0xFFFF_FFFF)
-    return np.array([digest32(buffer_words(values_and_guard), np.uint64(key[0]) & low, np.uint64(key[1]) & low)],
-                    dtype=np.uint64)
+    """The keyed digest of an output buffer (values then guard), uint64[1] (``key``: uint64[2])."""
+    return digest_buffers([values_and_guard], key)
 
 
 def empty_output(num_values: int, t: int) -> np.ndarray:

@@ -51,8 +51,6 @@ from targets.harness.prng import CORRECTNESS_SEED, SPEED_SEED, Stream, mix_seeds
 PAGE_ROWS = 1 << 19
 POOL_ROWS = PAGE_ROWS + PAGE_ROWS // 4
 PATCH_EVERY = 256                    # one patched index per this many rows of a speed page
-PROBE_ROWS = 4096                    # offsets checked per verified timed call (plus the first and last)
-PROBE_BYTES = 16384                  # bytes checked per verified timed call (plus the first and last)
 ZIPF_S = 1.1
 RUN_LENGTHS = (1, 100)
 
@@ -253,7 +251,7 @@ def speed_calls(arrays: dict[str, np.ndarray], prefix: np.ndarray | None, n: int
     """``count`` fresh timed calls on a pool: a random window of ``n`` rows, one patched index
     per ``PATCH_EVERY`` rows (the pool's own values from random places: the same distribution),
     the declared size (from ``prefix``, the running byte count over the pool: varwidth only) and
-    the secret sample of rows and byte positions the check looks at."""
+    the secret key of the call's output digest."""
     pool = arrays["pool"]
     stream = Stream(mix_seeds(seed, "calls", pool.size, n))
     out = []
@@ -262,15 +260,11 @@ def speed_calls(arrays: dict[str, np.ndarray], prefix: np.ndarray | None, n: int
         pos = np.unique(stream.integers(n, max(1, n // PATCH_EVERY))) if n else np.zeros(0, np.int64)
         idx = pool[stream.integers(pool.size, pos.size)]
         c = call(start, n, pos, idx)
-        last = n if prefix is not None else n - 1
-        c["probe_rows"] = np.unique(np.concatenate([[0, max(last, 0)], stream.integers(last + 1, PROBE_ROWS)]))[
-            :PROBE_ROWS + 2] if last >= 0 else np.zeros(0, np.int64)
+        c["key"] = stream.u64(2)
         if prefix is not None:
             lengths = reference.value_lengths(arrays["dict_offsets"])
             size = int(prefix[start + n] - prefix[start]) + int(lengths[idx].sum() - lengths[pool[start + pos]].sum())
             c["out_size"] = np.array([size], dtype=np.int64)
-            c["probe_bytes"] = (np.concatenate([[0, size - 1], stream.integers(size, PROBE_BYTES)])
-                                if size else np.zeros(0, np.int64))
         out.append(c)
     return out
 

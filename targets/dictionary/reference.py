@@ -12,8 +12,6 @@ into a dictionary of distinct values. Decoding replaces every index by its value
 
 ``decode_varwidth`` is numpy's ``cumsum``/``repeat`` written plainly; the tests check it against
 ``b"".join`` of Python byte strings and against a round trip through the encoder.
-``probe_varwidth`` gives the same decode at chosen rows and byte positions only (what a timed
-call's check looks at), from the same offsets and a binary search for each position's row.
 """
 
 from __future__ import annotations
@@ -60,18 +58,6 @@ def decode_varwidth(indices: np.ndarray, dict_offsets: np.ndarray,
     within = np.arange(offsets[-1]) - offsets[:-1][row_of_byte]
     data = dict_bytes[starts[row_of_byte] + within]
     return offsets.astype(np.uint32), data.astype(np.uint8)
-
-
-def probe_varwidth(indices: np.ndarray, dict_offsets: np.ndarray, dict_bytes: np.ndarray,
-                   rows: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The decoded page's offsets at ``rows`` (each in 0..N) and its bytes at ``positions`` (each
-    in 0..total-1), without building the page: a position's row is the last whose start offset is
-    at or below it (rows of empty values share their start with the next row: ``side="right"``
-    skips them)."""
-    offsets = decode_offsets(indices, dict_offsets).astype(np.int64)
-    row = np.searchsorted(offsets, positions, side="right") - 1
-    src = dict_offsets.astype(np.int64)[indices.astype(np.int64)[row]] + (positions - offsets[row])
-    return offsets[rows].astype(np.uint32), dict_bytes[src].astype(np.uint8)
 
 
 def decode_fixed(indices: np.ndarray, dictionary: np.ndarray) -> np.ndarray:

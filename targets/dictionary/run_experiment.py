@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from targets.dictionary import inputs, reference
+from targets.dictionary import inputs, reference, target
 from targets.dictionary.inputs import BatteryCase
 from targets.dictionary.target import CHECK_FILLS, GUARD_BYTES, GUARD_OFFSETS, POISON_BYTE, POISON_OFFSET, VALUE_WIDTH
 from targets.harness import runner
@@ -121,50 +121,16 @@ def check(case: Case, call: int, out: dict[str, np.ndarray]) -> str | None:
     return judge_fixed(out, reference.decode_fixed(page, case.arrays["dictionary"]))
 
 
-def judge_probes_varwidth(out: dict[str, np.ndarray], call: dict[str, np.ndarray], want_offsets: np.ndarray,
-                          want_bytes: np.ndarray) -> str | None:
-    """A timed call: the offsets at the sampled rows and the bytes at the sampled positions equal
-    the oracle's (never written: the poison), the guard zones untouched."""
-    n, size = int(call["window"][1]), int(call["out_size"][0])
-    got_off = _array(out, "offsets_at", np.uint32, want_offsets.shape)
-    got_data = _array(out, "bytes_at", np.uint8, want_bytes.shape)
-    guard_off = _array(out, "offsets_guard", np.uint32, (GUARD_OFFSETS,))
-    guard_data = _array(out, "bytes_guard", np.uint8, (GUARD_BYTES,))
-    for got in (got_off, got_data, guard_off, guard_data):
-        if isinstance(got, str):
-            return got
-    assert isinstance(got_off, np.ndarray) and isinstance(got_data, np.ndarray)
-    assert isinstance(guard_off, np.ndarray) and isinstance(guard_data, np.ndarray)
-    bad = np.flatnonzero(got_off != want_offsets)
-    if bad.size:
-        i = int(bad[0])
-        what = "never written" if got_off[i] == POISON_OFFSET else str(int(got_off[i]))
-        return (f"offsets: row {int(call['probe_rows'][i])} of {n + 1}: got {what}, expected {int(want_offsets[i])} "
-                f"({bad.size} of {want_offsets.size} sampled offsets differ)")
-    bad = np.flatnonzero(got_data != want_bytes)
-    if bad.size:
-        i = int(bad[0])
-        return (f"bytes: position {int(call['probe_bytes'][i])} of {size}: got {int(got_data[i]):#04x}"
-                f"{' (the poison: never written)' if got_data[i] == POISON_BYTE else ''}, expected "
-                f"{int(want_bytes[i]):#04x} ({bad.size} of {want_bytes.size} sampled bytes differ)")
-    return (_guard("offset", guard_off, int(POISON_OFFSET), n + 1, "offsets")
-            or _guard("byte", guard_data, int(POISON_BYTE), size, "bytes"))
-
-
-def judge_probes_fixed(out: dict[str, np.ndarray], call: dict[str, np.ndarray], want: np.ndarray) -> str | None:
-    n = int(call["window"][1])
-    got = _array(out, "values_at", np.uint8, want.shape)
-    guard = _array(out, "values_guard", np.uint8, (GUARD_BYTES // VALUE_WIDTH, VALUE_WIDTH))
-    for arr in (got, guard):
-        if isinstance(arr, str):
-            return arr
-    assert isinstance(got, np.ndarray) and isinstance(guard, np.ndarray)
-    bad = np.flatnonzero(np.any(got != want, axis=1))
-    if bad.size:
-        i = int(bad[0])
-        return (f"values: row {int(call['probe_rows'][i])} of {n}: got {got[i].tobytes().hex()}, expected "
-                f"{want[i].tobytes().hex()} ({bad.size} of {want.shape[0]} sampled rows differ)")
-    return _guard("row", guard, int(POISON_BYTE), n, "rows")
+def judge_digest(out: dict[str, np.ndarray], want: np.ndarray, names: tuple[str, ...], rows: int) -> str | None:
+    """A timed call: the keyed digest of each whole output buffer (guards included) equals the
+    oracle's buffers' under the same key."""
+    got = out.get("digest")
+    if type(got) is not np.ndarray or got.dtype != np.uint64 or got.shape != want.shape:
+        return f"digest: expected uint64{list(want.shape)}, got {got!r:.80}"
+    bad = [name for name, g, w in zip(names, got, want) if g != w]
+    if bad:
+        return f"{' and '.join(bad)} (or the guard past them) differ from the oracle's (keyed digest, page of {rows} rows)"
+    return None
 
 
 # --- speed ----------------------------------------------------------------------------------------------
@@ -184,12 +150,19 @@ def workload(label: str, dist: str, arrays: dict[str, np.ndarray], rows: int = i
 
     def verify(call: dict[str, np.ndarray]) -> Callable[[dict[str, np.ndarray]], str | None]:
         page = reference.window_indices(pool, call)
+        n = page.size
         if varwidth:
-            want_off, want_bytes = reference.probe_varwidth(page, arrays["dict_offsets"], arrays["dict_bytes"],
-                                                            call["probe_rows"], call["probe_bytes"])
-            return lambda out: judge_probes_varwidth(out, call, want_off, want_bytes)
-        want = reference.decode_fixed(page[call["probe_rows"]], arrays["dictionary"])
-        return lambda out: judge_probes_fixed(out, call, want)
+            offsets, data = reference.decode_varwidth(page, arrays["dict_offsets"], arrays["dict_bytes"])
+            full_off = np.full(n + 1 + GUARD_OFFSETS, POISON_OFFSET, dtype=np.uint32)
+            full_off[:n + 1] = offsets
+            full_data = np.full(data.size + GUARD_BYTES, POISON_BYTE, dtype=np.uint8)
+            full_data[:data.size] = data
+            want = target.digest((full_off, full_data), call["key"])
+            return lambda out: judge_digest(out, want, ("offsets", "bytes"), n)
+        values = np.full((n + GUARD_BYTES // VALUE_WIDTH, VALUE_WIDTH), POISON_BYTE, dtype=np.uint8)
+        values[:n] = reference.decode_fixed(page, arrays["dictionary"])
+        want = target.digest((values,), call["key"])
+        return lambda out: judge_digest(out, want, ("values",), n)
 
     return Workload(shape=label, distribution=dist, params={"kind": "varwidth" if varwidth else "fixed"},
                     arrays=arrays, queries=queries, verify=verify)

@@ -15,9 +15,9 @@ fail the check instead of crashing anything.
 Two ops: ``check`` (the correctness battery) runs the kernel twice, once over each of two
 complementary byte fills (0xFF, then 0x00), and returns both outputs whole, guards included, so
 an unwritten byte is caught whatever value it should have held. ``speed`` (the timed op) runs it
-once and returns only what the runner asks for: the offsets at a secret sample of rows, the bytes
-at a secret sample of positions (the first and last always among them) and both guard zones,
-because shipping a ~12 MB page back through the worker's pipe would cost more than decoding it.
+once and returns a keyed digest of every whole output buffer, guards included (the key is drawn
+per call and never shown to the kernel), because shipping a ~12 MB page back through the worker's
+pipe would cost more than decoding it; the runner compares it with the oracle's under the same key.
 
 Workers import only this module (plus the harness), so it imports nothing else from the project.
 """
@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from targets.harness.pages import read_only_copy
+from targets.harness.pages import digest_buffers, read_only_copy
 
 # Modules kernels.py may import (the static policy's allowlist).
 ALLOWED_IMPORTS = ("numpy", "numba", "math")
@@ -158,15 +158,13 @@ def _check(inst: Instance, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarra
 
 
 def _speed(inst: Instance, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The timed op: one run; the outputs at the runner's secret sample points and the guards."""
-    n = int(arrays["window"][1])
-    if inst.kind == "varwidth":
-        offsets, data = _run(inst, arrays, POISON_BYTE)
-        size = data.size - GUARD_BYTES
-        return {"offsets_at": offsets[arrays["probe_rows"]], "bytes_at": data[arrays["probe_bytes"]],
-                "offsets_guard": offsets[n + 1:], "bytes_guard": data[size:]}
-    (values,) = _run(inst, arrays, POISON_BYTE)
-    return {"values_at": values[arrays["probe_rows"]], "values_guard": values[n:]}
+    """The timed op: one run; the keyed digest of every whole output buffer, guards included."""
+    return {"digest": digest(_run(inst, arrays, POISON_BYTE), arrays["key"])}
+
+
+def digest(buffers: tuple[np.ndarray, ...], key: np.ndarray) -> np.ndarray:
+    """uint64[2] (varwidth: offsets, bytes) or uint64[1] (fixed: values), guards included."""
+    return digest_buffers(list(buffers), key)
 
 
 OPS = {"check": _check, "speed": _speed}

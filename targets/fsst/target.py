@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from targets.harness.pages import digest32, read_only_copy
+from targets.harness.pages import digest_buffers, read_only_copy
 
 TABLE_SIZE = 8 + 256 * 8 + 256                 # FSST_SYMBOL_TABLE_SIZE
 FSST_MAGIC = 0x46535354 << 32
@@ -59,11 +59,8 @@ KERNEL_API: dict[str, dict[str, list[str]]] = {
 
 
 def digest(out_bytes: np.ndarray, out_offsets: np.ndarray, key: np.ndarray) -> np.ndarray:
-    """The keyed digest (uint64[2]) of the two whole buffers (their sizes are whole 4-byte words)."""
-    low = np.uint64(0xFFFF_FFFF)
-    k1, k2 = np.uint64(key[0]) & low, np.uint64(key[1]) & low
-    return np.array([digest32(out_bytes.view(np.uint32), k1, k2), digest32(out_offsets.view(np.uint32), k2, k1)],
-                    dtype=np.uint64)
+    """The keyed digest (uint64[2]) of the two whole buffers, guards included."""
+    return digest_buffers([out_bytes, out_offsets], key)
 
 
 def empty_outputs(out_size: int, rows: int, dtype: np.dtype[Any], fill: np.uint8) -> tuple[np.ndarray, np.ndarray]:

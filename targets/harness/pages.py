@@ -56,3 +56,24 @@ def digest32(words, k1, k2):
     for i in range(words.size):
         acc += (np.uint64(words[i]) ^ k1) * (mul + np.uint64(2 * i))
     return acc & np.uint64(0xFFFF_FFFF)
+
+
+def digest_buffers(buffers: list[np.ndarray], key: np.ndarray) -> np.ndarray:
+    """The keyed digest of each whole buffer (any dtype and length, C-contiguous), uint64[len];
+    ``key`` uint64[2], fresh per call. Each buffer gets its own key (the call's, mixed with its
+    index); a tail shorter than a word is zero-padded into one more word, so every byte counts."""
+    low = np.uint64(0xFFFF_FFFF)
+    out = np.zeros(len(buffers), dtype=np.uint64)
+    for i, buf in enumerate(buffers):
+        k1 = (np.uint64(key[0]) + np.uint64(0x9E37_79B9) * np.uint64(i + 1)) & low
+        k2 = (np.uint64(key[1]) ^ np.uint64(0x85EB_CA6B) * np.uint64(i + 1)) & low
+        raw = buf.reshape(-1).view(np.uint8)
+        whole = raw.size // 4 * 4
+        acc = digest32(raw[:whole].view(np.uint32), k1, k2)
+        if whole < raw.size:
+            tail = np.zeros(4, dtype=np.uint8)
+            tail[:raw.size - whole] = raw[whole:]
+            acc = (acc + digest32(tail.view(np.uint32), k2, k1)) & low
+        out[i] = acc
+    return out
+

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from targets.harness.pages import digest32, immutable
+from targets.harness.pages import digest_buffers, immutable
 
 # Modules kernels.py may import (the static policy's allowlist).
 ALLOWED_IMPORTS = ("numpy", "numba", "math")
@@ -94,15 +94,8 @@ def declared(buffers: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]])
 
 
 def digest(buffers: dict[str, np.ndarray], key: np.ndarray) -> np.ndarray:
-    """The keyed digest of every output buffer (guards included), uint64[len(OUTPUTS)]; ``key``
-    uint64[2]. Each buffer gets its own key (the call's, mixed with its index)."""
-    low = np.uint64(0xFFFF_FFFF)
-    got = []
-    for i, name in enumerate(OUTPUTS):
-        k1 = (np.uint64(key[0]) + np.uint64(0x9E37_79B9) * np.uint64(i + 1)) & low
-        k2 = (np.uint64(key[1]) ^ np.uint64(0x85EB_CA6B) * np.uint64(i + 1)) & low
-        got.append(digest32(buffers[name].view(np.uint32), k1, k2))
-    return np.array(got, dtype=np.uint64)
+    """The keyed digest of every output buffer (guards included), uint64[len(OUTPUTS)]."""
+    return digest_buffers([buffers[name] for name in OUTPUTS], key)
 
 
 @dataclass
