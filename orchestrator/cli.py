@@ -10,6 +10,7 @@ import tempfile
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -141,6 +142,7 @@ def cmd_loop(args: argparse.Namespace) -> int:
         raise UsageError(f"the prompt cannot be built: {exc}") from None
     box = _sandbox(config.unsafe_no_sandbox)        # before the run exists: a refusal leaves nothing behind
     provider = _provider(config, info)
+    ray = _cluster(args)
     try:
         run = (loop.resume(run_dir, config, info, provider) if resuming else loop.start(config, info, provider))
     except (ledger_mod.LedgerError, workspace.WorkspaceError) as exc:     # the lock is released
@@ -154,9 +156,33 @@ def cmd_loop(args: argparse.Namespace) -> int:
           flush=True)
     for warning in run.warnings:
         print(f"warning: {warning}", file=sys.stderr, flush=True)
+    if ray is not None:
+        from orchestrator import parallel
+        run.cluster = ray
+        width = args.parallel or ray.slots()
+        print(f"cluster {args.ray}: {ray.slots()} trial slot(s); {width} attempt(s) in flight", flush=True)
+        try:
+            return parallel.run_parallel(run, width)
+        finally:
+            ray.shutdown()
     run.status = progress.LiveStatus(run.ledger.dir, progress.Status(run.run_id, info.name, label, sandbox=box.label))
     run.log = run.status.log
     return loop.run_loop(run)
+
+
+def _cluster(args: argparse.Namespace) -> Any:
+    """With --ray, the connected cluster (before the run exists: a refusal leaves nothing behind)."""
+    if args.ray is None:
+        if args.parallel is not None:
+            raise UsageError("--parallel runs attempts side by side on a cluster: give --ray ADDRESS too")
+        return None
+    if args.parallel is not None and args.parallel < 1:
+        raise UsageError(f"--parallel {args.parallel}: must be at least 1")
+    from orchestrator import cluster
+    try:
+        return cluster.Cluster(args.ray)
+    except cluster.ClusterError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _effects(text: str) -> tuple[float, ...]:
@@ -347,6 +373,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unsafe-no-sandbox", action="store_true", default=None, help=UNSAFE_HELP)
     p.add_argument("--no-vs-lance", dest="vs_lance", action="store_false", default=None,
                    help="do not measure keeps against Lance itself (faster; no upstream-candidate verdicts)")
+    p.add_argument("--ray", metavar="ADDRESS",
+                   help="run trials on the measurement nodes of a Ray cluster (an address, auto, or local; "
+                        "see docs/scaling.md)")
+    p.add_argument("--parallel", type=int, default=None,
+                   help="with --ray: attempts in flight at once (default: the cluster's trial slots)")
     p.set_defaults(func=cmd_loop)
 
     p = sub.add_parser("calibrate", help="measure the gate's false-keep rate and detection power on this machine")

@@ -54,6 +54,9 @@ class Reason(StrEnum):
     # the daemon's
     INTERRUPTED = "interrupted"
     DAEMON_ERROR = "daemon_error"
+    # with --ray
+    STALE = "stale"                     # won against an incumbent that was replaced, twice
+    INFRA_ERROR = "infra_error"         # the trial's node was lost twice
 
 
 @dataclass(frozen=True)

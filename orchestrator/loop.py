@@ -66,6 +66,7 @@ class Run:
     stop_reason: str = ""
     warnings: list[str] = field(default_factory=list)
     status: LiveStatus | None = None      # live progress and status.json, when the CLI runs the loop
+    cluster: Any = None                   # orchestrator.cluster.Cluster with --ray: trials run on its nodes
 
     @property
     def baseline(self) -> Path:
@@ -301,7 +302,7 @@ def _trial_and_verdict(att: Attempt, history: RunHistory) -> trial.TrialOutcome:
     best = gate.stored_best_timing(history) if c.gate.rule == "unpaired" else None
     for measurement in range(c.contention_retries + 1):
         with att.phases("trial"):
-            outcome = trial.run(_request(run, run.incumbent),
+            outcome = run_trial(run, _request(run, run.incumbent),
                                 att.dir / ("trial" if measurement == 0 else f"trial-{measurement + 1}"))
         result = outcome.result
         rec.trial_exit_code, rec.trial = outcome.exit_code, asdict(result) if result else None
@@ -425,6 +426,16 @@ def _copy_metrics(rec: AttemptRecord, result: TrialResult | None) -> None:
         rec.worst_combo = asdict(result.worst_combo_speedup)
 
 
+def run_trial(run: Run, request: trial.TrialRequest, out_dir: Path) -> trial.TrialOutcome:
+    """Every trial of a run goes through here: on this machine, or with ``--ray`` on a
+    measurement node of the cluster (the same trial; its logs come back into ``out_dir``)."""
+    if run.cluster is None:
+        return trial.run(request, out_dir)
+    from orchestrator import cluster
+
+    return cluster.run_remote(run.cluster, request, out_dir)
+
+
 def _request(run: Run, against: Path) -> trial.TrialRequest:
     c = run.config
     return trial.TrialRequest(run.target, run.ws.kernel_path, against=against, budget_seconds=c.trial_budget_seconds,
@@ -434,7 +445,7 @@ def _request(run: Run, against: Path) -> trial.TrialRequest:
 
 def _measure_cumulative(run: Run, adir: Path) -> dict[str, Any]:
     """After a keep: the new best against the run's original baseline (reported, not gated)."""
-    outcome = trial.run(_request(run, run.baseline), adir / "cumulative")
+    outcome = run_trial(run, _request(run, run.baseline), adir / "cumulative")
     if outcome.result is None or not outcome.result.ok:
         return {"cumulative_error": outcome.error or (outcome.result.failure if outcome.result else "")}
     measured: dict[str, Any] = {"cumulative_speedup": outcome.result.speedup_geomean,
@@ -453,7 +464,7 @@ def _measure_vs_lance(run: Run, adir: Path) -> dict[str, Any]:
                                  budget_seconds=c.trial_budget_seconds, replicates=c.lance_replicates,
                                  sessions=c.trial_sessions, queries_per_combo=c.trial_queries,
                                  unsafe_no_sandbox=c.unsafe_no_sandbox)
-    outcome = trial.run(request, adir / "vs_lance")
+    outcome = run_trial(run, request, adir / "vs_lance")
     result = outcome.result
     if result is None or not result.ok or result.speedup_geomean is None:
         return {"vs_lance_error": outcome.error or (result.failure if result else "") or "no measurement"}
@@ -469,7 +480,7 @@ def measure_profile(run: Run, kernel: Path, out_dir: Path, label: str) -> dict[s
     """A kernel's op time split by stage (the runner's profile mode): shown to the model for the
     current best. A failed profile is recorded as such; it never changes a verdict."""
     c = run.config
-    outcome = trial.run(trial.TrialRequest(run.target, kernel, mode="profile", budget_seconds=c.trial_budget_seconds,
+    outcome = run_trial(run, trial.TrialRequest(run.target, kernel, mode="profile", budget_seconds=c.trial_budget_seconds,
                                            unsafe_no_sandbox=c.unsafe_no_sandbox), out_dir)
     result = outcome.result
     if result is None or not result.ok or not result.profile:

@@ -1,0 +1,86 @@
+"""Trials on measurement nodes (--ray): the node's task run here, the fingerprint that refuses a
+node with other code, the reply unpacked safely, and the loop with attempts in flight on a local
+Ray cluster (the real Ray, started by the test)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import BASELINE, KEEP, ROOT, daemon_cmd, finished, the_run, write_config, write_script
+from orchestrator import cluster
+from test_loop import INCORRECT, SLOWER, whole_file
+
+
+def test_fingerprint_names_what_differs(tmp_path: Path) -> None:
+    for top in cluster.FINGERPRINTED:
+        shutil.copytree(ROOT / top, tmp_path / top, ignore=shutil.ignore_patterns("__pycache__"))
+    here = cluster.fingerprint(tmp_path)
+    assert here == cluster.fingerprint(ROOT)
+    (tmp_path / "targets" / "harness" / "gate_helper.py").write_text("x = 1\n")
+    other = cluster.fingerprint(tmp_path)
+    assert other.project != here.project
+    assert other.differences(here) == [f"project: {other.project} here, {here.project} on the head"]
+
+
+def job(kernel: str, against: str | None, head: cluster.Fingerprint) -> cluster.Job:
+    return cluster.Job("pq-l2", kernel, against, 120.0, 1, 2, 3, head)
+
+
+@pytest.mark.slow
+def test_the_nodes_task_runs_the_sandboxed_trial_and_sends_its_logs(tmp_path: Path) -> None:
+    returned = cluster.run_on_node(job(BASELINE.read_text(), BASELINE.read_text(), cluster.fingerprint()))
+    assert returned.refused is None and returned.exit_code == 0, returned.error
+    assert {"result.json", "trial.stdout", "trial.stderr"} <= set(returned.files)
+    code, result, error, _ = cluster.unpack(returned, tmp_path / "trial")
+    assert code == 0 and error is None and result.ok and result.speedup_geomean is not None
+    assert (tmp_path / "trial" / "result.json").is_file() and (tmp_path / "trial" / "node.txt").is_file()
+
+
+def test_a_node_with_other_code_refuses_without_running_anything(tmp_path: Path) -> None:
+    head = cluster.fingerprint()
+    stale = cluster.Fingerprint("0" * 16, head.python, head.packages)
+    returned = cluster.run_on_node(job(BASELINE.read_text(), None, stale))
+    assert returned.refused and "runs other code than the head" in returned.refused and "project:" in returned.refused
+    code, result, error, _ = cluster.unpack(returned, tmp_path / "t")
+    assert result is None and error == returned.refused and code != 0
+
+
+def test_unpack_writes_inside_the_trial_folder_only(tmp_path: Path) -> None:
+    returned = cluster.Returned("n1", 1, "boom", 0.1, None, {"../escape.txt": b"x", "workers/w.log": b"log",
+                                                             "/etc/evil": b"x"})
+    code, result, error, _ = cluster.unpack(returned, tmp_path / "trial")
+    assert (tmp_path / "trial" / "workers" / "w.log").read_bytes() == b"log"
+    assert not (tmp_path / "escape.txt").exists()
+    assert code == 1 and result is None and error == "boom"
+
+
+def test_parallel_without_ray_is_refused(repo: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "orchestrator", "loop", "--target", "pq-l2", "--model", "offline",
+                           "--parallel", "2"], cwd=repo, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "give --ray ADDRESS too" in proc.stderr
+    assert not list((repo / "runs").glob("pq-l2/*"))
+
+
+# --- with Ray ---------------------------------------------------------------------------------------
+
+ray = pytest.importorskip("ray")
+
+@pytest.mark.slow
+def test_loop_with_attempts_in_flight_on_a_local_cluster(repo: Path) -> None:
+    script = write_script(repo, "s", [KEEP, INCORRECT, SLOWER, whole_file("No change.", BASELINE.read_text())])
+    config = write_config(repo, cumulative=False)
+    cmd = daemon_cmd(script, "--ray", "local", "--parallel", "2", config=config)
+    proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    got = finished(the_run(repo))
+    assert sorted(got) == [1, 2, 3, 4]                                  # each once
+    reasons = {n: r["reason"] for n, r in got.items()}
+    assert reasons[2] == "incorrect" and reasons[4] == "no_change", reasons
+    assert reasons[1] == "keep" or reasons[3] == "stale", reasons
+    assert "1 trial slot(s); 2 attempt(s) in flight" in proc.stdout
+    assert (the_run(repo) / "attempts" / "0001" / "trial" / "node.txt").is_file()
