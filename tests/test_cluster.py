@@ -9,11 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import git
 import pytest
 
 from conftest import BASELINE, KEEP, ROOT, daemon_cmd, finished, the_run, write_config, write_script
 from orchestrator import cluster
-from test_loop import INCORRECT, SLOWER, whole_file
+from test_loop import INCORRECT, SLOWER
 
 
 def test_fingerprint_names_what_differs(tmp_path: Path) -> None:
@@ -72,15 +73,25 @@ ray = pytest.importorskip("ray")
 
 @pytest.mark.slow
 def test_loop_with_attempts_in_flight_on_a_local_cluster(repo: Path) -> None:
-    script = write_script(repo, "s", [KEEP, INCORRECT, SLOWER, whole_file("No change.", BASELINE.read_text())])
+    # Attempts 1 and 2 are proposed together against the baseline, the same code in two forms:
+    # whichever trial ends first is kept; the other won against a kernel that is no longer the best,
+    # and is then the new best's code: a duplicate, not a second keep.
+    twin = KEEP.replace("HYPOTHESIS: ", "HYPOTHESIS: Restated. ", 1).replace("```python\n", "```python\n# twin\n", 1)
+    script = write_script(repo, "s", [KEEP, twin, INCORRECT, SLOWER])
     config = write_config(repo, cumulative=False)
     cmd = daemon_cmd(script, "--ray", "local", "--parallel", "2", config=config)
     proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    got = finished(the_run(repo))
+    run_dir = the_run(repo)
+    got = finished(run_dir)
     assert sorted(got) == [1, 2, 3, 4]                                  # each once
     reasons = {n: r["reason"] for n, r in got.items()}
-    assert reasons[2] == "incorrect" and reasons[4] == "no_change", reasons
-    assert reasons[1] == "keep" or reasons[3] == "stale", reasons
+    assert sorted([reasons[1], reasons[2]]) == ["duplicate", "keep"] and reasons[3] == "incorrect", reasons
+    assert reasons[4] == "not_faster", reasons                          # measured against the keep
+    late = got[1] if reasons[1] == "duplicate" else got[2]
+    assert late["remeasured"][0]["stale"] is True
     assert "1 trial slot(s); 2 attempt(s) in flight" in proc.stdout
-    assert (the_run(repo) / "attempts" / "0001" / "trial" / "node.txt").is_file()
+    keep = 1 if reasons[1] == "keep" else 2
+    assert (run_dir / "attempts" / f"{keep:04d}" / "trial" / "node.txt").is_file()
+    commits = git.Repo(run_dir / "worktree").git.log("--format=%s").splitlines()
+    assert len(commits) == len(git.Repo(repo).git.log("--format=%s").splitlines()) + 1      # exactly the keep
