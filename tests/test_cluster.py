@@ -7,12 +7,13 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import git
 import pytest
 
-from conftest import BASELINE, KEEP, ROOT, daemon_cmd, finished, the_run, write_config, write_script
+from conftest import BASELINE, KEEP, ROOT, daemon_cmd, finished, the_run, wait_for, write_config, write_script
 from orchestrator import cluster
 from test_loop import INCORRECT, SLOWER
 
@@ -72,7 +73,7 @@ def test_parallel_without_ray_is_refused(repo: Path) -> None:
 ray = pytest.importorskip("ray")
 
 @pytest.mark.slow
-def test_loop_with_attempts_in_flight_on_a_local_cluster(repo: Path) -> None:
+def test_loop_with_attempts_in_flight_on_a_local_cluster(repo: Path, no_leftovers) -> None:
     # Attempts 1 and 2 are proposed together against the baseline, the same code in two forms:
     # whichever trial ends first is kept; the other won against a kernel that is no longer the best,
     # and is then the new best's code: a duplicate, not a second keep.
@@ -95,3 +96,34 @@ def test_loop_with_attempts_in_flight_on_a_local_cluster(repo: Path) -> None:
     assert (run_dir / "attempts" / f"{keep:04d}" / "trial" / "node.txt").is_file()
     commits = git.Repo(run_dir / "worktree").git.log("--format=%s").splitlines()
     assert len(commits) == len(git.Repo(repo).git.log("--format=%s").splitlines()) + 1      # exactly the keep
+    no_leftovers()
+
+
+@pytest.mark.slow
+def test_a_node_lost_mid_trial_costs_one_resend_and_nothing_else(repo: Path, no_leftovers) -> None:
+    from ray.cluster_utils import Cluster
+
+    nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})        # the head measures nothing
+    try:
+        first = nodes.add_node(num_cpus=1, resources={cluster.SLOT: 1})
+        script = write_script(repo, "s", [SLOWER])
+        config = write_config(repo, cumulative=False)
+        daemon = subprocess.Popen(daemon_cmd(script, "--ray", nodes.address, "--parallel", "1", config=config),
+                                  cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            # Once the trial is out on the only node, a second node joins and the first dies.
+            wait_for(lambda: list((repo / "runs" / "pq-l2").glob("*/attempts/0001/incumbent-1.py")) != [],
+                     timeout=120, what="the first trial to be sent")
+            time.sleep(2.0)
+            nodes.add_node(num_cpus=1, resources={cluster.SLOT: 1})
+            nodes.remove_node(first, allow_graceful=False)
+            out, err = daemon.communicate(timeout=300)
+        finally:
+            daemon.kill()
+        assert daemon.returncode == 0, out + err
+        got = finished(the_run(repo))
+        assert list(got) == [1] and got[1]["reason"] == "not_faster", got[1]
+        assert "node_lost" in got[1]["remeasured"][0] and "sent again" in out
+        no_leftovers(what="the lost node's trial (runner and workers) died with it")
+    finally:
+        nodes.shutdown()
