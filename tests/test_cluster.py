@@ -4,6 +4,7 @@ Ray cluster (the real Ray, started by the test)."""
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import subprocess
 import sys
@@ -94,8 +95,14 @@ def test_loop_with_attempts_in_flight_on_a_local_cluster(repo: Path, no_leftover
     assert "1 trial slot(s); 2 attempt(s) in flight" in proc.stdout
     keep = 1 if reasons[1] == "keep" else 2
     assert (run_dir / "attempts" / f"{keep:04d}" / "trial" / "node.txt").is_file()
-    commits = git.Repo(run_dir / "worktree").git.log("--format=%s").splitlines()
-    assert len(commits) == len(git.Repo(repo).git.log("--format=%s").splitlines()) + 1      # exactly the keep
+    # The branch holds exactly the keep, and the keep was measured against the kernel it replaced.
+    wt = git.Repo(run_dir / "worktree")
+    assert len(list(wt.iter_commits())) == len(list(git.Repo(repo).iter_commits())) + 1
+    kernel = "targets/pq_l2/kernels.py"
+    replaced = wt.git.show(f"HEAD~1:{kernel}", strip_newline_in_stdout=False).encode()
+    assert got[keep]["trial"]["against_sha256"] == hashlib.sha256(replaced).hexdigest()
+    assert wt.git.show(f"HEAD:{kernel}", strip_newline_in_stdout=False) == \
+        (run_dir / "attempts" / f"{keep:04d}" / "candidate.py").read_text()
     no_leftovers()
 
 
