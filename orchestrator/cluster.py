@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import logging
 import platform
 import socket
 import tempfile
@@ -152,9 +153,11 @@ class Cluster:
             raise ClusterError("--ray needs Ray: pip install -e '.[ray]'") from None
         self.ray = ray
         try:
-            ray.init(address=None if address == "local" else address, ignore_reinit_error=True,
-                     include_dashboard=False, log_to_driver=False, logging_level="ERROR",
-                     **({"resources": {SLOT: 1}} if address == "local" else {}))
+            if address == "local":            # a one-node cluster on this machine, with one slot
+                ray.init(resources={SLOT: 1}, include_dashboard=False, log_to_driver=False,
+                         logging_level=logging.ERROR)
+            else:
+                ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise ClusterError(f"cannot connect to the Ray cluster at {address!r}: {exc}") from None
         self.head = fingerprint()

@@ -211,7 +211,8 @@ def _judge(run: Run, flight: Flight, ref: Any) -> Any:
         rec.remeasured.append({"stale": True, "measured_against": _sha(flight.incumbent)[:12],
                                "incumbent_now": _sha(current)[:12], "speedup": rec.speedup})
         if edit.tree_sha256(flight.change.new_text) == edit.tree_sha256(current):
-            rec.duplicate_of = run.ledger.read().history.best.attempt if run.ledger.read().history.best else 0
+            best = run.ledger.read().history.best
+            rec.duplicate_of = best.attempt if best else 0
             att.finish(ledger_mod.DISCARD, Reason.DUPLICATE, f"the candidate is the code attempt {rec.duplicate_of} "
                        "kept while it was measured (comments and docstrings aside)")
             return None

@@ -34,16 +34,6 @@ def job(kernel: str, against: str | None, head: cluster.Fingerprint) -> cluster.
     return cluster.Job("pq-l2", kernel, against, 120.0, 1, 2, 3, head)
 
 
-@pytest.mark.slow
-def test_the_nodes_task_runs_the_sandboxed_trial_and_sends_its_logs(tmp_path: Path) -> None:
-    returned = cluster.run_on_node(job(BASELINE.read_text(), BASELINE.read_text(), cluster.fingerprint()))
-    assert returned.refused is None and returned.exit_code == 0, returned.error
-    assert {"result.json", "trial.stdout", "trial.stderr"} <= set(returned.files)
-    code, result, error, _ = cluster.unpack(returned, tmp_path / "trial")
-    assert code == 0 and error is None and result.ok and result.speedup_geomean is not None
-    assert (tmp_path / "trial" / "result.json").is_file() and (tmp_path / "trial" / "node.txt").is_file()
-
-
 def test_a_node_with_other_code_refuses_without_running_anything(tmp_path: Path) -> None:
     head = cluster.fingerprint()
     stale = cluster.Fingerprint("0" * 16, head.python, head.packages)
@@ -79,7 +69,7 @@ def test_loop_with_attempts_in_flight_on_a_local_cluster(repo: Path, no_leftover
     # whichever trial ends first is kept; the other won against a kernel that is no longer the best,
     # and is then the new best's code: a duplicate, not a second keep.
     twin = KEEP.replace("HYPOTHESIS: ", "HYPOTHESIS: Restated. ", 1).replace("```python\n", "```python\n# twin\n", 1)
-    script = write_script(repo, "s", [KEEP, twin, INCORRECT, SLOWER])
+    script = write_script(repo, "s", [KEEP, twin, INCORRECT, SLOWER])       # SLOWER: proposed against the keep
     config = write_config(repo, cumulative=False)
     cmd = daemon_cmd(script, "--ray", "local", "--parallel", "2", config=config)
     proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=600)
