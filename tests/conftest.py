@@ -9,8 +9,9 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 
 import git
 import psutil
@@ -189,6 +190,26 @@ def target_trial(target: str, *args: str, timeout: float = 600) -> tuple[subproc
     proc = subprocess.run([sys.executable, "-m", f"targets.{target}.run_experiment", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout)
     return proc, json.loads(Path(args[args.index("--result-json") + 1]).read_text())
+
+
+def battery_failures(target: ModuleType, check: Callable, cases: Iterable, module: object, cls: str,
+                     catch: tuple[type[BaseException], ...] = ()) -> dict[str, str]:
+    """Each failing case's first problem, run in-process through the target's ``check`` op;
+    ``module`` is a kernels module or a stand-in class (named ``cls`` in the kernel API). An
+    exception in ``catch`` counts as the case's problem (a worker would report it as one)."""
+    if isinstance(module, type):
+        module = SimpleNamespace(**{cls: module})
+    out: dict[str, str] = {}
+    for case in cases:
+        inst = target.build(module, case.params, case.arrays)
+        for i, call in enumerate(case.calls):
+            try:
+                problem = check(case, i, target.OPS["check"](inst, call))
+            except catch as exc:
+                problem = f"raised {type(exc).__name__}: {exc}"
+            if problem:
+                out.setdefault(case.name, problem)
+    return out
 
 
 def history(*records: dict):

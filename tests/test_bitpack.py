@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from numba import njit
 
-from conftest import ROOT, load_unique, offline_run, playbook_kernel, replay_playbook, write_config
+from conftest import battery_failures, ROOT, load_unique, offline_run, playbook_kernel, replay_playbook, write_config
 from targets.bitpack import inputs, kernels, reference, run_experiment, target
 from targets.bitpack.reference import CHUNK, DTYPES
 from targets.harness.plan import Case
@@ -33,17 +33,7 @@ def case_named(name: str) -> Case:
 
 
 def failures(module: object, cases: tuple[Case, ...] | None = None) -> dict[str, str]:
-    """Each failing case's first problem; ``module`` is a kernels module or a stand-in class."""
-    if isinstance(module, type):
-        module = SimpleNamespace(BitpackDecoder=module)
-    out = {}
-    for case in cases or battery():
-        inst = target.build(module, case.params, case.arrays)                          # type: ignore[arg-type]
-        for i, call in enumerate(case.calls):
-            problem = run_experiment.check(case, i, target.OPS["check"](inst, call))
-            if problem:
-                out.setdefault(case.name, problem)
-    return out
+    return battery_failures(target, run_experiment.check, cases or battery(), module, "BitpackDecoder")
 
 
 # --- the oracle and the encoder --------------------------------------------------------------------

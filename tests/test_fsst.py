@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
+from types import ModuleType
 
 import numpy as np
 import pytest
 
-from conftest import ROOT, load_unique, offline_run, playbook_kernel, replay_playbook, write_config
+from conftest import battery_failures, ROOT, load_unique, offline_run, playbook_kernel, replay_playbook, write_config
 from targets.fsst import inputs, kernels, reference, run_experiment, target
 from targets.harness.plan import Case
 from targets.harness.prng import Stream
@@ -28,17 +28,7 @@ def battery() -> tuple[Case, ...]:
 
 
 def failures(module: object, cases: tuple[Case, ...] | None = None) -> dict[str, str]:
-    """Each failing case's first problem; ``module`` is a kernels module or a stand-in class."""
-    if isinstance(module, type):
-        module = SimpleNamespace(FsstPageDecoder=module)
-    out = {}
-    for case in cases or battery():
-        inst = target.build(module, case.params, case.arrays)                          # type: ignore[arg-type]
-        for i, call in enumerate(case.calls):
-            problem = run_experiment.check(case, i, target.OPS["check"](inst, call))
-            if problem:
-                out.setdefault(case.name, problem)
-    return out
+    return battery_failures(target, run_experiment.check, cases or battery(), module, "FsstPageDecoder")
 
 
 # --- the oracle and the encoder --------------------------------------------------------------------

@@ -13,7 +13,7 @@ from types import ModuleType, SimpleNamespace
 import numpy as np
 import pytest
 
-from conftest import ROOT, load_unique, offline_run, playbook_kernel, replay_playbook, write_config
+from conftest import battery_failures, ROOT, load_unique, offline_run, playbook_kernel, replay_playbook, write_config
 from targets.harness.plan import Case
 from targets.predicate import inputs, kernels, reference, run_experiment, target
 from targets.predicate.target import (AND, COL_A, COL_B, COLUMNS, EQ, GE, GT, IN, IS_NOT_NULL, IS_NULL, LE,
@@ -29,17 +29,7 @@ def battery() -> tuple[Case, ...]:
 
 
 def failures(module: object, cases: tuple[Case, ...] | None = None) -> dict[str, str]:
-    """Each failing case's first problem; ``module`` is a kernels module or a stand-in class."""
-    if isinstance(module, type):
-        module = SimpleNamespace(PredicateFilter=module)
-    out: dict[str, str] = {}
-    for case in cases or battery():
-        inst = target.build(module, case.params, case.arrays)                          # type: ignore[arg-type]
-        for i, call in enumerate(case.calls):
-            problem = run_experiment.check(case, i, target.OPS["check"](inst, call))
-            if problem:
-                out.setdefault(case.name, problem)
-    return out
+    return battery_failures(target, run_experiment.check, cases or battery(), module, "PredicateFilter")
 
 
 # --- the oracle ------------------------------------------------------------------------------------

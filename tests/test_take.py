@@ -4,14 +4,14 @@ past-the-end writes fail, never crash), the playbook, and the offline loop's kee
 from __future__ import annotations
 
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
+from types import ModuleType
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from conftest import load_unique, offline_run, playbook_kernel, replay_playbook, write_config
+from conftest import battery_failures, load_unique, offline_run, playbook_kernel, replay_playbook, write_config
 from targets.harness.plan import Case
 from targets.take import inputs, reference, run_experiment, target
 
@@ -21,20 +21,8 @@ KEEP = "01-row-table-and-slice-copies.md"
 
 
 def failures(module: object, cases: list[Case] | None = None) -> dict[str, str]:
-    """Each failing case's first problem (a kernels module or a stand-in class)."""
-    if isinstance(module, type):
-        module = SimpleNamespace(Take=module)
-    out = {}
-    for case in cases or run_experiment.cases(seed=11):
-        inst = target.build(module, case.params, case.arrays)                   # type: ignore[arg-type]
-        for i, call in enumerate(case.calls):
-            try:
-                problem = run_experiment.check(case, i, target.OPS["check"](inst, call))
-            except Exception as exc:                  # noqa: BLE001 (a worker reports it as a failure too)
-                problem = f"raised {type(exc).__name__}: {exc}"
-            if problem:
-                out.setdefault(case.name, problem)
-    return out
+    return battery_failures(target, run_experiment.check, cases or run_experiment.cases(seed=11), module, "Take",
+                            catch=(Exception,))
 
 
 # --- the oracle, independently --------------------------------------------------------------------
