@@ -143,6 +143,18 @@ def unpack(returned: Returned, out_dir: Path) -> tuple[int, Any, str | None, flo
         return EXIT_INTERNAL, None, f"the node's result does not parse: {exc}", returned.seconds
 
 
+def reachable(address: str, timeout: float = 5.0) -> None:
+    """A ``host:port`` head must answer within ``timeout`` (Ray itself would wait for minutes)."""
+    host, _, port = address.rpartition(":")
+    if address in ("local", "auto") or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ClusterError(f"no Ray head answers at {address} ({exc}); start one with `ray start --head` there, "
+                           "or give its address as host:port") from None
+
+
 class Cluster:
     """A connection to a Ray cluster whose measurement nodes each advertise one ``trial_slot``."""
 
@@ -152,6 +164,7 @@ class Cluster:
         except ImportError:
             raise ClusterError("--ray needs Ray: pip install -e '.[ray]'") from None
         self.ray = ray
+        reachable(address)
         try:
             if address == "local":            # a one-node cluster on this machine, with one slot
                 ray.init(resources={SLOT: 1}, include_dashboard=False, log_to_driver=False,

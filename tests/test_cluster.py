@@ -59,6 +59,14 @@ def test_parallel_without_ray_is_refused(repo: Path) -> None:
     assert not list((repo / "runs").glob("pq-l2/*"))
 
 
+def test_an_unreachable_head_is_refused_quickly_and_nothing_is_written(repo: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "orchestrator", "loop", "--target", "pq-l2", "--model", "offline",
+                           "--ray", "127.0.0.1:1"], cwd=repo, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert ("no Ray head answers at 127.0.0.1:1" in proc.stderr) or ("--ray needs Ray" in proc.stderr)
+    assert not list((repo / "runs").glob("pq-l2/*"))
+
+
 # --- with Ray ---------------------------------------------------------------------------------------
 
 ray = pytest.importorskip("ray")
