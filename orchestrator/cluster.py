@@ -17,6 +17,7 @@ import logging
 import platform
 import socket
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,12 +30,17 @@ SLOT = "trial_slot"
 # The files that decide what a trial measures and how: the harness, every target, the daemon.
 FINGERPRINTED = ("targets", "orchestrator")
 MAX_LOG_BYTES = 8 << 20                       # per file sent back; a trial's logs are far smaller
+POLL_SECONDS = 0.2
 # Past a trial's budget (the node kills it at budget + 10 s): time to send the reply back.
 REPLY_GRACE_SECONDS = 60.0
 
 
 class ClusterError(Exception):
     """The cluster cannot run trials (Ray missing, no node with a slot, a refused node)."""
+
+
+class Stopped(Exception):
+    """A signal asked the daemon to stop while it waited for a trial (the trial is cancelled)."""
 
 
 class NodeLost(Exception):
@@ -174,6 +180,7 @@ class Cluster:
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise ClusterError(f"cannot connect to the Ray cluster at {address!r}: {exc}") from None
         self.head = fingerprint()
+        self.stop_signal: str | None = None       # set by the daemon's signal handler
         if self.slots() < 1:
             raise ClusterError(f"no node of the cluster at {address!r} advertises {SLOT!r}: start each measurement "
                                f"node with `ray start --address ... --resources '{{\"{SLOT}\": 1}}'`")
@@ -190,12 +197,20 @@ class Cluster:
         return ready
 
     def get(self, ref: Any, timeout: float | None = None) -> Returned:
-        """A finished trial's reply; a node that never answers is lost after ``timeout`` seconds."""
+        """A finished trial's reply; a node that never answers is lost after ``timeout`` seconds.
+        Waits in short steps, so a signal (``stop_signal``, set by the daemon's handler: raising
+        from a handler inside Ray's C code corrupts the call) stops the wait within a fraction of
+        a second."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.wait([ref], POLL_SECONDS):
+            if self.stop_signal is not None:
+                self.cancel(ref)
+                raise Stopped(self.stop_signal)
+            if deadline is not None and time.monotonic() > deadline:
+                self.cancel(ref)
+                raise NodeLost(f"no answer in {timeout:g} s")
         try:
-            returned = self.ray.get(ref, timeout=timeout)
-        except self.ray.exceptions.GetTimeoutError:
-            self.cancel(ref)
-            raise NodeLost(f"no answer in {timeout:g} s") from None
+            returned = self.ray.get(ref)
         except self.ray.exceptions.RayError as exc:
             raise NodeLost(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
         if not isinstance(returned, Returned):

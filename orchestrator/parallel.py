@@ -19,7 +19,8 @@ import hashlib
 import signal
 import threading
 import traceback
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -27,7 +28,7 @@ from orchestrator import cluster as cluster_mod, edit, gate, ledger as ledger_mo
 from orchestrator.gate import Reason
 from orchestrator.ledger import AttemptRecord, RunHistory
 from orchestrator.loop import (Attempt, DaemonStop, Discard, Interrupted, Phases, Run, RunEnded, _copy_metrics,
-                               _keep, _propose, _raise_interrupted, _reject_duplicate, budget_stop)
+                               _keep, _propose, _reject_duplicate, budget_stop)
 
 POLL_SECONDS = 0.2
 
@@ -52,7 +53,17 @@ def _sha(text: str) -> str:
 def run_parallel(run: Run, parallel: int) -> int:
     """As ``loop.run_loop``, with up to ``parallel`` attempts in flight and trials on ``run.cluster``."""
     assert run.cluster is not None and parallel >= 1
-    previous = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
+    clu = run.cluster
+
+    def on_signal(signum: int, frame: Any) -> None:
+        # Only a flag: raising from a handler that interrupts Ray's C code corrupts that call. The
+        # main loop and the cluster's waits look at it every POLL_SECONDS. Once: a second Ctrl-C
+        # must not cut the recording short.
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, signal.SIG_IGN)
+        clu.stop_signal = signal.Signals(signum).name
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     # Replays (offline, script) hand out replies in order and pair a repair turn with the reply
     # before it: their proposals are made one at a time. A live model answers prompts concurrently.
     serial = threading.Lock() if run.provider.name in ("offline", "scripted") else None
@@ -60,9 +71,10 @@ def run_parallel(run: Run, parallel: int) -> int:
     measuring: dict[Any, Flight] = {}
     ending: str | None = None
     code = 0
-    pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="propose")
     try:
         while True:
+            if clu.stop_signal is not None:
+                raise Interrupted(clu.stop_signal)
             history = run.ledger.read().history
             if ending is None:
                 stop = budget_stop(run, history)
@@ -72,7 +84,7 @@ def run_parallel(run: Run, parallel: int) -> int:
             while ending is None and len(proposing) + len(measuring) < parallel and not _capped(run, history,
                                                                                              proposing, measuring):
                 flight = _start(run, history)
-                proposing[pool.submit(_propose_in_thread, flight, serial)] = flight
+                proposing[_in_thread(_propose_in_thread, flight, serial)] = flight
             if not proposing and not measuring:
                 if ending is None:
                     stop = budget_stop(run, run.ledger.read().history)
@@ -102,14 +114,13 @@ def run_parallel(run: Run, parallel: int) -> int:
                 again = _judge(run, flight, ref)
                 if again is not None:
                     measuring[again] = flight
-    except Interrupted as exc:
+    except (Interrupted, cluster_mod.Stopped) as exc:
         ending = f"interrupted by {exc}"
         _abandon(run, proposing, measuring, "stopped by a signal")
     except Exception as exc:  # noqa: BLE001 (a daemon bug: every attempt in flight is recorded)
         ending, code = f"internal error: {type(exc).__name__}: {exc} (recorded in the ledger)", 1
         _abandon(run, proposing, measuring, f"the daemon stopped: {type(exc).__name__}: {exc}")
     finally:
-        pool.shutdown(wait=False, cancel_futures=True)
         if not (ending or "").startswith("interrupted"):
             for s, handler in previous.items():
                 signal.signal(s, handler)
@@ -143,6 +154,20 @@ def _start(run: Run, history: RunHistory) -> Flight:
                   run.ledger.attempt_dir(n), Phases(None))
     run.ledger.start(n, att.rec)
     return Flight(att, run.ws.committed_kernel(), history)
+
+
+def _in_thread(fn: Callable[..., edit.Edit], *args: Any) -> Future[edit.Edit]:
+    """``fn(*args)`` in a daemon thread: a model call still running when the daemon stops must not
+    hold the process open (a pool's threads are joined at exit)."""
+    future: Future[edit.Edit] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(fn(*args))
+        except BaseException as exc:  # noqa: BLE001 (handed to the main thread, which records it)
+            future.set_exception(exc)
+    threading.Thread(target=run, name="propose", daemon=True).start()
+    return future
 
 
 def _propose_in_thread(flight: Flight, serial: threading.Lock | None) -> edit.Edit:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -14,7 +15,7 @@ from pathlib import Path
 import git
 import pytest
 
-from conftest import BASELINE, KEEP, ROOT, daemon_cmd, finished, the_run, wait_for, write_config, write_script
+from conftest import BASELINE, KEEP, ROOT, daemon_cmd, events, finished, the_run, wait_for, write_config, write_script
 from orchestrator import cluster
 from test_loop import INCORRECT, SLOWER
 
@@ -131,3 +132,25 @@ def test_a_node_lost_mid_trial_costs_one_resend_and_nothing_else(repo: Path, no_
         no_leftovers(what="the lost node's trial (runner and workers) died with it")
     finally:
         nodes.shutdown()
+
+
+@pytest.mark.slow
+def test_a_signal_mid_trial_records_every_attempt_in_flight_and_leaves_nothing(repo: Path, no_leftovers) -> None:
+    script = write_script(repo, "s", [SLOWER, INCORRECT, SLOWER])
+    daemon = subprocess.Popen(daemon_cmd(script, "--ray", "local", "--parallel", "2", config=write_config(repo)),
+                              cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: list((repo / "runs" / "pq-l2").glob("*/attempts/0001/incumbent-1.py")) != [],
+                 timeout=120, what="the first trial to be sent")
+        time.sleep(1.0)
+        daemon.send_signal(signal.SIGINT)
+        out, err = daemon.communicate(timeout=60)
+    finally:
+        daemon.kill()
+    assert daemon.returncode == 0, out + err
+    assert "run stopped: interrupted by SIGINT" in out, out + err
+    run_dir = the_run(repo)
+    got = finished(run_dir)
+    started = {e["attempt"] for e in events(run_dir) if e["event"] == "started"}
+    assert started == set(got) and got[1]["reason"] == "interrupted", got        # nothing left in flight
+    no_leftovers(what="the interrupted trial's processes")
