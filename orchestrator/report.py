@@ -178,6 +178,8 @@ def status_table(views: list[RunView]) -> str:
         now_doing = "-"
         if v.state == "running" and v.status is not None:
             now_doing = f"{v.status.attempt or '-'} {v.status.phase}"
+        elif v.state == "running" and v.in_flight:            # --ray: several attempts at once
+            now_doing = f"{', '.join(map(str, v.in_flight))} in flight"
         elif v.in_flight:
             now_doing = f"{v.in_flight[-1]} (in flight when it stopped)"
         best = v.best

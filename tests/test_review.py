@@ -18,6 +18,7 @@ from pathlib import Path
 
 import matplotlib.image
 import numpy as np
+import psutil
 import pytest
 from rich.console import Console
 from test_loop import HANG, INCORRECT, KEEP, SLOWER, whole_file, baseline_with
@@ -200,11 +201,21 @@ def test_status_of_stopped_and_crashed_runs(built, tmp_path: Path) -> None:
                                               "create_time": 1.0, "started": "x"}))
     with open(crashed / "attempts.jsonl", "a") as fh:
         fh.write(json.dumps({"event": "started", "attempt": 5}) + "\n")
+    # A --ray run at work: its lock is held by a live process, two attempts are in flight and
+    # there is no status.json (no single phase to show).
+    busy = runs / "20990102-000000"
+    shutil.copytree(src, busy, ignore=shutil.ignore_patterns("worktree", "status.json"))
+    (busy / "run.json").write_text(json.dumps({**info, "run_id": busy.name}))
+    (busy / "lock").write_text(json.dumps({"pid": os.getpid(), "host": os.uname().nodename,
+                                           "create_time": psutil.Process().create_time(), "started": "x"}))
+    with open(busy / "attempts.jsonl", "a") as fh:
+        fh.write(json.dumps({"event": "started", "attempt": 5}) + "\n" + json.dumps({"event": "started", "attempt": 6}) + "\n")
     proc = cli(repo, "status")
     assert proc.returncode == 0, proc.stderr
     rows = {line.split()[1]: line for line in proc.stdout.splitlines()[1:]}
     assert "stopped" in rows[src.name] and "$0.0000" in rows[src.name]
     assert "crashed (stale lock)" in rows["20990101-000000"] and "5 (in flight when it stopped)" in rows["20990101-000000"]
+    assert "running" in rows["20990102-000000"] and "5, 6 in flight" in rows["20990102-000000"]
     # The crashed run still reports (the attempt in flight listed) and candidates still read it.
     rep = cli(repo, "report", "--target", "pq-l2", "--run", "20990101-000000")
     assert rep.returncode == 0 and "1 in flight" in rep.stdout
