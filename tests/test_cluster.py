@@ -79,7 +79,9 @@ def test_loop_with_attempts_in_flight_on_a_local_cluster(repo: Path, no_leftover
     # and is then the new best's code: a duplicate, not a second keep.
     twin = KEEP.replace("HYPOTHESIS: ", "HYPOTHESIS: Restated. ", 1).replace("```python\n", "```python\n# twin\n", 1)
     script = write_script(repo, "s", [KEEP, twin, INCORRECT])
-    config = write_config(repo, cumulative=False)
+    # The gate's size and thresholds are not what this tests: Ray's own processes share the two
+    # cores, and a worst combo sank below 0.95x once in CI. A lenient gate keeps the ~1.2x kernel.
+    config = write_config(repo, cumulative=False, gate={"worst_combo_min": 0.5, "min_effect": 0.0})
     cmd = daemon_cmd(script, "--ray", "local", "--parallel", "2", config=config)
     proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -116,12 +118,13 @@ def test_a_node_lost_mid_trial_costs_one_resend_and_nothing_else(repo: Path, no_
         daemon = subprocess.Popen(daemon_cmd(script, "--ray", nodes.address, "--parallel", "1", config=config),
                                   cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
-            # Once the trial is out on the only node, a second node joins and the first dies.
+            # Once the trial is out on the only node, that node dies (before the trial can end: a
+            # worker takes seconds to start); then a second node joins.
             wait_for(lambda: list((repo / "runs" / "pq-l2").glob("*/attempts/0001/incumbent-1.py")) != [],
                      timeout=120, what="the first trial to be sent")
-            time.sleep(2.0)
-            nodes.add_node(num_cpus=1, resources={cluster.SLOT: 1})
+            time.sleep(0.5)
             nodes.remove_node(first, allow_graceful=False)
+            nodes.add_node(num_cpus=1, resources={cluster.SLOT: 1})
             out, err = daemon.communicate(timeout=300)
         finally:
             daemon.kill()
