@@ -142,6 +142,8 @@ def cmd_loop(args: argparse.Namespace) -> int:
         raise UsageError(f"the prompt cannot be built: {exc}") from None
     box = _sandbox(config.unsafe_no_sandbox)        # before the run exists: a refusal leaves nothing behind
     provider = _provider(config, info)
+    if args.ray is not None and config.unsafe_no_sandbox:
+        raise UsageError("--unsafe-no-sandbox is for this machine only: measurement nodes always run the sandbox")
     ray = _cluster(args)
     try:
         run = (loop.resume(run_dir, config, info, provider) if resuming else loop.start(config, info, provider))

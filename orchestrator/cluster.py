@@ -31,6 +31,7 @@ SLOT = "trial_slot"
 FINGERPRINTED = ("targets", "orchestrator")
 MAX_LOG_BYTES = 8 << 20                       # per file sent back; a trial's logs are far smaller
 POLL_SECONDS = 0.2
+SENDS = 2                                     # a trial whose node is lost is sent this many times in all
 # Past a trial's budget (the node kills it at budget + 10 s): time to send the reply back.
 REPLY_GRACE_SECONDS = 60.0
 
@@ -220,15 +221,6 @@ class Cluster:
     def cancel(self, ref: Any) -> None:
         self.ray.cancel(ref, force=True)
 
-    def nodes(self) -> list[dict[str, Any]]:
-        """Every live node with a slot: its address and whether its slot is busy."""
-        available = self.ray.available_resources()
-        out = []
-        for node in self.ray.nodes():
-            if node.get("Alive") and node.get("Resources", {}).get(SLOT):
-                out.append({"node": node.get("NodeManagerAddress"), "node_id": node.get("NodeID", "")[:12]})
-        return out + [{"free_slots": int(available.get(SLOT, 0))}]
-
     def shutdown(self) -> None:
         self.ray.shutdown()
 
@@ -252,7 +244,7 @@ def outcome(returned: Returned, out_dir: Path) -> Any:
                               out_dir / "result.json")
 
 
-def run_remote(cluster: Cluster, request: Any, out_dir: Path, tries: int = 2) -> Any:
+def run_remote(cluster: Cluster, request: Any, out_dir: Path, tries: int = SENDS) -> Any:
     """One trial on any free node, waited for; a trial whose node was lost is sent again (to any
     node) up to ``tries`` times in all, then reported as an infrastructure failure."""
     from orchestrator import trial

@@ -149,17 +149,23 @@ class Attempt:
 
 # ---------------------------------------------------------------------------------- one attempt
 
+def start_attempt(run: Run, n: int, phases: Phases) -> Attempt:
+    """Attempt ``n``, written ahead to the ledger ("started") before anything can fail."""
+    spec = run.provider.spec
+    att = Attempt(run, AttemptRecord(n, started_at=ledger_mod.now(), provider=run.provider.name,
+                                     model=run.provider.model,
+                                     price=asdict(spec.price) if spec is not None and spec.price else None),
+                  run.ledger.attempt_dir(n), phases)
+    run.ledger.start(n, att.rec)
+    return att
+
+
 def run_attempt(run: Run, n: int, history: RunHistory) -> AttemptRecord:
     """Run attempt ``n`` to its end and return its finished record (already in the ledger).
 
     Each stage either returns what the next needs or raises ``Discard``; the verdict on a trial is
     the gate's alone."""
-    spec = run.provider.spec
-    att = Attempt(run, AttemptRecord(n, started_at=ledger_mod.now(), provider=run.provider.name,
-                                     model=run.provider.model,
-                                     price=asdict(spec.price) if spec is not None and spec.price else None),
-                  run.ledger.attempt_dir(n), Phases(run.status.phase if run.status else None))
-    run.ledger.start(n, att.rec)
+    att = start_attempt(run, n, Phases(run.status.phase if run.status else None))
     try:
         incumbent = run.ws.committed_kernel()
         change = _propose(att, incumbent, history)
@@ -436,9 +442,11 @@ def run_trial(run: Run, request: trial.TrialRequest, out_dir: Path) -> trial.Tri
     return cluster.run_remote(run.cluster, request, out_dir)
 
 
-def _request(run: Run, against: Path) -> trial.TrialRequest:
+def _request(run: Run, against: Path, kernel: Path | None = None) -> trial.TrialRequest:
+    """The run's paired trial of ``kernel`` (default: the worktree's) against ``against``."""
     c = run.config
-    return trial.TrialRequest(run.target, run.ws.kernel_path, against=against, budget_seconds=c.trial_budget_seconds,
+    return trial.TrialRequest(run.target, kernel or run.ws.kernel_path, against=against,
+                              budget_seconds=c.trial_budget_seconds,
                               replicates=c.trial_replicates, sessions=c.trial_sessions, queries_per_combo=c.trial_queries,
                               unsafe_no_sandbox=c.unsafe_no_sandbox)
 

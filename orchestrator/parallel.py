@@ -26,11 +26,9 @@ from typing import Any
 
 from orchestrator import cluster as cluster_mod, edit, gate, ledger as ledger_mod, report
 from orchestrator.gate import Reason
-from orchestrator.ledger import AttemptRecord, RunHistory
+from orchestrator.ledger import RunHistory
 from orchestrator.loop import (Attempt, DaemonStop, Discard, Interrupted, Phases, Run, RunEnded, _copy_metrics,
-                               _keep, _propose, _reject_duplicate, budget_stop)
-
-POLL_SECONDS = 0.2
+                               _keep, _propose, _reject_duplicate, _request, budget_stop, start_attempt)
 
 
 @dataclass
@@ -41,7 +39,6 @@ class Flight:
     incumbent: str
     history: RunHistory
     change: edit.Edit | None = None
-    ref: Any = None                  # the trial on the cluster
     measured: int = 0                # trials sent (a stale re-measure or a lost node sends another)
     lost: int = 0
 
@@ -57,7 +54,7 @@ def run_parallel(run: Run, parallel: int) -> int:
 
     def on_signal(signum: int, frame: Any) -> None:
         # Only a flag: raising from a handler that interrupts Ray's C code corrupts that call. The
-        # main loop and the cluster's waits look at it every POLL_SECONDS. Once: a second Ctrl-C
+        # main loop and the cluster's waits look at it every cluster.POLL_SECONDS. Once: a second Ctrl-C
         # must not cut the recording short.
         for s in (signal.SIGINT, signal.SIGTERM):
             signal.signal(s, signal.SIG_IGN)
@@ -90,7 +87,7 @@ def run_parallel(run: Run, parallel: int) -> int:
                     stop = budget_stop(run, run.ledger.read().history)
                     ending = stop.reason if stop is not None else "nothing left to run"
                 break
-            done, _ = wait(list(proposing), timeout=POLL_SECONDS, return_when=FIRST_COMPLETED) if proposing \
+            done, _ = wait(list(proposing), timeout=cluster_mod.POLL_SECONDS, return_when=FIRST_COMPLETED) if proposing \
                 else (set(), set())
             for future in done:
                 flight = proposing.pop(future)
@@ -109,7 +106,7 @@ def run_parallel(run: Run, parallel: int) -> int:
                 ref = _submit(run, flight)
                 if ref is not None:
                     measuring[ref] = flight
-            for ref in run.cluster.wait(list(measuring), timeout=0 if done else POLL_SECONDS):
+            for ref in run.cluster.wait(list(measuring), timeout=0 if done else cluster_mod.POLL_SECONDS):
                 flight = measuring.pop(ref)
                 again = _judge(run, flight, ref)
                 if again is not None:
@@ -146,13 +143,7 @@ def _capped(run: Run, history: RunHistory, *in_flight: dict[Any, Flight]) -> boo
 
 
 def _start(run: Run, history: RunHistory) -> Flight:
-    n = run.ledger.read().next_attempt
-    spec = run.provider.spec
-    att = Attempt(run, AttemptRecord(n, started_at=ledger_mod.now(), provider=run.provider.name,
-                                     model=run.provider.model,
-                                     price=asdict(spec.price) if spec is not None and spec.price else None),
-                  run.ledger.attempt_dir(n), Phases(None))
-    run.ledger.start(n, att.rec)
+    att = start_attempt(run, run.ledger.read().next_attempt, Phases(None))
     return Flight(att, run.ws.committed_kernel(), history)
 
 
@@ -198,11 +189,10 @@ def _submit(run: Run, flight: Flight) -> Any:
 def _send(run: Run, flight: Flight) -> Any:
     assert flight.change is not None
     flight.measured += 1
-    (flight.att.dir / f"incumbent-{flight.measured}.py").write_text(flight.incumbent)
-    job = cluster_mod.Job(run.target.name, flight.change.new_text, flight.incumbent, run.config.trial_budget_seconds,
-                          run.config.trial_replicates, run.config.trial_sessions, run.config.trial_queries,
-                          run.cluster.head)
-    return run.cluster.submit(job)
+    against = flight.att.dir / f"incumbent-{flight.measured}.py"
+    against.write_text(flight.incumbent)
+    request = _request(run, against, kernel=flight.att.dir / "candidate.py")
+    return run.cluster.submit(cluster_mod.job_for(request, run.cluster.head))
 
 
 def _judge(run: Run, flight: Flight, ref: Any) -> Any:
@@ -215,10 +205,10 @@ def _judge(run: Run, flight: Flight, ref: Any) -> Any:
     except cluster_mod.NodeLost as exc:
         flight.lost += 1
         rec.remeasured.append({"node_lost": str(exc)})
-        if flight.lost < 2:
+        if flight.lost < cluster_mod.SENDS:
             run.log(f"attempt {rec.attempt}: its trial's node was lost ({exc}); sent again")
             return _send(run, flight)
-        att.finish(ledger_mod.DISCARD, Reason.INFRA_ERROR, f"the trial's node was lost twice: {exc}")
+        att.finish(ledger_mod.DISCARD, Reason.INFRA_ERROR, f"the trial's node was lost {flight.lost} times: {exc}")
         return None
     outcome = cluster_mod.outcome(returned, out)
     rec.trial_exit_code, rec.trial = outcome.exit_code, asdict(outcome.result) if outcome.result else None
