@@ -7,7 +7,8 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,7 @@ def cmd_loop(args: argparse.Namespace) -> int:
                                                  "stop_after_rejects", "repair_turns", "trial_budget_seconds",
                                                  "min_effect", "unsafe_no_sandbox", "vs_lance")}
     resuming = args.resume is not None
+    run_dir = None
     try:
         config = config_mod.load(args.config, overrides)
         if resuming:
@@ -127,6 +129,43 @@ def cmd_loop(args: argparse.Namespace) -> int:
             config = config_mod.load(args.config, overrides, config_mod.from_dict(stored))
     except (config_mod.ConfigError, ledger_mod.LedgerError, report.ReportError) as exc:
         raise UsageError(str(exc)) from None
+    ready = _ready(config, resuming)
+    if args.ray is not None and config.unsafe_no_sandbox:
+        raise UsageError("--unsafe-no-sandbox is for this machine only: measurement nodes always run the sandbox")
+    ray = _cluster(args)
+    run = _open(ready, run_dir)
+    if ray is not None:
+        from orchestrator import cluster, parallel
+        run.slots = cluster.Slots(ray)
+        run.slots.watch(run.ledger.dir)
+        width = args.parallel or ray.slot_count()
+        print(f"cluster {args.ray}: {ray.slot_count()} trial slot(s); {width} attempt(s) in flight", flush=True)
+        try:
+            return parallel.run_parallel(run, width)
+        finally:
+            ray.shutdown()
+    run.status = progress.LiveStatus(run.ledger.dir, progress.Status(run.run_id, ready.info.name, ready.label,
+                                                                      sandbox=ready.box.label))
+    run.log = run.status.log
+    return loop.run_loop(run)
+
+
+@dataclass(frozen=True)
+class Ready:
+    """A run that passed every check that can be made before it exists."""
+
+    config: config_mod.RunConfig
+    info: targets.TargetInfo
+    box: sandbox.Sandbox
+    provider: provider_mod.Provider
+
+    @property
+    def label(self) -> str:
+        return "offline playbook (no LLM)" if self.provider.name == "offline" else self.provider.model
+
+
+def _ready(config: config_mod.RunConfig, resuming: bool) -> Ready:
+    """Every check before a run exists: a refusal leaves nothing behind."""
     info = _target(config.target)
     try:
         repo = workspace.find_repo(project.ROOT)
@@ -140,36 +179,25 @@ def cmd_loop(args: argparse.Namespace) -> int:
         loop.check_prompt(info)
     except (prompt_mod.PromptError, OSError) as exc:
         raise UsageError(f"the prompt cannot be built: {exc}") from None
-    box = _sandbox(config.unsafe_no_sandbox)        # before the run exists: a refusal leaves nothing behind
-    provider = _provider(config, info)
-    if args.ray is not None and config.unsafe_no_sandbox:
-        raise UsageError("--unsafe-no-sandbox is for this machine only: measurement nodes always run the sandbox")
-    ray = _cluster(args)
+    return Ready(config, info, _sandbox(config.unsafe_no_sandbox), _provider(config, info))
+
+
+def _open(ready: Ready, run_dir: Path | None, prefix: str = "") -> loop.Run:
+    """The run started (or resumed from ``run_dir``) and announced."""
     try:
-        run = (loop.resume(run_dir, config, info, provider) if resuming else loop.start(config, info, provider))
+        run = (loop.resume(run_dir, ready.config, ready.info, ready.provider) if run_dir is not None
+               else loop.start(ready.config, ready.info, ready.provider))
     except (ledger_mod.LedgerError, workspace.WorkspaceError) as exc:     # the lock is released
-        raise UsageError(f"cannot {'resume' if resuming else 'start'} the run: {exc}") from None
+        raise UsageError(f"cannot {'resume' if run_dir is not None else 'start'} the run: {exc}") from None
     sandbox.set_dumpable(False)   # the API key in this process's environment stays out of same-user reach
-    run.ledger.update_run_info(sandbox=box.label)
-    if box.off:
+    run.ledger.update_run_info(sandbox=ready.box.label)
+    if ready.box.off:
         run.warnings.append("kernels run WITHOUT the sandbox (--unsafe-no-sandbox); see docs/security.md")
-    label = "offline playbook (no LLM)" if provider.name == "offline" else provider.model
-    print(f"run {run.run_id}: target {info.name}, model {label}, branch {run.ws.branch}, sandbox {box.label}",
-          flush=True)
+    print(f"{prefix}run {run.run_id}: target {ready.info.name}, model {ready.label}, branch {run.ws.branch}, "
+          f"sandbox {ready.box.label}", flush=True)
     for warning in run.warnings:
-        print(f"warning: {warning}", file=sys.stderr, flush=True)
-    if ray is not None:
-        from orchestrator import parallel
-        run.cluster = ray
-        width = args.parallel or ray.slots()
-        print(f"cluster {args.ray}: {ray.slots()} trial slot(s); {width} attempt(s) in flight", flush=True)
-        try:
-            return parallel.run_parallel(run, width)
-        finally:
-            ray.shutdown()
-    run.status = progress.LiveStatus(run.ledger.dir, progress.Status(run.run_id, info.name, label, sandbox=box.label))
-    run.log = run.status.log
-    return loop.run_loop(run)
+        print(f"{prefix}warning: {warning}", file=sys.stderr, flush=True)
+    return run
 
 
 def _cluster(args: argparse.Namespace) -> Any:
@@ -180,11 +208,57 @@ def _cluster(args: argparse.Namespace) -> Any:
         return None
     if args.parallel is not None and args.parallel < 1:
         raise UsageError(f"--parallel {args.parallel}: must be at least 1")
+    return _connect(args.ray)
+
+
+def _connect(address: str) -> Any:
     from orchestrator import cluster
     try:
-        return cluster.Cluster(args.ray)
+        return cluster.Cluster(address)
     except cluster.ClusterError as exc:
         raise UsageError(str(exc)) from None
+
+
+def _prefixed(prefix: str) -> Callable[[str], None]:
+    """A fleet loop's log: every line says which loop it is."""
+    def log(text: str) -> None:
+        print(prefix + text.replace("\n", "\n" + prefix), flush=True)
+    return log
+
+
+def cmd_fleet(args: argparse.Namespace) -> int:
+    from orchestrator import cluster, fleet, parallel
+    try:
+        spec = fleet.load(args.file)
+    except fleet.FleetError as exc:
+        raise UsageError(str(exc)) from None
+    ready = [_ready(loop_spec.config, resuming=False) for loop_spec in spec.loops]
+    if any(r.config.unsafe_no_sandbox for r in ready):
+        raise UsageError("unsafe_no_sandbox is for this machine only: measurement nodes always run the sandbox")
+    ray = _connect(spec.address)
+    slots = cluster.Slots(ray)
+    runs: list[parallel.RunInFlight] = []
+    try:
+        for i, (loop_spec, r) in enumerate(zip(spec.loops, ready)):
+            prefix = f"[{i + 1}:{r.info.name}] "
+            try:
+                run = _open(r, None, prefix)
+            except UsageError:
+                for opened in runs:
+                    opened.ending = "another loop of the fleet could not start"
+                    opened.close()
+                raise
+            run.slots = slots
+            slots.watch(run.ledger.dir)
+            run.log = _prefixed(prefix)
+            runs.append(parallel.RunInFlight(run, loop_spec.parallel or fleet.fair_share(ray.slot_count(),
+                                                                                          len(spec.loops))))
+        print(f"fleet on {spec.address}: {ray.slot_count()} trial slot(s), {len(runs)} loop(s), "
+              f"{', '.join(str(r.parallel) for r in runs)} attempt(s) in flight", flush=True)
+        codes = parallel.drive(runs)
+    finally:
+        ray.shutdown()
+    return max(codes)
 
 
 def _effects(text: str) -> tuple[float, ...]:
@@ -381,6 +455,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parallel", type=int, default=None,
                    help="with --ray: attempts in flight at once (default: the cluster's trial slots)")
     p.set_defaults(func=cmd_loop)
+
+    p = sub.add_parser("fleet", help="several loops (targets x models) at once on one Ray cluster, sharing its nodes")
+    p.add_argument("file", type=Path, help="fleet YAML: `ray: ADDRESS` and `loops:` (see docs/scaling.md)")
+    p.set_defaults(func=cmd_fleet)
 
     p = sub.add_parser("calibrate", help="measure the gate's false-keep rate and detection power on this machine")
     p.add_argument("--target", required=True, help="target name, e.g. pq-l2")

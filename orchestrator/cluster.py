@@ -13,16 +13,20 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import json
 import logging
+import os
 import platform
 import socket
+import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from targets import PROJECT_ROOT
+from targets.harness import contention, process
 from targets.harness.files import write_atomic
 from targets.harness.result import EXIT_INTERNAL, ResultParseError, parse_json
 
@@ -34,6 +38,8 @@ POLL_SECONDS = 0.2
 SENDS = 2                                     # a trial whose node is lost is sent this many times in all
 # Past a trial's budget (the node kills it at budget + 10 s): time to send the reply back.
 REPLY_GRACE_SECONDS = 60.0
+# A node that lost a trial gets none for this long: Ray may list a dead node as alive for a while.
+SHUN_SECONDS = 60.0
 
 
 class ClusterError(Exception):
@@ -82,6 +88,10 @@ class Job:
     head: Fingerprint
     against_lance: bool = False
     mode: str = "single"
+    # A re-measure after other work took the worker core: the node first waits (at most this
+    # long) until that core is quiet, as the daemon does on one machine.
+    quiet_threshold: float = 0.0
+    quiet_wait_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -103,11 +113,17 @@ def run_on_node(job: Job) -> Returned:
     from orchestrator import trial
 
     node = socket.gethostname()
+    if "ray" in sys.modules and sys.modules["ray"].is_initialized():     # several nodes may share a host name
+        node += f" ({sys.modules['ray'].get_runtime_context().get_node_id()[:8]})"
     mine = fingerprint()
     if mine != job.head:
         return Returned(node, EXIT_INTERNAL, None, 0.0, None, {},
                         refused=f"node {node} runs other code than the head ({'; '.join(mine.differences(job.head))}); "
                                 "check out the head's commit there and reinstall")
+    if job.quiet_wait_seconds > 0:
+        worker_cpu = process.pick_cpus()[1]
+        if worker_cpu is not None:
+            contention.wait_for_quiet(worker_cpu, job.quiet_threshold, job.quiet_wait_seconds)
     with tempfile.TemporaryDirectory(prefix="lar-node-") as tmp:
         folder = Path(tmp)
         kernel = folder / "candidate" / "kernels.py"
@@ -162,6 +178,19 @@ def reachable(address: str, timeout: float = 5.0) -> None:
                            "or give its address as host:port") from None
 
 
+@dataclass(frozen=True)
+class Node:
+    """A live measurement node: Ray's id for it, its address, its trial slots."""
+
+    id: str
+    name: str
+    slots: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({self.id[:8]})"
+
+
 class Cluster:
     """A connection to a Ray cluster whose measurement nodes each advertise one ``trial_slot``."""
 
@@ -171,6 +200,7 @@ class Cluster:
         except ImportError:
             raise ClusterError("--ray needs Ray: pip install -e '.[ray]'") from None
         self.ray = ray
+        self.address = address
         reachable(address)
         try:
             if address == "local":            # a one-node cluster on this machine, with one slot
@@ -182,36 +212,34 @@ class Cluster:
             raise ClusterError(f"cannot connect to the Ray cluster at {address!r}: {exc}") from None
         self.head = fingerprint()
         self.stop_signal: str | None = None       # set by the daemon's signal handler
-        if self.slots() < 1:
+        if self.slot_count() < 1:
             raise ClusterError(f"no node of the cluster at {address!r} advertises {SLOT!r}: start each measurement "
                                f"node with `ray start --address ... --resources '{{\"{SLOT}\": 1}}'`")
-        self._task = ray.remote(run_on_node).options(resources={SLOT: 1}, num_cpus=0, max_retries=0)
+        self._task = ray.remote(run_on_node)
 
-    def slots(self) -> int:
+    def nodes(self) -> list[Node]:
+        return [Node(n["NodeID"], str(n.get("NodeManagerAddress", "?")), int(n["Resources"][SLOT]))
+                for n in self.ray.nodes() if n.get("Alive") and n.get("Resources", {}).get(SLOT, 0) >= 1]
+
+    def slot_count(self) -> int:
         return int(self.ray.cluster_resources().get(SLOT, 0))
 
-    def submit(self, job: Job) -> Any:
-        return self._task.remote(job)
+    def submit(self, job: Job, node: Node) -> Any:
+        """The trial on that node and no other (``soft=False``: if the node dies the task fails,
+        and the daemon sends it again to another); it still asks for the node's slot, so a trial
+        that someone else placed there is waited for, never shared with."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    def wait(self, refs: list[Any], timeout: float) -> list[Any]:
-        ready, _ = self.ray.wait(refs, num_returns=1, timeout=timeout) if refs else ([], [])
-        return ready
+        return self._task.options(resources={SLOT: 1}, num_cpus=0, max_retries=0,
+                                  scheduling_strategy=NodeAffinitySchedulingStrategy(node.id, soft=False)).remote(job)
 
-    def get(self, ref: Any, timeout: float | None = None) -> Returned:
-        """A finished trial's reply; a node that never answers is lost after ``timeout`` seconds.
-        Waits in short steps, so a signal (``stop_signal``, set by the daemon's handler: raising
-        from a handler inside Ray's C code corrupts the call) stops the wait within a fraction of
-        a second."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self.wait([ref], POLL_SECONDS):
-            if self.stop_signal is not None:
-                self.cancel(ref)
-                raise Stopped(self.stop_signal)
-            if deadline is not None and time.monotonic() > deadline:
-                self.cancel(ref)
-                raise NodeLost(f"no answer in {timeout:g} s")
+    def ready(self, refs: list[Any]) -> list[Any]:
+        return self.ray.wait(refs, num_returns=len(refs), timeout=0)[0] if refs else []
+
+    def result(self, ref: Any) -> Returned:
+        """A finished trial's reply (the task is done: this does not wait)."""
         try:
-            returned = self.ray.get(ref)
+            returned = self.ray.get(ref, timeout=REPLY_GRACE_SECONDS)
         except self.ray.exceptions.RayError as exc:
             raise NodeLost(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
         if not isinstance(returned, Returned):
@@ -223,6 +251,149 @@ class Cluster:
 
     def shutdown(self) -> None:
         self.ray.shutdown()
+
+
+@dataclass
+class Ticket:
+    """One trial to place on a node, and where it runs once placed."""
+
+    run: str                       # the run's id (a fleet runs several on one cluster)
+    target: str
+    label: str                     # what it is for, e.g. "attempt 5 (trial)"
+    job: Job
+    urgent: bool                   # the daemon waits for it (a keep's re-measure): placed first
+    queued_at: float = field(default_factory=time.monotonic)
+    node: Node | None = None
+    ref: Any = None
+    deadline: float = 0.0
+    done: bool = False
+    lost: str | None = None        # why it never came back (its node died, no answer, no node)
+
+
+class Slots:
+    """Places every trial of the daemon's runs on the cluster's nodes itself, one per node.
+
+    The daemon, not Ray's queue, picks the node: so it knows what runs where (``cluster.json`` in
+    each run's folder, read by ``orchestrator status``), and it shares nodes fairly between the
+    runs of a fleet: a free node goes to the waiting trial whose run holds the fewest nodes (a
+    keep's re-measures first: the daemon is waiting on them), oldest first. Every trial still asks
+    for the node's ``trial_slot``, so Ray never starts two on one machine.
+    """
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self.waiting: list[Ticket] = []
+        self.placed: list[Ticket] = []
+        self.watchers: list[Path] = []            # run folders that get cluster.json
+        self._nodes: list[Node] = []
+        self._nodes_at = float("-inf")
+        self._shown = ""
+        self.shunned: dict[str, float] = {}      # node id -> until when it gets no trial
+
+    def watch(self, run_dir: Path) -> None:
+        self.watchers.append(run_dir)
+
+    def place(self, ticket: Ticket) -> Ticket:
+        self.waiting.append(ticket)
+        self.step()
+        return ticket
+
+    def step(self) -> list[Ticket]:
+        """Notes trials that ended (or were lost), gives free nodes to waiting trials, and writes
+        the picture to each run folder when it changed. Returns the trials that ended now."""
+        now = time.monotonic()
+        ended = set(self.cluster.ready([t.ref for t in self.placed]))
+        finished = []
+        for t in self.placed:
+            if t.ref in ended:
+                t.done = True
+            elif now > t.deadline:
+                self.cluster.cancel(t.ref)
+                t.done, t.lost = True, f"no answer from {t.node.label if t.node else '?'} in " \
+                                       f"{t.job.budget_seconds + REPLY_GRACE_SECONDS:g} s"
+            if t.done:
+                finished.append(t)
+        self.placed = [t for t in self.placed if not t.done]
+        for t in list(self.waiting):
+            if now - t.queued_at > t.job.budget_seconds + REPLY_GRACE_SECONDS:
+                self.waiting.remove(t)
+                t.done, t.lost = True, "no node had a free trial slot for " \
+                                       f"{t.job.budget_seconds + REPLY_GRACE_SECONDS:g} s"
+                finished.append(t)
+        if self.waiting:
+            self._dispatch(now, refresh=bool(finished))
+        self._show()
+        return finished
+
+    def _dispatch(self, now: float, refresh: bool) -> None:
+        if refresh or now - self._nodes_at > 1.0:
+            self._nodes, self._nodes_at = self.cluster.nodes(), now
+        for node in self._nodes:
+            if self.shunned.get(node.id, 0.0) > now:
+                continue
+            free = node.slots - sum(1 for t in self.placed if t.node is not None and t.node.id == node.id)
+            for _ in range(free):
+                if not self.waiting:
+                    return
+                held = {t.run: 0 for t in self.waiting}
+                for t in self.placed:
+                    held[t.run] = held.get(t.run, 0) + 1
+                ticket = min(self.waiting, key=lambda t: (not t.urgent, held[t.run], t.queued_at))
+                self.waiting.remove(ticket)
+                ticket.node, ticket.ref = node, self.cluster.submit(ticket.job, node)
+                ticket.deadline = time.monotonic() + ticket.job.budget_seconds + REPLY_GRACE_SECONDS
+                self.placed.append(ticket)
+
+    def wait_for(self, ticket: Ticket) -> Returned:
+        """The trial's reply, waiting in short steps so that a signal (``cluster.stop_signal``: a
+        raise from a handler inside Ray's C code corrupts the call) stops the wait at once."""
+        while not ticket.done:
+            if self.cluster.stop_signal is not None:
+                self.cancel(ticket)
+                raise Stopped(self.cluster.stop_signal)
+            self.step()
+            if not ticket.done:
+                time.sleep(POLL_SECONDS)
+        return self.reply(ticket)
+
+    def reply(self, ticket: Ticket) -> Returned:
+        """A finished trial's reply; NodeLost if it never came back (and its node is shunned)."""
+        try:
+            if ticket.lost is not None:
+                raise NodeLost(ticket.lost)
+            return self.cluster.result(ticket.ref)
+        except NodeLost:
+            if ticket.node is not None:
+                self.shunned[ticket.node.id] = time.monotonic() + SHUN_SECONDS
+            raise
+
+    def cancel(self, ticket: Ticket) -> None:
+        if ticket in self.waiting:
+            self.waiting.remove(ticket)
+        if ticket in self.placed:
+            self.placed.remove(ticket)
+            self.cluster.cancel(ticket.ref)
+        ticket.done = True
+
+    def picture(self) -> dict[str, Any]:
+        """What runs where, as ``cluster.json`` has it."""
+        def who(t: Ticket) -> dict[str, str]:
+            return {"target": t.target, "run": t.run, "trial": t.label}
+        return {"daemon_pid": os.getpid(), "address": self.cluster.address,
+                "nodes": [{"node": n.label, "slots": n.slots,
+                           "busy": [who(t) for t in self.placed if t.node is not None and t.node.id == n.id]}
+                          for n in self._nodes],
+                "waiting": [who(t) for t in self.waiting]}
+
+    def _show(self) -> None:
+        picture = self.picture()
+        text = json.dumps(picture, indent=1)
+        if text == self._shown:
+            return
+        self._shown = text
+        stamped = json.dumps({**picture, "updated_at": time.time()}, indent=1) + "\n"
+        for run_dir in self.watchers:
+            write_atomic(run_dir / "cluster.json", stamped.encode())
 
 
 def job_for(request: Any, head: Fingerprint) -> Job:
@@ -244,16 +415,17 @@ def outcome(returned: Returned, out_dir: Path) -> Any:
                               out_dir / "result.json")
 
 
-def run_remote(cluster: Cluster, request: Any, out_dir: Path, tries: int = SENDS) -> Any:
-    """One trial on any free node, waited for; a trial whose node was lost is sent again (to any
-    node) up to ``tries`` times in all, then reported as an infrastructure failure."""
+def run_remote(slots: Slots, request: Any, out_dir: Path, run_id: str, label: str, tries: int = SENDS) -> Any:
+    """One trial on the next free node, waited for (placed before the runs' other trials: the
+    daemon waits on it); a trial whose node was lost is sent again, to any node, up to ``tries``
+    times in all, then reported as an infrastructure failure."""
     from orchestrator import trial
 
-    job = job_for(request, cluster.head)
+    job = job_for(request, slots.cluster.head)
     lost = []
     for _ in range(tries):
         try:
-            return outcome(cluster.get(cluster.submit(job), timeout=job.budget_seconds + REPLY_GRACE_SECONDS), out_dir)
+            return outcome(slots.wait_for(slots.place(Ticket(run_id, job.target, label, job, urgent=True))), out_dir)
         except NodeLost as exc:
             lost.append(str(exc))
     return trial.TrialOutcome(EXIT_INTERNAL, None, f"infra_error: the trial's node was lost {tries} times: "

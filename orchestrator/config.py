@@ -149,6 +149,11 @@ def load(path: Path | None, overrides: dict[str, Any], base: RunConfig | None = 
     return _apply(config, flags, "")
 
 
+def overlay(base: RunConfig, values: dict[str, Any], where: str = "") -> RunConfig:
+    """``base`` with the keys of a config mapping set (validated as in a file; errors start with ``where``)."""
+    return _apply(base, values, where)
+
+
 def to_dict(config: RunConfig) -> dict[str, Any]:
     return dataclasses.asdict(config)
 

@@ -66,7 +66,7 @@ class Run:
     stop_reason: str = ""
     warnings: list[str] = field(default_factory=list)
     status: LiveStatus | None = None      # live progress and status.json, when the CLI runs the loop
-    cluster: Any = None                   # orchestrator.cluster.Cluster with --ray: trials run on its nodes
+    slots: Any = None                     # orchestrator.cluster.Slots with --ray: trials run on its nodes
 
     @property
     def baseline(self) -> Path:
@@ -435,11 +435,16 @@ def _copy_metrics(rec: AttemptRecord, result: TrialResult | None) -> None:
 def run_trial(run: Run, request: trial.TrialRequest, out_dir: Path) -> trial.TrialOutcome:
     """Every trial of a run goes through here: on this machine, or with ``--ray`` on a
     measurement node of the cluster (the same trial; its logs come back into ``out_dir``)."""
-    if run.cluster is None:
+    if run.slots is None:
         return trial.run(request, out_dir)
     from orchestrator import cluster
 
-    return cluster.run_remote(run.cluster, request, out_dir)
+    return cluster.run_remote(run.slots, request, out_dir, run.run_id, trial_label(run, out_dir))
+
+
+def trial_label(run: Run, out_dir: Path) -> str:
+    """A trial as ``orchestrator status`` names it: its folder in the run, e.g. attempts/0005/trial."""
+    return out_dir.relative_to(run.ledger.dir).as_posix() if out_dir.is_relative_to(run.ledger.dir) else str(out_dir)
 
 
 def _request(run: Run, against: Path, kernel: Path | None = None) -> trial.TrialRequest:

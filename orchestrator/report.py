@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -188,7 +189,42 @@ def status_table(views: list[RunView]) -> str:
                      f"{best.vs_lance:.2f}x" if best and best.vs_lance else "-",
                      tokens_text(v.history.totals), hit_text(v.history.totals), f"${v.history.totals.cost_usd:.4f}", _last_activity(v)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+    table = "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+    return "\n\n".join([table, *cluster_pictures(views)])
+
+
+def cluster_pictures(views: list[RunView]) -> list[str]:
+    """For running ``--ray`` runs and fleets: each daemon's nodes, what runs on each, what waits
+    (``cluster.json``, written by the daemon whenever it changes). Several runs of one fleet share
+    one picture."""
+    seen: dict[int, str] = {}
+    for v in views:
+        if v.state != "running":
+            continue
+        try:
+            picture = json.loads((v.dir / "cluster.json").read_text())
+            pid = int(picture["daemon_pid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if pid != v.lock_pid or pid in seen:
+            continue                                   # another daemon's leftover, or shown already
+        seen[pid] = _picture_text(picture)
+    return list(seen.values())
+
+
+def _picture_text(picture: dict[str, Any]) -> str:
+    def who(t: dict[str, str]) -> str:
+        return f"{t.get('target')} {t.get('run')} {t.get('trial')}"
+    nodes = picture.get("nodes", [])
+    busy = sum(len(n.get("busy", [])) for n in nodes)
+    age = time.time() - float(picture.get("updated_at", time.time()))
+    lines = [f"cluster {picture.get('address')} (daemon pid {picture['daemon_pid']}, as of {age:.0f} s ago): "
+             f"{len(nodes)} node(s), {busy} of {sum(int(n.get('slots', 0)) for n in nodes)} trial slot(s) busy, "
+             f"{len(picture.get('waiting', []))} trial(s) waiting"]
+    for n in nodes:
+        lines.append(f"  {n.get('node')}: " + ("; ".join(map(who, n["busy"])) if n.get("busy") else "free"))
+    lines += [f"  waiting: {who(t)}" for t in picture.get("waiting", [])]
+    return "\n".join(lines)
 
 
 def _last_activity(v: RunView) -> str:

@@ -130,9 +130,14 @@ def test_the_trial_stage_trusts_only_a_valid_consistent_result(tmp_path: Path, m
 
 
 @pytest.mark.slow
-def test_trial_prints_the_gates_verdict_for_a_faster_kernel() -> None:
+def test_trial_prints_the_gates_verdict_for_a_faster_kernel(tmp_path: Path) -> None:
     from conftest import NUMBA_KERNEL
-    proc = orchestrator("trial", "--target", "pq-l2", "--kernel", str(NUMBA_KERNEL), "--against", str(BASELINE), *FAST)
+    # What prints the verdict is tested, not the worst-combo guard: on a busy machine one combo
+    # of this ~1.2x kernel read 0.86x once (the guard has its own tests in test_gate).
+    config = tmp_path / "gate.yaml"
+    config.write_text("gate: {worst_combo_min: 0.5}\n")
+    proc = orchestrator("trial", "--target", "pq-l2", "--kernel", str(NUMBA_KERNEL), "--against", str(BASELINE), *FAST,
+                        "--config", str(config))
     assert proc.returncode == 0, proc.stderr
     assert "verdict: keep" in proc.stdout
 
