@@ -29,10 +29,13 @@ from typing import Any
 
 from orchestrator import cluster as cluster_mod, edit, gate, ledger as ledger_mod, report
 from orchestrator.gate import Reason
-from orchestrator.ledger import RunHistory
+from orchestrator.ledger import LedgerState, RunHistory
 from orchestrator.loop import (Attempt, DaemonStop, Discard, Interrupted, Phases, Run, RunEnded, _copy_metrics,
                                _keep, _propose, _reject_duplicate, _request, budget_stop, start_attempt,
                                trial_label)
+
+
+LEDGER_SECONDS = 5.0        # re-read the ledger at least this often (a STOP file needs no read)
 
 
 @dataclass
@@ -68,6 +71,9 @@ class RunInFlight:
         self.ending: str | None = None
         self.code = 0
         self.handling: Flight | None = None      # taken out of the maps above while its event is handled
+        self._read: LedgerState | None = None
+        self._read_at = 0.0
+        self._stale = True
 
     @property
     def over(self) -> bool:
@@ -75,30 +81,40 @@ class RunInFlight:
 
     def step(self) -> None:
         run = self.run
-        history = run.ledger.read().history
         if self.ending is None:
-            stop = budget_stop(run, history)
+            stop = budget_stop(run, self._ledger().history)
             # --max-attempts counts attempts started, so it caps starts below, not the run.
             if stop is not None and not stop.reason.startswith("reached --max-attempts"):
                 self.ending, self.code = stop.reason, stop.code
         while self.ending is None and len(self.proposing) + len(self.measuring) < self.parallel \
-                and not self._capped(history):
-            flight = Flight(start_attempt(run, run.ledger.read().next_attempt, Phases(None)), run.ws.committed_kernel(),
-                            history)
+                and not self._capped(self._ledger().history):
+            state = self._ledger()
+            flight = Flight(start_attempt(run, state.next_attempt, Phases(None)), run.ws.committed_kernel(),
+                            state.history)
+            self._stale = True
             self.proposing[_in_thread(self._propose, flight)] = flight
         if not self.proposing and not self.measuring and self.ending is None:
-            stop = budget_stop(run, run.ledger.read().history)
+            stop = budget_stop(run, self._ledger().history)
             self.ending = stop.reason if stop is not None else "nothing left to run"
         for future in [f for f in self.proposing if f.done()]:
             self.handling = self.proposing.pop(future)
+            self._stale = True
             self._proposed(self.handling, future)
             self.handling = None
         for key, (ticket, flight) in list(self.measuring.items()):
             if ticket.done:
                 self.handling = flight
                 del self.measuring[key]
+                self._stale = True
                 self._judge(flight, ticket)
                 self.handling = None
+
+    def _ledger(self) -> LedgerState:
+        """The ledger as last read: again after this run wrote to it, else every few seconds (a long
+        run's ledger is megabytes, and the daemon steps five times a second)."""
+        if self._read is None or self._stale or time.monotonic() - self._read_at > LEDGER_SECONDS:
+            self._read, self._read_at, self._stale = self.run.ledger.read(), time.monotonic(), False
+        return self._read
 
     def futures(self) -> list[Future[edit.Edit]]:
         return list(self.proposing)
