@@ -71,6 +71,18 @@ def test_an_unreachable_head_is_refused_quickly_and_nothing_is_written(repo: Pat
     assert not list((repo / "runs").glob("pq-l2/*"))
 
 
+def test_without_ray_no_module_imports_it() -> None:
+    # Ray is imported inside cluster.Cluster only: every orchestrator module, the CLI run to its
+    # end, and a trial's chokepoint without --ray leave it unloaded.
+    code = ("import importlib, pkgutil, sys, orchestrator\n"
+            "for m in pkgutil.iter_modules(orchestrator.__path__):\n    if m.name != '__main__': importlib.import_module('orchestrator.' + m.name)\n"
+            "from orchestrator import cli\n"
+            "assert cli.main(['targets']) == 0\n"
+            "assert 'ray' not in sys.modules, [m for m in sys.modules if m.startswith('ray')][:5]\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
 # --- with Ray ---------------------------------------------------------------------------------------
 
 ray = pytest.importorskip("ray")
