@@ -331,7 +331,9 @@ class Slots:
         for node in self._nodes:
             if self.shunned.get(node.id, 0.0) > now:
                 continue
-            free = node.slots - sum(1 for t in self.placed if t.node is not None and t.node.id == node.id)
+            # One trial per node, whatever it advertises: a node told to offer two slots would
+            # otherwise run two trials that measure each other.
+            free = 1 - sum(1 for t in self.placed if t.node is not None and t.node.id == node.id)
             for _ in range(free):
                 if not self.waiting:
                     return

@@ -149,3 +149,11 @@ def test_status_shows_each_daemons_nodes_once(tmp_path: Path) -> None:
     # A stopped run's leftover picture is not shown, nor one another daemon wrote.
     assert report.cluster_pictures([report.RunView(dirs[0], {}, report.RunHistory(()))]) == []
     assert report.cluster_pictures([report.RunView(dirs[0], {}, report.RunHistory(()), lock_pid=1)]) == []
+
+
+def test_a_node_that_offers_two_slots_still_gets_one_trial(tmp_path: Path) -> None:
+    nodes = Nodes("n1")
+    nodes.live = [cluster.Node("n1-id-0000", "n1", 2)]   # misconfigured: two trials would measure each other
+    slots = cluster.Slots(nodes)   # type: ignore[arg-type]
+    first, second = slots.place(ticket("A", 1)), slots.place(ticket("B", 1))
+    assert first.node is not None and second.node is None
