@@ -222,7 +222,8 @@ class Cluster:
                 for n in self.ray.nodes() if n.get("Alive") and n.get("Resources", {}).get(SLOT, 0) >= 1]
 
     def slot_count(self) -> int:
-        return int(self.ray.cluster_resources().get(SLOT, 0))
+        """Trials the cluster can run at once: one per live node with a slot (see Slots)."""
+        return len(self.nodes())
 
     def submit(self, job: Job, node: Node) -> Any:
         """The trial on that node and no other (``soft=False``: if the node dies the task fails,
