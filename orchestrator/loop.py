@@ -319,9 +319,8 @@ def _trial_and_verdict(att: Attempt, history: RunHistory) -> trial.TrialOutcome:
             verdict = gate.judge(result, c.gate, c.trial_budget_seconds, outcome.error or "", outcome.exit_code,
                                  best, integrity)
             rec.reasons = verdict.reasons
-        busy = _contention(result)
-        if not verdict.remeasurable or busy is None or busy <= c.contention_threshold \
-                or measurement == c.contention_retries:
+        busy = disturbed(verdict, result, c, measurement)
+        if busy is None:
             break
         # Not kept, but measured while other work took the worker core: a real win may have
         # drowned in that noise. Wait for a quiet machine and measure again.
@@ -415,6 +414,16 @@ def limits_text(c: RunConfig) -> str:
             f"- kernels.py may be at most {edit.MAX_KERNEL_BYTES // 1024} KB.\n"
             f"- Keep rule: the speedup's 90% CI lower bound above {1 + c.gate.min_effect:g}x, every combo at least "
             f"{c.gate.worst_combo_min:g}x, summed gains at least {c.gate.tradeoff_ratio:g}x summed losses.")
+
+
+def disturbed(verdict: gate.Verdict, result: TrialResult | None, c: RunConfig, remeasured: int) -> float | None:
+    """The share of the worker core other work took during a trial that should be measured again
+    on a quiet core (not kept, not tampering, busier than the threshold, retries left), else None:
+    a real win may have drowned in that noise."""
+    busy = _contention(result)
+    if not verdict.remeasurable or busy is None or busy <= c.contention_threshold or remeasured >= c.contention_retries:
+        return None
+    return busy
 
 
 def _contention(result: TrialResult | None) -> float | None:

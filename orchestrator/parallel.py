@@ -31,8 +31,8 @@ from orchestrator import cluster as cluster_mod, edit, gate, ledger as ledger_mo
 from orchestrator.gate import Reason
 from orchestrator.ledger import LedgerState, RunHistory
 from orchestrator.loop import (Attempt, DaemonStop, Discard, Interrupted, Phases, Run, RunEnded, _copy_metrics,
-                               _keep, _propose, _reject_duplicate, _request, budget_stop, start_attempt,
-                               trial_label)
+                               _keep, _propose, _reject_duplicate, _request, budget_stop, disturbed,
+                               start_attempt, trial_label)
 
 
 LEDGER_SECONDS = 5.0        # re-read the ledger at least this often (a STOP file needs no read)
@@ -220,10 +220,8 @@ class RunInFlight:
         verdict = gate.judge(outcome.result, c.gate, c.trial_budget_seconds, outcome.error or "", outcome.exit_code,
                              None, gate.Integrity((), _sha(flight.change.new_text)))
         rec.reasons = verdict.reasons
-        busy = outcome.result.contention.get("foreign_cpu_share") if outcome.result else None
-        if not verdict.keep and verdict.remeasurable and busy is not None and busy > c.contention_threshold \
-                and flight.busy < c.contention_retries:
-            # As on one machine: a real win may have drowned in other work on the node's core.
+        busy = disturbed(verdict, outcome.result, c, flight.busy)
+        if busy is not None:
             flight.busy += 1
             rec.remeasured.append({"foreign_cpu_share": busy, "reasons": verdict.reasons, "node": returned.node})
             run.log(f"attempt {rec.attempt}: other work took {busy:.0%} of the worker core on {returned.node}; "
