@@ -129,9 +129,7 @@ def cmd_loop(args: argparse.Namespace) -> int:
             config = config_mod.load(args.config, overrides, config_mod.from_dict(stored))
     except (config_mod.ConfigError, ledger_mod.LedgerError, report.ReportError) as exc:
         raise UsageError(str(exc)) from None
-    ready = _ready(config, resuming)
-    if args.ray is not None and config.unsafe_no_sandbox:
-        raise UsageError("--unsafe-no-sandbox is for this machine only: measurement nodes always run the sandbox")
+    ready = _ready(config, resuming, on_cluster=args.ray is not None)
     ray = _cluster(args)
     run = _open(ready, run_dir)
     if ray is not None:
@@ -164,8 +162,10 @@ class Ready:
         return "offline playbook (no LLM)" if self.provider.name == "offline" else self.provider.model
 
 
-def _ready(config: config_mod.RunConfig, resuming: bool) -> Ready:
+def _ready(config: config_mod.RunConfig, resuming: bool, on_cluster: bool = False) -> Ready:
     """Every check before a run exists: a refusal leaves nothing behind."""
+    if on_cluster and config.unsafe_no_sandbox:
+        raise UsageError("--unsafe-no-sandbox is for this machine only: measurement nodes always run the sandbox")
     info = _target(config.target)
     try:
         repo = workspace.find_repo(project.ROOT)
@@ -232,9 +232,7 @@ def cmd_fleet(args: argparse.Namespace) -> int:
         spec = fleet.load(args.file)
     except fleet.FleetError as exc:
         raise UsageError(str(exc)) from None
-    ready = [_ready(loop_spec.config, resuming=False) for loop_spec in spec.loops]
-    if any(r.config.unsafe_no_sandbox for r in ready):
-        raise UsageError("unsafe_no_sandbox is for this machine only: measurement nodes always run the sandbox")
+    ready = [_ready(loop_spec.config, resuming=False, on_cluster=True) for loop_spec in spec.loops]
     ray = _connect(spec.address)
     slots = cluster.Slots(ray)
     runs: list[parallel.RunInFlight] = []

@@ -288,7 +288,7 @@ class Slots:
         self.watchers: list[Path] = []            # run folders that get cluster.json
         self._nodes: list[Node] = []
         self._nodes_at = float("-inf")
-        self._shown = ""
+        self._shown: dict[str, Any] = {}          # the picture last written
         self.shunned: dict[str, float] = {}      # node id -> until when it gets no trial
 
     def watch(self, run_dir: Path) -> None:
@@ -390,10 +390,9 @@ class Slots:
 
     def _show(self) -> None:
         picture = self.picture()
-        text = json.dumps(picture, indent=1)
-        if text == self._shown:
+        if picture == self._shown:
             return
-        self._shown = text
+        self._shown = picture
         stamped = json.dumps({**picture, "updated_at": time.time()}, indent=1) + "\n"
         for run_dir in self.watchers:
             write_atomic(run_dir / "cluster.json", stamped.encode())

@@ -71,6 +71,18 @@ def test_an_unreachable_head_is_refused_quickly_and_nothing_is_written(repo: Pat
     assert not list((repo / "runs").glob("pq-l2/*"))
 
 
+def test_a_cluster_run_without_the_sandbox_is_refused_before_anything_exists(repo: Path) -> None:
+    # Nodes always run the sandbox: a loop or a fleet that asks for none is refused up front.
+    fleet = repo.parent / "fleet.yaml"
+    fleet.write_text("ray: local\nloops:\n  - {target: pq-l2, model: offline, unsafe_no_sandbox: true}\n")
+    for args in (["loop", "--target", "pq-l2", "--model", "offline", "--ray", "local", "--unsafe-no-sandbox"],
+                 ["fleet", str(fleet)]):
+        proc = subprocess.run([sys.executable, "-m", "orchestrator", *args], cwd=repo, capture_output=True, text=True,
+                              timeout=60)
+        assert proc.returncode == 2 and "measurement nodes always run the sandbox" in proc.stderr, proc.stderr
+    assert not list((repo / "runs").glob("pq-l2/*"))
+
+
 def test_without_ray_no_module_imports_it() -> None:
     # Ray is imported inside cluster.Cluster only: every orchestrator module, the CLI run to its
     # end, and a trial's chokepoint without --ray leave it unloaded.
